@@ -1,0 +1,102 @@
+/* config.h: meterd.yaml, read through one key table per section.
+ *
+ * A loaded struct md_config is immutable and shared by reference: main owns
+ * the current one and swaps it on reload (md_config_ref/unref are
+ * thread-safe); readers take a reference for as long as they use it.
+ * Tables (name, type, range, default, help) drive parsing, range checks,
+ * defaults, freeing and `meterd --help-config`.  Later issues add sections by
+ * adding a table and a struct member, nothing else. */
+#ifndef MD_CONFIG_H
+#define MD_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define MD_CONFIG_FILE_MAX   (4u << 20)  /* bytes read from a config file */
+#define MD_CONFIG_ERRORS_MAX 100         /* errors collected before giving up */
+#define MD_CONFIG_NODES_MAX  200000      /* YAML nodes visited (alias bombs) */
+#define MD_CONFIG_STR_MAX    4096        /* default max bytes of a string value */
+
+struct md_strlist {
+    char  **v;
+    size_t  count;
+};
+
+struct md_strmap {
+    char  **keys;
+    char  **vals;
+    size_t  count;
+};
+
+/* A list of section structs (e.g. targets[]): count elements of elem_size. */
+struct md_cfg_list {
+    void   *v;
+    size_t  count;
+};
+
+struct md_target_cfg {
+    char             *url;
+    char             *namespace;
+    struct md_strmap  labels;
+};
+
+enum md_cfg_log_level { MD_CFG_LOG_DEBUG, MD_CFG_LOG_INFO, MD_CFG_LOG_WARN, MD_CFG_LOG_ERROR };
+enum md_cfg_log_format { MD_CFG_LOG_LOGFMT, MD_CFG_LOG_JSON };
+
+struct md_config {
+    char *cluster;
+    char *listen;                 /* "host:port" */
+    struct {
+        char     *path;
+        uint64_t  busy_timeout_ms;
+    } storage;
+    struct {
+        uint64_t interval_ms;
+        uint64_t timeout_ms;
+        uint64_t body_size_limit;
+    } scrape;
+    struct md_cfg_list targets;   /* struct md_target_cfg */
+    struct {
+        int level;                /* enum md_cfg_log_level */
+        int format;               /* enum md_cfg_log_format */
+    } log;
+    struct {
+        uint64_t threads;
+        uint64_t max_connections;
+        uint64_t max_connections_per_ip;
+        uint64_t connection_timeout_ms;
+        uint64_t connection_memory_limit;
+    } http;
+
+    /* not from the file */
+    char *source;                 /* the path it was loaded from */
+    int   refs;                   /* guarded by the module's mutex */
+};
+
+/* Collected errors, each "FILE:LINE:COL: message" (1-based line/column). */
+struct md_cfg_errors {
+    char   msgs[MD_CONFIG_ERRORS_MAX][320];
+    size_t count;
+    int    truncated;             /* more errors than MD_CONFIG_ERRORS_MAX */
+};
+
+/* Loads and validates a file.  On success *out is a new config with one
+ * reference; on failure returns MD_ECONFIG (or MD_EIO / MD_ENOMEM) with every
+ * problem found in errs, and *out is untouched. */
+int md_config_load(const char *path, struct md_config **out, struct md_cfg_errors *errs);
+/* Same, from memory; name is used in messages. */
+int md_config_load_buf(const char *name, const char *data, size_t len,
+    struct md_config **out, struct md_cfg_errors *errs);
+
+struct md_config *md_config_ref(struct md_config *c);
+void              md_config_unref(struct md_config *c);   /* NULL is a no-op */
+
+/* Writes the key tables as documentation (meterd --help-config). */
+void md_config_help(FILE *fp);
+
+/* Splits "host:port" ("[v6]:port" too); host may be empty (all addresses). */
+int md_config_split_listen(const char *listen, char *host, size_t host_len,
+    uint16_t *port);
+
+#endif

@@ -1,0 +1,337 @@
+/* http.c: the HTTP server on libmicrohttpd.
+ *
+ * Threads: MHD's internal polling thread plus a pool of
+ * http.threads workers call handle().  Per-request state is a small struct
+ * hung on MHD's request closure and freed by request_done().  The request
+ * counters are a fixed [route][code] array of atomics, so cardinality is
+ * bounded by construction: unknown paths count as route="other".
+ *
+ * Rules: unknown paths 404, wrong methods 405 with Allow; under /api/ every
+ * error is JSON {"error":{"code":"...","message":"..."}}; error bodies never
+ * echo the request (OpenBSD httpd). */
+#define MD_MODULE "http"
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "../exporters/prom_text.h"
+#include "log.h"
+#include "selfmetrics.h"
+#include "store.h"
+
+#define MD_HTTP_BODY_MAX   (1u << 20)   /* request body bytes accepted (PUT/POST) */
+#define MD_HTTP_METRICS_MAX (64u << 20) /* /metrics response cap */
+
+enum route_id { R_HEALTHZ, R_READYZ, R_METRICS, R_API, R_OTHER, R_COUNT };
+static const char *const route_names[R_COUNT] = {
+    "/healthz", "/readyz", "/metrics", "/api", "other"
+};
+
+static const unsigned codes[] = { 200, 400, 401, 403, 404, 405, 413, 429, 431, 500, 503 };
+#define CODE_COUNT (sizeof(codes) / sizeof(codes[0]) + 1)   /* last: any other */
+
+static atomic_ullong req_counts[R_COUNT][CODE_COUNT];
+
+struct md_http {
+    struct MHD_Daemon *d;
+    struct md_app     *app;
+};
+
+struct request {
+    int    route;
+    size_t body_len;
+    int    body_too_large;
+};
+
+static size_t
+code_index(unsigned code)
+{
+    for (size_t i = 0; i < CODE_COUNT - 1; i++)
+        if (codes[i] == code)
+            return i;
+    return CODE_COUNT - 1;
+}
+
+int
+md_http_render_metrics(struct md_buf *b)
+{
+    int rc = md_prom_family(b, "meterd_http_requests_total", "counter",
+        "HTTP requests answered, by route and status code.");
+
+    for (int r = 0; r < R_COUNT && rc == MD_OK; r++) {
+        for (size_t c = 0; c < CODE_COUNT && rc == MD_OK; c++) {
+            uint64_t n = atomic_load(&req_counts[r][c]);
+            char code[8];
+            struct md_prom_label l[] = {
+                { "path", route_names[r], 0 }, { "code", code, 0 },
+            };
+
+            if (n == 0)
+                continue;
+            if (c == CODE_COUNT - 1)
+                (void)snprintf(code, sizeof(code), "other");
+            else
+                (void)snprintf(code, sizeof(code), "%u", codes[c]);
+            rc = md_prom_sample_u64(b, "meterd_http_requests_total", l, 2, n);
+        }
+    }
+    return rc;
+}
+
+static enum MHD_Result
+send_buf(struct MHD_Connection *c, int route, unsigned status, const char *ctype,
+    char *data, size_t len, const char *allow)
+{
+    struct MHD_Response *resp;
+    enum MHD_Result ret;
+
+    /* takes ownership of data (allocated with malloc via md_*) */
+    resp = MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
+    if (resp == NULL) {
+        md_free(data);
+        return MHD_NO;
+    }
+    (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    (void)MHD_add_response_header(resp, "Cache-Control", "no-store");
+    (void)MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    if (allow != NULL)
+        (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+    ret = MHD_queue_response(c, status, resp);
+    MHD_destroy_response(resp);
+    atomic_fetch_add(&req_counts[route][code_index(status)], 1);
+    return ret;
+}
+
+static enum MHD_Result
+send_text(struct MHD_Connection *c, int route, unsigned status, const char *text,
+    const char *allow)
+{
+    char *d = md_strdup(text);
+
+    if (d == NULL)
+        return MHD_NO;
+    return send_buf(c, route, status, "text/plain; charset=utf-8", d, strlen(d), allow);
+}
+
+static const char *
+json_code_for(unsigned status)
+{
+    switch (status) {
+    case 400: return "bad_request";
+    case 401: return "unauthorized";
+    case 403: return "forbidden";
+    case 404: return "not_found";
+    case 405: return "method_not_allowed";
+    case 413: return "payload_too_large";
+    case 429: return "too_many_requests";
+    case 503: return "unavailable";
+    default:  return "internal";
+    }
+}
+
+/* {"error":{"code":"...","message":"..."}}; message is ours, never the
+ * client's input, so only quotes and backslashes need escaping. */
+static enum MHD_Result
+send_json_error(struct MHD_Connection *c, int route, unsigned status, const char *message,
+    const char *allow)
+{
+    struct md_buf b;
+    size_t len;
+    char *d;
+
+    md_buf_init(&b, 4096);
+    (void)md_buf_printf(&b, "{\"error\":{\"code\":\"%s\",\"message\":\"", json_code_for(status));
+    for (const char *p = message; *p != '\0'; p++) {
+        if (*p == '"' || *p == '\\')
+            (void)md_buf_putc(&b, '\\');
+        if ((unsigned char)*p >= 0x20)
+            (void)md_buf_putc(&b, *p);
+    }
+    (void)md_buf_puts(&b, "\"}}\n");
+    d = md_buf_steal(&b, &len);
+    if (d == NULL)
+        return MHD_NO;
+    return send_buf(c, route, status, "application/json", d, len, allow);
+}
+
+static int
+route_of(const char *url)
+{
+    if (strcmp(url, "/healthz") == 0)
+        return R_HEALTHZ;
+    if (strcmp(url, "/readyz") == 0)
+        return R_READYZ;
+    if (strcmp(url, "/metrics") == 0)
+        return R_METRICS;
+    if (strcmp(url, "/api") == 0 || strncmp(url, "/api/", 5) == 0)
+        return R_API;
+    return R_OTHER;
+}
+
+static enum MHD_Result
+serve_metrics(struct md_http *h, struct MHD_Connection *c)
+{
+    struct md_buf b;
+    size_t len;
+    char *d;
+
+    md_buf_init(&b, MD_HTTP_METRICS_MAX);
+    if (md_selfmetrics_render(h->app, &b) != MD_OK) {
+        md_buf_fini(&b);
+        return send_text(c, R_METRICS, 500, "cannot render metrics\n", NULL);
+    }
+    d = md_buf_steal(&b, &len);
+    if (d == NULL)
+        return MHD_NO;
+    return send_buf(c, R_METRICS, 200, "text/plain; version=0.0.4; charset=utf-8", d, len, NULL);
+}
+
+static enum MHD_Result
+handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+    const char *version, const char *upload_data, size_t *upload_data_size, void **req_cls)
+{
+    struct md_http *h = cls;
+    struct request *rq = *req_cls;
+    int get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 ||
+              strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+
+    (void)version;
+    (void)upload_data;
+    if (rq == NULL) {
+        rq = md_calloc(1, sizeof(*rq));
+        if (rq == NULL)
+            return MHD_NO;
+        rq->route = route_of(url);
+        *req_cls = rq;
+        return MHD_YES;
+    }
+    if (*upload_data_size != 0) {
+        /* bodies are counted and discarded until a route needs one */
+        rq->body_len += *upload_data_size;
+        if (rq->body_len > MD_HTTP_BODY_MAX)
+            rq->body_too_large = 1;
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (rq->body_too_large)
+        return rq->route == R_API
+            ? send_json_error(c, rq->route, 413, "request body too large", NULL)
+            : send_text(c, rq->route, 413, "request body too large\n", NULL);
+
+    switch (rq->route) {
+    case R_HEALTHZ:
+        if (!get)
+            return send_text(c, rq->route, 405, "method not allowed\n", "GET, HEAD");
+        return send_text(c, rq->route, 200, "ok\n", NULL);
+    case R_READYZ: {
+        struct md_store_stats ss;
+
+        if (!get)
+            return send_text(c, rq->route, 405, "method not allowed\n", "GET, HEAD");
+        if (!atomic_load(&h->app->ready))
+            return send_text(c, rq->route, 503, "not ready: starting\n", NULL);
+        md_store_get_stats(h->app->store, &ss);
+        if (!ss.healthy)
+            return send_text(c, rq->route, 503, "not ready: store writes failing\n", NULL);
+        return send_text(c, rq->route, 200, "ready\n", NULL);
+    }
+    case R_METRICS:
+        if (!get)
+            return send_text(c, rq->route, 405, "method not allowed\n", "GET, HEAD");
+        return serve_metrics(h, c);
+    case R_API:
+        return send_json_error(c, rq->route, 404, "no such API endpoint", NULL);
+    default:
+        return send_text(c, rq->route, 404, "not found\n", NULL);
+    }
+}
+
+static void
+request_done(void *cls, struct MHD_Connection *c, void **req_cls,
+    enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)c;
+    (void)toe;
+    md_free(*req_cls);
+    *req_cls = NULL;
+}
+
+static void
+mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    size_t n;
+
+    (void)cls;
+    (void)vsnprintf(msg, sizeof(msg), fmt, ap);
+    n = strlen(msg);
+    while (n > 0 && msg[n - 1] == '\n')
+        msg[--n] = '\0';
+    md_log_debug("libmicrohttpd: %s", msg);
+}
+
+int
+md_http_start(struct md_app *app, const struct md_config *cfg, struct md_http **out,
+    struct md_err *err)
+{
+    struct addrinfo hints = {0}, *ai = NULL;
+    char host[256], port_s[8];
+    struct md_http *h;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
+    uint16_t port;
+    int gai;
+
+    if (md_config_split_listen(cfg->listen, host, sizeof(host), &port) != MD_OK)
+        return md_err_set(err, MD_ECONFIG, "listen \"%s\": not host:port", cfg->listen);
+    (void)snprintf(port_s, sizeof(port_s), "%u", port);
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    hints.ai_family = AF_UNSPEC;
+    gai = getaddrinfo(host[0] ? host : NULL, port_s, &hints, &ai);
+    if (gai != 0)
+        return md_err_set(err, MD_EIO, "listen \"%s\": %s", cfg->listen, gai_strerror(gai));
+    if (ai->ai_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    h = md_calloc(1, sizeof(*h));
+    if (h == NULL) {
+        freeaddrinfo(ai);
+        return md_err_set(err, MD_ENOMEM, "out of memory");
+    }
+    h->app = app;
+    h->d = MHD_start_daemon(flags, port, NULL, NULL, handle, h,
+        MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http.threads,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->http.max_connections,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->http.max_connections_per_ip,
+        MHD_OPTION_CONNECTION_TIMEOUT,
+            (unsigned)((cfg->http.connection_timeout_ms + 999) / 1000),
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->http.connection_memory_limit,
+        MHD_OPTION_NOTIFY_COMPLETED, request_done, NULL,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        MHD_OPTION_END);
+    freeaddrinfo(ai);
+    if (h->d == NULL) {
+        md_free(h);
+        return md_err_set(err, MD_EIO, "listen \"%s\": cannot bind or start the server "
+            "(address in use or not available)", cfg->listen);
+    }
+    *out = h;
+    return MD_OK;
+}
+
+void
+md_http_stop(struct md_http *h)
+{
+    if (h == NULL)
+        return;
+    MHD_stop_daemon(h->d);
+    md_free(h);
+}

@@ -1,0 +1,263 @@
+/* main.c: subcommands, signals, start/stop order.
+ *
+ * The main thread owns the configuration and the lifecycle.  It blocks
+ * SIGTERM, SIGINT and SIGHUP before any thread exists (so every thread
+ * inherits the mask), starts the store writer and the HTTP server, then waits
+ * in sigwait().  SIGHUP reloads: the new file is validated first and swapped
+ * in only when it has no error.  Stop order: HTTP (no new readers), writer
+ * (queue drained and committed), store closed; exit 0. */
+#define MD_MODULE "main"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app.h"
+#include "config.h"
+#include "http.h"
+#include "log.h"
+#include "store.h"
+#include "util.h"
+#include "version.h"
+
+static void
+usage(FILE *fp)
+{
+    fputs("usage: meterd <command> [options]\n"
+          "\n"
+          "commands:\n"
+          "  run -c FILE           run the daemon with configuration FILE\n"
+          "  check-config -c FILE  validate FILE; print every error as FILE:LINE:COL: message\n"
+          "  version               print the version\n"
+          "\n"
+          "options:\n"
+          "  -h, --help            this help\n"
+          "  --help-config         every configuration key, its type, range and default\n"
+          "\n"
+          "signals (run): SIGTERM/SIGINT stop cleanly; SIGHUP reloads the configuration\n",
+        fp);
+}
+
+struct md_config *
+md_app_config(struct md_app *app)
+{
+    struct md_config *c;
+
+    pthread_mutex_lock(&app->cfg_mu);
+    c = md_config_ref(app->cfg);
+    pthread_mutex_unlock(&app->cfg_mu);
+    return c;
+}
+
+/* Parses "-c FILE" / "--config FILE" / "--config=FILE" after a subcommand. */
+static const char *
+config_arg(int argc, char **argv)
+{
+    for (int i = 0; i < argc; i++) {
+        if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc)
+            return argv[i + 1];
+        if (strncmp(argv[i], "--config=", 9) == 0)
+            return argv[i] + 9;
+    }
+    return NULL;
+}
+
+static int
+print_errors(const struct md_cfg_errors *errs)
+{
+    for (size_t i = 0; i < errs->count; i++)
+        fprintf(stderr, "%s\n", errs->msgs[i]);
+    if (errs->truncated)
+        fprintf(stderr, "(more than %d errors; stopped counting)\n", MD_CONFIG_ERRORS_MAX);
+    return 1;
+}
+
+static int
+cmd_check_config(int argc, char **argv)
+{
+    struct md_cfg_errors *errs = calloc(1, sizeof(*errs));
+    struct md_config *cfg = NULL;
+    const char *path = config_arg(argc, argv);
+    int rc;
+
+    if (path == NULL) {
+        fputs("meterd check-config: -c FILE is required\n", stderr);
+        free(errs);
+        return 2;
+    }
+    if (errs == NULL)
+        return 1;
+    rc = md_config_load(path, &cfg, errs);
+    if (rc != MD_OK) {
+        print_errors(errs);
+        free(errs);
+        return 1;
+    }
+    printf("%s: ok (%zu targets)\n", path, cfg->targets.count);
+    md_config_unref(cfg);
+    free(errs);
+    return 0;
+}
+
+static void
+apply_logging(const struct md_config *cfg)
+{
+    static const enum md_log_level lv[] = { MD_LOG_DEBUG, MD_LOG_INFO, MD_LOG_WARN, MD_LOG_ERR };
+
+    md_log_setup(lv[cfg->log.level], cfg->log.format == MD_CFG_LOG_JSON ? MD_LOG_JSON
+                                                                         : MD_LOG_LOGFMT);
+}
+
+static void
+reload(struct md_app *app, const char *path)
+{
+    struct md_cfg_errors *errs = calloc(1, sizeof(*errs));
+    struct md_config *next = NULL, *old;
+    char detail[512];
+    int rc;
+
+    atomic_fetch_add(&app->reloads_total, 1);
+    if (errs == NULL) {
+        md_log_err("reload: out of memory; keeping the running configuration");
+        return;
+    }
+    rc = md_config_load(path, &next, errs);
+    if (rc != MD_OK) {
+        for (size_t i = 0; i < errs->count; i++)
+            md_log_err("reload rejected: %s", errs->msgs[i]);
+        md_log_err("reload: \"%s\" has %zu error(s); keeping the running configuration",
+            path, errs->count);
+        atomic_store(&app->reload_ok, 0);
+        atomic_fetch_add(&app->reload_failures_total, 1);
+        (void)snprintf(detail, sizeof(detail), "rejected: %zu error(s): %s", errs->count,
+            errs->count ? errs->msgs[0] : "");
+        (void)md_store_submit_event(app->store, "config_reload_failed", detail);
+        free(errs);
+        return;
+    }
+    free(errs);
+    pthread_mutex_lock(&app->cfg_mu);
+    old = app->cfg;
+    app->cfg = next;
+    pthread_mutex_unlock(&app->cfg_mu);
+    if (strcmp(old->listen, next->listen) != 0)
+        md_log_warn("reload: listen changed to \"%s\"; it takes effect at the next restart",
+            next->listen);
+    if (strcmp(old->storage.path, next->storage.path) != 0)
+        md_log_warn("reload: storage.path changed to \"%s\"; it takes effect at the next restart",
+            next->storage.path);
+    md_config_unref(old);
+    apply_logging(next);
+    atomic_store(&app->reload_ok, 1);
+    atomic_store(&app->reload_success_ns, md_now_realtime_ns());
+    (void)snprintf(detail, sizeof(detail), "%zu targets", next->targets.count);
+    (void)md_store_submit_event(app->store, "config_reload", detail);
+    md_log_info("reload: configuration \"%s\" loaded (%zu targets)", path, next->targets.count);
+}
+
+static int
+cmd_run(int argc, char **argv)
+{
+    struct md_cfg_errors *errs;
+    struct md_app app;
+    struct md_http *http = NULL;
+    struct md_err err = {0};
+    const char *path = config_arg(argc, argv);
+    sigset_t set;
+    int rc, sig;
+
+    if (path == NULL) {
+        fputs("meterd run: -c FILE is required\n", stderr);
+        return 2;
+    }
+    memset(&app, 0, sizeof(app));
+    pthread_mutex_init(&app.cfg_mu, NULL);
+    app.start_ns = md_now_realtime_ns();
+    errs = calloc(1, sizeof(*errs));
+    if (errs == NULL)
+        return 1;
+    rc = md_config_load(path, &app.cfg, errs);
+    if (rc != MD_OK) {
+        print_errors(errs);
+        free(errs);
+        return 1;
+    }
+    free(errs);
+    apply_logging(app.cfg);
+    atomic_store(&app.reload_ok, 1);
+    atomic_store(&app.reload_success_ns, md_now_realtime_ns());
+
+    /* block the signals before any thread starts, so only sigwait sees them */
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    rc = md_store_open(app.cfg->storage.path, app.cfg->storage.busy_timeout_ms, &app.store, &err);
+    if (rc != MD_OK)
+        md_fatal("store: %s", err.msg);
+    rc = md_store_writer_start(app.store, &err);
+    if (rc != MD_OK)
+        md_fatal("store: %s", err.msg);
+    rc = md_http_start(&app, app.cfg, &http, &err);
+    if (rc != MD_OK) {
+        md_store_close(app.store);
+        md_fatal("http: %s", err.msg);
+    }
+    (void)md_store_submit_event(app.store, "start", MD_VERSION);
+    atomic_store(&app.ready, 1);
+    md_log_info("meterd %s listening on %s, store \"%s\", %zu targets", MD_VERSION,
+        app.cfg->listen, app.cfg->storage.path, app.cfg->targets.count);
+
+    for (;;) {
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            reload(&app, path);
+            continue;
+        }
+        md_log_info("received %s; stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        break;
+    }
+    atomic_store(&app.ready, 0);
+    md_http_stop(http);
+    (void)md_store_submit_event(app.store, "stop", "");
+    md_store_writer_stop(app.store);
+    md_store_close(app.store);
+    md_config_unref(app.cfg);
+    pthread_mutex_destroy(&app.cfg_mu);
+    md_log_info("stopped");
+    return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "--help-config") == 0) {
+        md_config_help(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+        printf("meterd %s (revision %s)\n", MD_VERSION, MD_GIT_REVISION);
+        return 0;
+    }
+    if (strcmp(argv[1], "run") == 0)
+        return cmd_run(argc - 2, argv + 2);
+    if (strcmp(argv[1], "check-config") == 0)
+        return cmd_check_config(argc - 2, argv + 2);
+    fprintf(stderr, "meterd: unknown command \"%s\"\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

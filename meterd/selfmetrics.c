@@ -1,0 +1,106 @@
+/* selfmetrics.c: meterd's own metrics for /metrics.  No state of its own:
+ * everything is read from the app's atomics, the store's stats and the HTTP
+ * counters at render time, on the calling HTTP thread. */
+#include "selfmetrics.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+
+#include "../exporters/prom_text.h"
+#include "http.h"
+#include "store.h"
+#include "util.h"
+#include "version.h"
+
+int
+md_selfmetrics_render(struct md_app *app, struct md_buf *b)
+{
+    struct md_store_stats ss = {0};
+    struct md_prom_label bl[] = {
+        { "version", MD_VERSION, 0 },
+        { "revision", MD_GIT_REVISION, 0 },
+        { "sqlite", sqlite3_libversion(), 0 },
+    };
+    int rc;
+
+    md_store_get_stats(app->store, &ss);
+    rc = md_prom_family(b, "meterd_build_info", "gauge",
+        "A metric with a constant '1' value labelled by version, revision and SQLite version.");
+    if (rc == MD_OK)
+        rc = md_prom_sample_u64(b, "meterd_build_info", bl, 3, 1);
+    if (rc == MD_OK)
+        rc = md_prom_family(b, "process_start_time_seconds", "gauge",
+            "Start time of the process since unix epoch in seconds.");
+    if (rc == MD_OK)
+        rc = md_prom_sample_f64(b, "process_start_time_seconds", NULL, 0,
+            (double)(app->start_ns / 1000000ULL) / 1000.0);
+    if (rc == MD_OK)
+        rc = md_prom_family(b, "meterd_config_last_reload_successful", "gauge",
+            "Whether the last configuration load or reload attempt was successful.");
+    if (rc == MD_OK)
+        rc = md_prom_sample_u64(b, "meterd_config_last_reload_successful", NULL, 0,
+            (uint64_t)atomic_load(&app->reload_ok));
+    if (rc == MD_OK)
+        rc = md_prom_family(b, "meterd_config_last_reload_success_timestamp_seconds", "gauge",
+            "Timestamp of the last successful configuration load or reload.");
+    if (rc == MD_OK)
+        rc = md_prom_sample_f64(b, "meterd_config_last_reload_success_timestamp_seconds", NULL, 0,
+            (double)(atomic_load(&app->reload_success_ns) / 1000000ULL) / 1000.0);
+    if (rc == MD_OK)
+        rc = md_prom_family(b, "meterd_config_reloads_total", "counter",
+            "Configuration reload attempts (SIGHUP).");
+    if (rc == MD_OK)
+        rc = md_prom_sample_u64(b, "meterd_config_reloads_total", NULL, 0,
+            atomic_load(&app->reloads_total));
+    if (rc == MD_OK)
+        rc = md_prom_family(b, "meterd_config_reload_failures_total", "counter",
+            "Configuration reloads rejected because the new file did not validate.");
+    if (rc == MD_OK)
+        rc = md_prom_sample_u64(b, "meterd_config_reload_failures_total", NULL, 0,
+            atomic_load(&app->reload_failures_total));
+    if (rc == MD_OK)
+        rc = md_prom_family(b, "meterd_store_commits_total", "counter",
+            "SQLite write transactions committed.");
+    if (rc == MD_OK)
+        rc = md_prom_sample_u64(b, "meterd_store_commits_total", NULL, 0, ss.commits);
+    if (rc == MD_OK)
+        rc = md_prom_family(b, "meterd_store_errors_total", "counter",
+            "SQLite write transactions rolled back after an error.");
+    if (rc == MD_OK)
+        rc = md_prom_sample_u64(b, "meterd_store_errors_total", NULL, 0, ss.errors);
+    if (rc == MD_OK)
+        rc = md_prom_family(b, "meterd_store_busy_retries_total", "counter",
+            "Write attempts that found the database locked by another process.");
+    if (rc == MD_OK)
+        rc = md_prom_sample_u64(b, "meterd_store_busy_retries_total", NULL, 0, ss.busy_retries);
+    if (rc == MD_OK)
+        rc = md_prom_family(b, "meterd_store_write_seconds_total", "counter",
+            "Time spent in committed SQLite write transactions.");
+    if (rc == MD_OK)
+        rc = md_prom_sample_f64(b, "meterd_store_write_seconds_total", NULL, 0,
+            (double)ss.write_ns_sum / 1e9);
+    if (rc == MD_OK)
+        rc = md_prom_family(b, "meterd_store_queue_depth", "gauge",
+            "Jobs waiting for the store writer.");
+    if (rc == MD_OK)
+        rc = md_prom_sample_u64(b, "meterd_store_queue_depth", NULL, 0, ss.queue_depth);
+    if (rc == MD_OK)
+        rc = md_prom_family(b, "meterd_store_queue_dropped_total", "counter",
+            "Jobs refused because the writer queue was full.");
+    if (rc == MD_OK)
+        rc = md_prom_sample_u64(b, "meterd_store_queue_dropped_total", NULL, 0, ss.queue_dropped);
+    if (rc == MD_OK)
+        rc = md_prom_family(b, "meterd_store_healthy", "gauge",
+            "1 when the last store write committed, 0 after a failed one.");
+    if (rc == MD_OK)
+        rc = md_prom_sample_u64(b, "meterd_store_healthy", NULL, 0, (uint64_t)ss.healthy);
+    if (rc == MD_OK)
+        rc = md_prom_family(b, "meterd_store_schema_version", "gauge",
+            "Schema version of the database (PRAGMA user_version).");
+    if (rc == MD_OK)
+        rc = md_prom_sample_u64(b, "meterd_store_schema_version", NULL, 0,
+            (uint64_t)ss.schema_version);
+    if (rc == MD_OK)
+        rc = md_http_render_metrics(b);
+    return rc;
+}
