@@ -13,27 +13,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define MD_CONFIG_FILE_MAX   (4u << 20)  /* bytes read from a config file */
-#define MD_CONFIG_ERRORS_MAX 100         /* errors collected before giving up */
-#define MD_CONFIG_NODES_MAX  200000      /* YAML nodes visited (alias bombs) */
-#define MD_CONFIG_STR_MAX    4096        /* default max bytes of a string value */
-
-struct md_strlist {
-    char  **v;
-    size_t  count;
-};
-
-struct md_strmap {
-    char  **keys;
-    char  **vals;
-    size_t  count;
-};
-
-/* A list of section structs (e.g. targets[]): count elements of elem_size. */
-struct md_cfg_list {
-    void   *v;
-    size_t  count;
-};
+#include "cfgtab.h"
 
 struct md_target_cfg {
     char             *url;
@@ -72,13 +52,6 @@ struct md_config {
     /* not from the file */
     char *source;                 /* the path it was loaded from */
     int   refs;                   /* guarded by the module's mutex */
-};
-
-/* Collected errors, each "FILE:LINE:COL: message" (1-based line/column). */
-struct md_cfg_errors {
-    char   msgs[MD_CONFIG_ERRORS_MAX][320];
-    size_t count;
-    int    truncated;             /* more errors than MD_CONFIG_ERRORS_MAX */
 };
 
 /* Loads and validates a file.  On success *out is a new config with one
