@@ -16,6 +16,9 @@ static const char *check_url(const char *v);
 static const char *check_listen(const char *v);
 static const char *check_dns_label(const char *v);
 static const char *check_nonempty(const char *v);
+static const char *check_header_value(const char *v);
+static const char *check_dns_label_nonempty(const char *v);
+static void validate_attribution(struct md_cfg_ctx *c, int node, const char *path, void *obj);
 static void validate_scrape(struct md_cfg_ctx *c, int node, const char *path, void *obj);
 static void validate_target(struct md_cfg_ctx *c, int node, const char *path, void *obj);
 static void validate_root(struct md_cfg_ctx *c, int node, const char *path, void *obj);
@@ -48,6 +51,12 @@ static const struct md_cfg_key scrape_keys[] = {
     { .name = "body_size_limit", .type = MD_CFG_SIZE, .off = OFF(scrape.body_size_limit),
       .min = 1024, .max = 1ULL << 32, .def = "16MiB",
       .help = "a larger (decompressed) scrape body fails" },
+    { .name = "sample_limit", .type = MD_CFG_UINT, .off = OFF(scrape.sample_limit),
+      .min = 0, .max = 100000000, .def = "0",
+      .help = "a body with more samples fails the scrape (0: no limit)" },
+    { .name = "accept", .type = MD_CFG_STR, .off = OFF(scrape.accept), .max = 512,
+      .def = "text/plain;version=0.0.4", .check = check_header_value,
+      .help = "Accept header sent to targets (every EAIG version answers text 0.0.4)" },
     END,
 };
 static const struct md_cfg_section scrape_section = {
@@ -63,6 +72,10 @@ static const struct md_cfg_key target_keys[] = {
       .help = "Kubernetes namespace the target belongs to (namespace rules)" },
     { .name = "labels", .type = MD_CFG_STRMAP, .off = TOFF(labels), .max = 64,
       .help = "extra labels attached to the target" },
+    { .name = "interval", .type = MD_CFG_DURATION, .off = TOFF(interval_ms),
+      .min = 100, .max = 86400000, .help = "this target's scrape interval (default scrape.interval)" },
+    { .name = "timeout", .type = MD_CFG_DURATION, .off = TOFF(timeout_ms),
+      .min = 100, .max = 86400000, .help = "this target's scrape timeout (default scrape.timeout)" },
     END,
 };
 static const struct md_cfg_section target_section = {
@@ -97,6 +110,72 @@ static const struct md_cfg_key http_keys[] = {
 };
 static const struct md_cfg_section http_section = { .name = "http", .keys = http_keys };
 
+static const char *const first_scrape_values[] = { "baseline", "count", NULL };
+
+static const struct md_cfg_key attribution_keys[] = {
+    { .name = "department_label", .type = MD_CFG_STR, .off = OFF(attribution.department_label),
+      .max = 256, .def = "department", .check = check_nonempty,
+      .help = "header-attribute label carrying the department (any spelling: department_id, "
+              "department.id)" },
+    { .name = "default_department", .type = MD_CFG_STR,
+      .off = OFF(attribution.default_department), .max = 256, .def = "unassigned",
+      .check = check_nonempty, .help = "department of usage without (or with an empty) label" },
+    { .name = "namespace_label", .type = MD_CFG_STR, .off = OFF(attribution.namespace_label),
+      .max = 256, .def = "",
+      .help = "header-attribute label carrying the namespace (first namespace rule; empty: off)" },
+    { .name = "department_namespaces", .type = MD_CFG_STRMAP,
+      .off = OFF(attribution.department_namespaces), .max = 10000,
+      .help = "department -> namespace (second namespace rule)" },
+    { .name = "default_namespace", .type = MD_CFG_STR, .off = OFF(attribution.default_namespace),
+      .max = 63, .def = "unassigned", .check = check_dns_label_nonempty,
+      .help = "namespace when no rule gives one (last rule after the target's namespace)" },
+    { .name = "model_label", .type = MD_CFG_STR, .off = OFF(attribution.model_label),
+      .max = 256, .def = "gen_ai_request_model", .check = check_nonempty,
+      .help = "label giving the model: gen_ai_request_model, gen_ai_original_model or "
+              "gen_ai_response_model" },
+    { .name = "provider_label", .type = MD_CFG_STR, .off = OFF(attribution.provider_label),
+      .max = 256, .def = "gen_ai_provider_name", .check = check_nonempty,
+      .help = "label giving the provider (EAIG v0.3: gen_ai_system_name, read as a fallback)" },
+    { .name = "operation_label", .type = MD_CFG_STR, .off = OFF(attribution.operation_label),
+      .max = 256, .def = "gen_ai_operation_name", .check = check_nonempty,
+      .help = "label giving the operation" },
+    { .name = "token_type_label", .type = MD_CFG_STR, .off = OFF(attribution.token_type_label),
+      .max = 256, .def = "gen_ai_token_type", .check = check_nonempty,
+      .help = "label giving the token type" },
+    { .name = "exclude_operations", .type = MD_CFG_STRLIST,
+      .off = OFF(attribution.exclude_operations), .max = 64,
+      .help = "operations that count tokens without consuming them; dropped with reason "
+              "excluded_operation (default: count_tokens, responses_input_tokens)" },
+    END,
+};
+static const struct md_cfg_section attribution_section = {
+    .name = "attribution", .keys = attribution_keys, .validate = validate_attribution
+};
+
+static const struct md_cfg_key ledger_keys[] = {
+    { .name = "first_scrape", .type = MD_CFG_ENUM, .off = OFF(ledger.first_scrape),
+      .def = "baseline", .values = first_scrape_values,
+      .help = "targets already running when a fresh database first starts: baseline (count "
+              "from here) or count (bill what they report in full)" },
+    { .name = "series_max", .type = MD_CFG_UINT, .off = OFF(ledger.series_max),
+      .min = 1, .max = 100000000, .def = "1000000",
+      .help = "billed series tracked at once; beyond it scrapes fail loudly" },
+    { .name = "max_spread", .type = MD_CFG_DURATION, .off = OFF(ledger.max_spread_ms),
+      .min = 3600000, .max = 31622400000ULL, .def = "7d",
+      .help = "a gap up to this long is spread over the hours it spans; a longer gap is "
+              "spread over its last max_spread" },
+    END,
+};
+static const struct md_cfg_section ledger_section = { .name = "ledger", .keys = ledger_keys };
+
+static const struct md_cfg_key usage_keys[] = {
+    { .name = "retention", .type = MD_CFG_DURATION, .off = OFF(usage.retention_ms),
+      .min = 0, .max = 3162240000000ULL, .def = "0s",
+      .help = "hourly usage older than this is deleted (0s: keep forever)" },
+    END,
+};
+static const struct md_cfg_section usage_section = { .name = "usage", .keys = usage_keys };
+
 static const struct md_cfg_key root_keys[] = {
     { .name = "cluster", .type = MD_CFG_STR, .off = OFF(cluster), .max = 253, .def = "default",
       .check = check_nonempty, .help = "name of the cluster stamped on every usage row" },
@@ -112,6 +191,12 @@ static const struct md_cfg_key root_keys[] = {
     { .name = "log", .type = MD_CFG_SECTION, .sub = &log_section, .help = "logging" },
     { .name = "http", .type = MD_CFG_SECTION, .sub = &http_section,
       .help = "HTTP server limits" },
+    { .name = "attribution", .type = MD_CFG_SECTION, .sub = &attribution_section,
+      .help = "how samples become tenants (namespace, department) and dimensions" },
+    { .name = "ledger", .type = MD_CFG_SECTION, .sub = &ledger_section,
+      .help = "counter semantics" },
+    { .name = "usage", .type = MD_CFG_SECTION, .sub = &usage_section,
+      .help = "hourly usage store" },
     END,
 };
 static const struct md_cfg_section root_section = {
@@ -206,6 +291,44 @@ check_dns_label(const char *v)
     return NULL;
 }
 
+static const char *
+check_dns_label_nonempty(const char *v)
+{
+    return *v == '\0' ? "must not be empty" : check_dns_label(v);
+}
+
+static const char *
+check_header_value(const char *v)
+{
+    for (; *v != '\0'; v++)
+        if ((unsigned char)*v < 0x20 || *v == 0x7f)
+            return "contains a control character";
+    return NULL;
+}
+
+static void
+validate_attribution(struct md_cfg_ctx *c, int node, const char *path, void *obj)
+{
+    struct md_config *cfg = obj;
+    const struct md_strmap *m = &cfg->attribution.department_namespaces;
+    int map = md_cfgtab_key_node(c, node, "department_namespaces", 1);
+
+    (void)path;
+    for (size_t i = 0; i < m->count; i++) {
+        const char *why = check_dns_label(m->vals[i]);
+        char kpath[300];
+
+        if (why == NULL && m->vals[i][0] == '\0')
+            why = "must not be empty";
+        if (why == NULL)
+            continue;
+        (void)snprintf(kpath, sizeof(kpath), "attribution.department_namespaces.%.200s",
+            m->keys[i]);
+        md_cfgtab_error(c, md_cfgtab_key_node(c, map, m->keys[i], 1), kpath, "\"%s\": %s",
+            m->vals[i], why);
+    }
+}
+
 static int
 valid_label_name(const char *s)
 {
@@ -236,6 +359,16 @@ static void
 validate_target(struct md_cfg_ctx *c, int node, const char *path, void *obj)
 {
     struct md_target_cfg *t = obj;
+
+    if (t->interval_ms != 0 && t->timeout_ms != 0 && t->timeout_ms > t->interval_ms) {
+        char tpath[300], a[32], b[32];
+
+        md_fmt_duration(t->timeout_ms, a, sizeof(a));
+        md_fmt_duration(t->interval_ms, b, sizeof(b));
+        (void)snprintf(tpath, sizeof(tpath), "%.280s.timeout", path);
+        md_cfgtab_error(c, md_cfgtab_key_node(c, node, "timeout", 1), tpath,
+            "%s is longer than the target's interval (%s)", a, b);
+    }
 
     for (size_t i = 0; i < t->labels.count; i++) {
         char lpath[300];

@@ -19,7 +19,11 @@ struct md_target_cfg {
     char             *url;
     char             *namespace;
     struct md_strmap  labels;
+    uint64_t          interval_ms;   /* 0: scrape.interval */
+    uint64_t          timeout_ms;    /* 0: scrape.timeout */
 };
+
+enum md_cfg_first_scrape { MD_CFG_FIRST_BASELINE, MD_CFG_FIRST_COUNT };
 
 enum md_cfg_log_level { MD_CFG_LOG_DEBUG, MD_CFG_LOG_INFO, MD_CFG_LOG_WARN, MD_CFG_LOG_ERROR };
 enum md_cfg_log_format { MD_CFG_LOG_LOGFMT, MD_CFG_LOG_JSON };
@@ -35,6 +39,8 @@ struct md_config {
         uint64_t interval_ms;
         uint64_t timeout_ms;
         uint64_t body_size_limit;
+        uint64_t sample_limit;        /* 0: unlimited */
+        char    *accept;              /* Accept header sent to targets */
     } scrape;
     struct md_cfg_list targets;   /* struct md_target_cfg */
     struct {
@@ -48,6 +54,26 @@ struct md_config {
         uint64_t connection_timeout_ms;
         uint64_t connection_memory_limit;
     } http;
+    struct {
+        char             *department_label;
+        char             *default_department;
+        char             *namespace_label;
+        char             *default_namespace;
+        struct md_strmap  department_namespaces;
+        char             *model_label;
+        char             *provider_label;
+        char             *operation_label;
+        char             *token_type_label;
+        struct md_strlist exclude_operations;
+    } attribution;
+    struct {
+        int      first_scrape;        /* enum md_cfg_first_scrape */
+        uint64_t series_max;
+        uint64_t max_spread_ms;       /* longest gap spread over hours */
+    } ledger;
+    struct {
+        uint64_t retention_ms;        /* 0: keep forever */
+    } usage;
 
     /* not from the file */
     char *source;                 /* the path it was loaded from */

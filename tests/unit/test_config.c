@@ -262,14 +262,14 @@ test_load_file(void **state)
 static void
 test_shipped_default(void **state)
 {
-    const char *src = getenv("MD_FIXTURES");
+    const char *src = getenv("MD_SOURCE");
     char path[1024];
     struct md_config *c = NULL;
 
     (void)state;
     if (src == NULL)
         skip();
-    (void)snprintf(path, sizeof(path), "%s/../../config/meterd.yaml", src);
+    (void)snprintf(path, sizeof(path), "%s/config/meterd.yaml", src);
     if (md_config_load(path, &c, &errs) != MD_OK)
         fail_msg("config/meterd.yaml: %s", errs.msgs[0]);
     md_config_unref(c);
