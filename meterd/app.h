@@ -14,9 +14,11 @@
 #include "config.h"
 
 struct md_store;
+struct md_scrape;
 
 struct md_app {
     struct md_store    *store;
+    struct md_scrape   *scrape;                  /* set before ready; NULL in tools */
     pthread_mutex_t     cfg_mu;
     struct md_config   *cfg;                     /* current; guarded by cfg_mu */
     atomic_int          ready;                   /* config loaded and store open */

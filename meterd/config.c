@@ -161,9 +161,9 @@ static const struct md_cfg_key ledger_keys[] = {
       .min = 1, .max = 100000000, .def = "1000000",
       .help = "billed series tracked at once; beyond it scrapes fail loudly" },
     { .name = "max_spread", .type = MD_CFG_DURATION, .off = OFF(ledger.max_spread_ms),
-      .min = 3600000, .max = 31622400000ULL, .def = "7d",
-      .help = "a gap up to this long is spread over the hours it spans; a longer gap is "
-              "spread over its last max_spread" },
+      .min = 0, .max = 2678400000ULL, .def = "7d",
+      .help = "a gap up to this long is spread over the hours it spans; a longer gap goes "
+              "whole into the hour of the scrape that ends it (at most 31d; 0s: never spread)" },
     END,
 };
 static const struct md_cfg_section ledger_section = { .name = "ledger", .keys = ledger_keys };

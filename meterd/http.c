@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 
 #include "../exporters/prom_text.h"
+#include "api.h"
 #include "log.h"
 #include "selfmetrics.h"
 #include "store.h"
@@ -46,6 +47,7 @@ struct md_http {
 
 struct request {
     int    route;
+    struct md_api_req api;
     size_t body_len;
     int    body_too_large;
 };
@@ -194,6 +196,38 @@ serve_metrics(struct md_http *h, struct MHD_Connection *c)
 }
 
 static enum MHD_Result
+collect_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    struct md_api_req *r = cls;
+
+    (void)kind;
+    if (r->nquery == MD_API_QUERY_MAX) {
+        r->query_overflow = 1;
+        return MHD_NO;
+    }
+    r->query[r->nquery].key = key;
+    r->query[r->nquery].value = value;
+    r->nquery++;
+    return MHD_YES;
+}
+
+static enum MHD_Result
+serve_api(struct md_http *h, struct MHD_Connection *c, struct request *rq, const char *url,
+    const char *method)
+{
+    struct md_api_ctx ctx = { .app = h->app, .scrape = h->app->scrape };
+    struct md_api_resp resp;
+
+    rq->api.method = method;
+    rq->api.path = url;
+    (void)MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collect_arg, &rq->api);
+    md_api_handle(&ctx, &rq->api, &resp);
+    if (resp.body == NULL)
+        return send_json_error(c, R_API, 500, "out of memory", NULL);
+    return send_buf(c, R_API, resp.status, resp.content_type, resp.body, resp.len, resp.allow);
+}
+
+static enum MHD_Result
 handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
     const char *version, const char *upload_data, size_t *upload_data_size, void **req_cls)
 {
@@ -247,7 +281,7 @@ handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
             return send_text(c, rq->route, 405, "method not allowed\n", "GET, HEAD");
         return serve_metrics(h, c);
     case R_API:
-        return send_json_error(c, rq->route, 404, "no such API endpoint", NULL);
+        return serve_api(h, c, rq, url, method);
     default:
         return send_text(c, rq->route, 404, "not found\n", NULL);
     }

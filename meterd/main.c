@@ -8,15 +8,18 @@
  * (queue drained and committed), store closed; exit 0. */
 #define MD_MODULE "main"
 
+#include <curl/curl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "app.h"
+#include "cmd_usage.h"
 #include "config.h"
 #include "http.h"
 #include "log.h"
+#include "scrape.h"
 #include "store.h"
 #include "util.h"
 #include "version.h"
@@ -29,6 +32,7 @@ usage(FILE *fp)
           "commands:\n"
           "  run -c FILE           run the daemon with configuration FILE\n"
           "  check-config -c FILE  validate FILE; print every error as FILE:LINE:COL: message\n"
+          "  usage -c FILE [...]   usage per tenant from the database (meterd usage --help)\n"
           "  version               print the version\n"
           "\n"
           "options:\n"
@@ -149,6 +153,8 @@ reload(struct md_app *app, const char *path)
             next->storage.path);
     md_config_unref(old);
     apply_logging(next);
+    if (app->scrape != NULL)
+        md_scrape_reload(app->scrape);
     atomic_store(&app->reload_ok, 1);
     atomic_store(&app->reload_success_ns, md_now_realtime_ns());
     (void)snprintf(detail, sizeof(detail), "%zu targets", next->targets.count);
@@ -196,14 +202,25 @@ cmd_run(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        md_fatal("libcurl: global initialisation failed");
     rc = md_store_open(app.cfg->storage.path, app.cfg->storage.busy_timeout_ms, &app.store, &err);
+    if (rc != MD_OK)
+        md_fatal("store: %s", err.msg);
+    rc = md_store_ledger_init(app.store, (size_t)app.cfg->ledger.series_max,
+        app.cfg->ledger.max_spread_ms / 1000, app.cfg->ledger.first_scrape == MD_CFG_FIRST_COUNT,
+        &err);
     if (rc != MD_OK)
         md_fatal("store: %s", err.msg);
     rc = md_store_writer_start(app.store, &err);
     if (rc != MD_OK)
         md_fatal("store: %s", err.msg);
+    rc = md_scrape_start(&app, md_store_fresh(app.store), &app.scrape, &err);
+    if (rc != MD_OK)
+        md_fatal("scrape: %s", err.msg);
     rc = md_http_start(&app, app.cfg, &http, &err);
     if (rc != MD_OK) {
+        md_scrape_stop(app.scrape);
         md_store_close(app.store);
         md_fatal("http: %s", err.msg);
     }
@@ -224,11 +241,14 @@ cmd_run(int argc, char **argv)
     }
     atomic_store(&app.ready, 0);
     md_http_stop(http);
+    md_scrape_stop(app.scrape);
+    app.scrape = NULL;
     (void)md_store_submit_event(app.store, "stop", "");
     md_store_writer_stop(app.store);
     md_store_close(app.store);
     md_config_unref(app.cfg);
     pthread_mutex_destroy(&app.cfg_mu);
+    curl_global_cleanup();
     md_log_info("stopped");
     return 0;
 }
@@ -257,6 +277,8 @@ main(int argc, char **argv)
         return cmd_run(argc - 2, argv + 2);
     if (strcmp(argv[1], "check-config") == 0)
         return cmd_check_config(argc - 2, argv + 2);
+    if (strcmp(argv[1], "usage") == 0)
+        return md_cmd_usage(argc - 2, argv + 2);
     fprintf(stderr, "meterd: unknown command \"%s\"\n\n", argv[1]);
     usage(stderr);
     return 2;

@@ -8,6 +8,7 @@
 
 #include "../exporters/prom_text.h"
 #include "http.h"
+#include "scrape.h"
 #include "store.h"
 #include "util.h"
 #include "version.h"
@@ -100,7 +101,40 @@ md_selfmetrics_render(struct md_app *app, struct md_buf *b)
     if (rc == MD_OK)
         rc = md_prom_sample_u64(b, "meterd_store_schema_version", NULL, 0,
             (uint64_t)ss.schema_version);
+    {
+        static const struct { const char *name, *type, *help; } lm[] = {
+            { "meterd_ledger_resets_total", "counter",
+              "Series billed in full because their target restarted (or they went down)." },
+            { "meterd_ledger_target_restarts_total", "counter",
+              "Scrapes in which a target was judged restarted (its billed series went down)." },
+            { "meterd_ledger_anomalies_total", "counter",
+              "Scrapes in which fewer than half of a target's series went down (only those reset)." },
+            { "meterd_ledger_flagged_2p53_total", "counter",
+              "Counter values at or above 2^53 (billed as represented; flagged)." },
+            { "meterd_ledger_rejected_scrapes_total", "counter",
+              "Scrapes the ledger refused (duplicate series identity, series limit)." },
+            { "meterd_ledger_spread_capped_total", "counter",
+              "Gaps longer than ledger.max_spread booked whole into one hour." },
+            { "meterd_usage_tokens_committed_total", "counter",
+              "Tokens committed to the usage store since start." },
+            { "meterd_usage_requests_committed_total", "counter",
+              "Requests committed to the usage store since start." },
+        };
+        const uint64_t lv[] = {
+            ss.ledger_resets, ss.ledger_target_restarts, ss.ledger_anomalies,
+            ss.ledger_flagged_2p53, ss.batches_rejected, ss.spread_capped,
+            ss.tokens_committed, ss.requests_committed,
+        };
+
+        for (size_t i = 0; i < sizeof(lv) / sizeof(lv[0]) && rc == MD_OK; i++) {
+            rc = md_prom_family(b, lm[i].name, lm[i].type, lm[i].help);
+            if (rc == MD_OK)
+                rc = md_prom_sample_u64(b, lm[i].name, NULL, 0, lv[i]);
+        }
+    }
     if (rc == MD_OK)
         rc = md_http_render_metrics(b);
+    if (rc == MD_OK && app->scrape != NULL)
+        rc = md_scrape_render_metrics(app->scrape, b);
     return rc;
 }

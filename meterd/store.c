@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "ledger.h"
 #include "log.h"
 
 /* generated at build time from schema/NNN_*.sql */
@@ -34,7 +35,7 @@ struct md_migration {
 extern const struct md_migration md_migrations[];
 extern const size_t md_migrations_count;
 
-enum job_kind { JOB_EVENT = 1 };
+enum job_kind { JOB_EVENT = 1, JOB_SCRAPE };
 
 struct job {
     enum job_kind kind;
@@ -42,6 +43,15 @@ struct job {
     uint64_t      ts_ns;
     char         *a;          /* event kind */
     char         *b;          /* event detail */
+    struct md_batch *batch;   /* JOB_SCRAPE, owned */
+};
+
+/* dims memo: dimension tuple -> dims.id, writer thread only.  Cleared on a
+ * rollback, since ids inserted by a rolled-back transaction do not exist. */
+#define DIMS_MEMO_MAX 65536
+struct dims_memo_entry {
+    char    *key;             /* the seven values joined by \x1f */
+    int64_t  id;
 };
 
 struct reader {
@@ -74,9 +84,25 @@ struct md_store {
     atomic_ullong   commits, errors, busy_retries, write_ns_sum, dropped;
     atomic_int      healthy;
     int             schema_version;
+
+    /* writer thread only (after md_store_ledger_init) */
+    struct md_ledger *ledger;
+    enum md_first_scrape policy;
+    int             fresh;              /* no metering_started_ns at open */
+    int             metering_marked;    /* metering_started_ns written */
+    sqlite3_stmt   *sel_target, *ins_target, *sel_dims, *ins_dims, *upsert_usage,
+                   *put_series, *del_series, *put_target, *del_target, *put_meta;
+    struct dims_memo_entry *memo;       /* open addressing, DIMS_MEMO_MAX slots */
+    size_t          memo_count;
+
+    /* ledger outcome counters (atomics: read by /metrics) */
+    atomic_ullong   l_resets, l_restarts, l_anomalies, l_invalid, l_stale, l_too_large,
+                    l_flagged_2p53, l_rejected, l_tokens, l_requests, l_spread_capped;
 };
 
 static _Thread_local struct reader *tls_reader;
+
+static int reader_get(struct md_store *st, sqlite3 **out, struct md_err *err);
 
 int
 md_store_schema_latest(void)
@@ -247,6 +273,16 @@ md_store_open(const char *path, uint64_t busy_timeout_ms, struct md_store **out,
         rc = migrate(st, err);
     if (rc != MD_OK)
         goto fail;
+    {
+        int have = 0;
+
+        rc = pragma_int(st->db, "SELECT count(*) FROM meta WHERE key = 'metering_started_ns'",
+            &have, err);
+        if (rc != MD_OK)
+            goto fail;
+        st->fresh = have == 0;
+        st->metering_marked = have != 0;
+    }
     if (sqlite3_prepare_v3(st->db, "INSERT INTO events(ts_ns, kind, detail) VALUES (?, ?, ?)",
             -1, SQLITE_PREPARE_PERSISTENT, &st->ins_event, NULL) != SQLITE_OK) {
         rc = db_err(err, st->db, "prepare insert event");
@@ -259,20 +295,313 @@ fail:
     return rc;
 }
 
+int
+md_store_open_readonly(const char *path, struct md_store **out, struct md_err *err)
+{
+    struct md_store *st;
+    sqlite3 *db;
+    int rc, have = 0;
+
+    st = md_calloc(1, sizeof(*st));
+    if (st == NULL)
+        return md_err_set(err, MD_ENOMEM, "out of memory");
+    st->path = md_strdup(path);
+    pthread_mutex_init(&st->mu, NULL);
+    pthread_cond_init(&st->cv_work, NULL);
+    pthread_cond_init(&st->cv_done, NULL);
+    if (st->path == NULL) {
+        md_store_close(st);
+        return md_err_set(err, MD_ENOMEM, "out of memory");
+    }
+    rc = reader_get(st, &db, err);
+    if (rc == MD_OK)
+        rc = pragma_int(db, "PRAGMA user_version", &have, err);
+    if (rc == MD_OK && have != md_store_schema_latest())
+        rc = md_err_set(err, MD_EDB, "database \"%s\" has schema version %d, this meterd "
+            "reads %d%s", path, have, md_store_schema_latest(),
+            have < md_store_schema_latest() ? " (run meterd once to migrate it)" : "");
+    if (rc != MD_OK) {
+        md_store_close(st);
+        return rc;
+    }
+    st->schema_version = have;
+    *out = st;
+    return MD_OK;
+}
+
 static void
 job_free(struct job *j)
 {
     md_free(j->a);
     md_free(j->b);
+    md_batch_free(j->batch);
     j->a = j->b = NULL;
+    j->batch = NULL;
+}
+
+/* ---- the scrape path (writer thread) ---- */
+
+static uint64_t
+hash_bytes(const char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static void
+memo_clear(struct md_store *st)
+{
+    if (st->memo == NULL)
+        return;
+    for (size_t i = 0; i < DIMS_MEMO_MAX; i++) {
+        md_free(st->memo[i].key);
+        st->memo[i].key = NULL;
+    }
+    st->memo_count = 0;
 }
 
 static int
-apply_job(struct md_store *st, struct job *j, struct md_err *err)
+step_done(sqlite3_stmt *s)
+{
+    int rc = sqlite3_step(s);
+
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW;
+}
+
+/* dims.id of entry e's dimension tuple, inserting it when new. */
+static int
+dims_id(struct md_store *st, const struct md_batch *b, const struct md_batch_entry *e,
+    int64_t *out, struct md_err *err)
+{
+    char key[MD_DIM_COUNT * 300];
+    size_t klen = 0, slot;
+    int rc;
+
+    for (int d = 0; d < MD_DIM_COUNT; d++) {
+        size_t n = e->dim_len[d] < 256 ? e->dim_len[d] : 256;
+
+        memcpy(key + klen, md_batch_str(b, e->dim_off[d]), n);
+        klen += n;
+        key[klen++] = '\x1f';
+    }
+    key[klen] = '\0';
+    slot = hash_bytes(key, klen) % DIMS_MEMO_MAX;
+    for (size_t i = 0; i < DIMS_MEMO_MAX && st->memo[slot].key != NULL; i++) {
+        if (strcmp(st->memo[slot].key, key) == 0) {
+            *out = st->memo[slot].id;
+            return MD_OK;
+        }
+        slot = (slot + 1) % DIMS_MEMO_MAX;
+    }
+    for (int d = 0; d < MD_DIM_COUNT; d++)
+        sqlite3_bind_text(st->sel_dims, d + 1, md_batch_str(b, e->dim_off[d]),
+            (int)e->dim_len[d], SQLITE_STATIC);
+    rc = sqlite3_step(st->sel_dims);
+    if (rc == SQLITE_ROW) {
+        *out = sqlite3_column_int64(st->sel_dims, 0);
+        sqlite3_reset(st->sel_dims);
+    } else {
+        sqlite3_reset(st->sel_dims);
+        if (rc != SQLITE_DONE)
+            return db_err(err, st->db, "select dims");
+        for (int d = 0; d < MD_DIM_COUNT; d++)
+            sqlite3_bind_text(st->ins_dims, d + 1, md_batch_str(b, e->dim_off[d]),
+                (int)e->dim_len[d], SQLITE_STATIC);
+        if (!step_done(st->ins_dims))
+            return db_err(err, st->db, "insert dims");
+        *out = sqlite3_last_insert_rowid(st->db);
+    }
+    /* memoise while there is room (3/4 full at most keeps probes short) */
+    if (st->memo_count < DIMS_MEMO_MAX / 4 * 3) {
+        char *k = md_strdup(key);
+
+        if (k != NULL) {
+            st->memo[slot].key = k;
+            st->memo[slot].id = *out;
+            st->memo_count++;
+        }
+    }
+    return MD_OK;
+}
+
+static int
+target_id(struct md_store *st, const struct md_batch *b, uint32_t *out, struct md_err *err)
+{
+    int rc;
+
+    sqlite3_bind_text(st->sel_target, 1, b->target, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st->sel_target);
+    if (rc == SQLITE_ROW) {
+        *out = (uint32_t)sqlite3_column_int64(st->sel_target, 0);
+        sqlite3_reset(st->sel_target);
+        return MD_OK;
+    }
+    sqlite3_reset(st->sel_target);
+    if (rc != SQLITE_DONE)
+        return db_err(err, st->db, "select target");
+    sqlite3_bind_text(st->ins_target, 1, b->target, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st->ins_target, 2, b->target_initial);
+    sqlite3_bind_int64(st->ins_target, 3, (sqlite3_int64)b->scrape_ns);
+    if (!step_done(st->ins_target))
+        return db_err(err, st->db, "insert target");
+    if (sqlite3_last_insert_rowid(st->db) > UINT32_MAX)
+        return md_err_set(err, MD_ELIMIT, "more than 2^32 targets");
+    *out = (uint32_t)sqlite3_last_insert_rowid(st->db);
+    return MD_OK;
+}
+
+static void
+count_result(struct md_store *st, const struct md_ledger_result *r)
+{
+    atomic_fetch_add(&st->l_resets, r->resets);
+    atomic_fetch_add(&st->l_restarts, (unsigned long long)r->target_restart);
+    atomic_fetch_add(&st->l_anomalies, (unsigned long long)r->anomaly);
+    atomic_fetch_add(&st->l_invalid, r->skipped_nan + r->skipped_inf + r->skipped_negative +
+        r->skipped_non_integer + r->bad_ts);
+    atomic_fetch_add(&st->l_stale, r->stale_ts);
+    atomic_fetch_add(&st->l_too_large, r->skipped_too_large);
+    atomic_fetch_add(&st->l_flagged_2p53, r->flagged_2p53);
+    atomic_fetch_add(&st->l_spread_capped, r->spread_capped);
+}
+
+/* Runs one scrape through the ledger and writes the usage it produced.  A
+ * batch the ledger refuses (duplicate identities, series limit) is skipped
+ * and counted; a database error fails the whole transaction. */
+static int
+apply_scrape(struct md_store *st, struct md_batch *b, uint64_t *tokens, uint64_t *requests,
+    struct md_err *err)
+{
+    struct md_ledger_input *in = NULL;
+    struct md_ledger_result res;
+    struct md_err lerr = {0};
+    uint32_t tid;
+    int rc;
+
+    if (st->ledger == NULL)
+        return md_err_set(err, MD_ESTATE, "scrape batch before md_store_ledger_init");
+    rc = target_id(st, b, &tid, err);
+    if (rc != MD_OK)
+        return rc;
+    if (b->count > 0) {
+        in = md_calloc(b->count, sizeof(*in));
+        if (in == NULL)
+            return md_err_set(err, MD_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < b->count; i++) {
+        const struct md_batch_entry *e = &b->e[i];
+
+        in[i].key = md_batch_str(b, e->key_off);
+        in[i].key_len = e->key_len;
+        in[i].value = e->value;
+        in[i].has_ts = e->has_ts;
+        in[i].ts_ms = e->ts_ms;
+        in[i].has_created = e->has_created;
+        in[i].created = e->created;
+    }
+    rc = md_ledger_apply(st->ledger, tid, b->target_initial, st->policy, b->scrape_ns, in,
+        b->count, &res, &lerr);
+    md_free(in);
+    if (rc != MD_OK) {
+        atomic_fetch_add(&st->l_rejected, 1);
+        md_log_err("target \"%s\": scrape rejected by the ledger: %s", b->target, lerr.msg);
+        return rc == MD_ENOMEM ? md_err_set(err, MD_ENOMEM, "ledger: out of memory") : MD_OK;
+    }
+    count_result(st, &res);
+    if (res.target_restart)
+        md_log_info("target \"%s\": restarted (%zu of %zu series went down); its series "
+            "count in full", b->target, res.went_down, res.in_both);
+    if (res.anomaly)
+        md_log_warn("target \"%s\": %zu of %zu series went down, too few for a restart; "
+            "only those reset", b->target, res.went_down, res.in_both);
+    for (size_t i = 0; i < res.delta_count; i++) {
+        const struct md_ledger_delta *d = &res.deltas[i];
+        const struct md_batch_entry *e = &b->e[d->input_index];
+        int is_req = e->kind == MD_KIND_REQUESTS;
+        int64_t dim;
+
+        rc = dims_id(st, b, e, &dim, err);
+        if (rc != MD_OK)
+            return rc;
+        if (d->amount > INT64_MAX)
+            return md_err_set(err, MD_ELIMIT, "delta above 2^63");
+        sqlite3_bind_int64(st->upsert_usage, 1, (sqlite3_int64)d->hour_start_s);
+        sqlite3_bind_int64(st->upsert_usage, 2, dim);
+        sqlite3_bind_int64(st->upsert_usage, 3, is_req ? 0 : (sqlite3_int64)d->amount);
+        sqlite3_bind_int64(st->upsert_usage, 4, is_req ? (sqlite3_int64)d->amount : 0);
+        if (!step_done(st->upsert_usage))
+            return db_err(err, st->db, "upsert usage");
+        if (is_req)
+            *requests += d->amount;
+        else
+            *tokens += d->amount;
+    }
+    return MD_OK;
+}
+
+/* Writes the ledger states staged by this transaction's applies. */
+static int
+write_staged(struct md_store *st, struct md_err *err)
+{
+    size_t n;
+
+    if (st->ledger == NULL)
+        return MD_OK;
+    n = md_ledger_staged_series_count(st->ledger);
+    for (size_t i = 0; i < n; i++) {
+        struct md_ledger_state ls;
+
+        md_ledger_staged_series(st->ledger, i, &ls);
+        if (ls.dropped) {
+            sqlite3_bind_int64(st->del_series, 1, ls.target);
+            sqlite3_bind_blob(st->del_series, 2, ls.key, (int)ls.key_len, SQLITE_STATIC);
+            if (!step_done(st->del_series))
+                return db_err(err, st->db, "delete ledger series");
+            continue;
+        }
+        sqlite3_bind_int64(st->put_series, 1, ls.target);
+        sqlite3_bind_blob(st->put_series, 2, ls.key, (int)ls.key_len, SQLITE_STATIC);
+        sqlite3_bind_int64(st->put_series, 3, (sqlite3_int64)ls.value);
+        sqlite3_bind_int64(st->put_series, 4, (sqlite3_int64)ls.ts_ns);
+        sqlite3_bind_int(st->put_series, 5, ls.has_created);
+        sqlite3_bind_double(st->put_series, 6, ls.has_created ? ls.created : 0.0);
+        if (!step_done(st->put_series))
+            return db_err(err, st->db, "write ledger series");
+    }
+    n = md_ledger_staged_target_count(st->ledger);
+    for (size_t i = 0; i < n; i++) {
+        struct md_ledger_target_state ts;
+
+        md_ledger_staged_target(st->ledger, i, &ts);
+        if (ts.dropped) {
+            sqlite3_bind_int64(st->del_target, 1, ts.target);
+            if (!step_done(st->del_target))
+                return db_err(err, st->db, "delete target");
+            continue;
+        }
+        sqlite3_bind_int64(st->put_target, 1, (sqlite3_int64)ts.last_scrape_ns);
+        sqlite3_bind_int64(st->put_target, 2, ts.target);
+        if (!step_done(st->put_target))
+            return db_err(err, st->db, "update target");
+    }
+    return MD_OK;
+}
+
+static int
+apply_job(struct md_store *st, struct job *j, uint64_t *tokens, uint64_t *requests,
+    struct md_err *err)
 {
     int rc = MD_OK;
 
     switch (j->kind) {
+    case JOB_SCRAPE:
+        rc = apply_scrape(st, j->batch, tokens, requests, err);
+        break;
     case JOB_EVENT:
         sqlite3_bind_int64(st->ins_event, 1, (sqlite3_int64)j->ts_ns);
         sqlite3_bind_text(st->ins_event, 2, j->a, -1, SQLITE_STATIC);
@@ -290,19 +619,43 @@ apply_job(struct md_store *st, struct job *j, struct md_err *err)
 static int
 commit_jobs(struct md_store *st, struct job *jobs, size_t n, struct md_err *err)
 {
-    uint64_t t0 = md_now_monotonic_ns();
-    int rc = exec(st->db, "BEGIN IMMEDIATE", err);
+    uint64_t t0 = md_now_monotonic_ns(), tokens = 0, requests = 0;
+    int rc = exec(st->db, "BEGIN IMMEDIATE", err), scrapes = 0;
 
-    for (size_t i = 0; i < n && rc == MD_OK; i++)
-        rc = apply_job(st, &jobs[i], err);
+    for (size_t i = 0; i < n && rc == MD_OK; i++) {
+        rc = apply_job(st, &jobs[i], &tokens, &requests, err);
+        scrapes |= jobs[i].kind == JOB_SCRAPE;
+    }
+    if (rc == MD_OK)
+        rc = write_staged(st, err);
+    if (rc == MD_OK && scrapes && !st->metering_marked) {
+        char v[32];
+
+        (void)snprintf(v, sizeof(v), "%llu", (unsigned long long)md_now_realtime_ns());
+        sqlite3_bind_text(st->put_meta, 1, "metering_started_ns", -1, SQLITE_STATIC);
+        sqlite3_bind_text(st->put_meta, 2, v, -1, SQLITE_TRANSIENT);
+        if (!step_done(st->put_meta))
+            rc = db_err(err, st->db, "write meta");
+    }
     if (rc == MD_OK)
         rc = exec(st->db, "COMMIT", err);
     if (rc != MD_OK) {
         if (!sqlite3_get_autocommit(st->db))
             (void)exec(st->db, "ROLLBACK", NULL);   /* keep the first error */
+        /* the in-memory ledger returns to the last committed state, so the
+         * next scrape bills the whole gap; dims ids of this txn are gone */
+        if (st->ledger != NULL)
+            md_ledger_rollback(st->ledger);
+        memo_clear(st);
         atomic_fetch_add(&st->errors, 1);
         return rc;
     }
+    if (st->ledger != NULL)
+        md_ledger_commit(st->ledger);
+    if (scrapes)
+        st->metering_marked = 1;
+    atomic_fetch_add(&st->l_tokens, tokens);
+    atomic_fetch_add(&st->l_requests, requests);
     atomic_fetch_add(&st->commits, 1);
     atomic_fetch_add(&st->write_ns_sum, md_now_monotonic_ns() - t0);
     return MD_OK;
@@ -447,6 +800,112 @@ md_store_submit_event(struct md_store *st, const char *kind, const char *detail)
 }
 
 int
+md_store_submit_batch(struct md_store *st, struct md_batch *b)
+{
+    struct job j = { .kind = JOB_SCRAPE, .ts_ns = md_now_realtime_ns(), .batch = b };
+    int rc = submit(st, &j);
+
+    if (rc != MD_OK)
+        md_batch_free(b);
+    return rc;
+}
+
+int
+md_store_fresh(struct md_store *st)
+{
+    return st->fresh;
+}
+
+static int
+prepare(struct md_store *st, const char *sql, sqlite3_stmt **out, struct md_err *err)
+{
+    if (sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, out, NULL) != SQLITE_OK)
+        return db_err(err, st->db, sql);
+    return MD_OK;
+}
+
+int
+md_store_ledger_init(struct md_store *st, size_t series_max, uint64_t spread_max_s,
+    int first_scrape_count, struct md_err *err)
+{
+    sqlite3_stmt *q = NULL;
+    int rc;
+
+    if (st->ledger != NULL || st->running)
+        return md_err_set(err, MD_ESTATE, "ledger already initialised");
+    st->policy = first_scrape_count ? MD_FIRST_COUNT : MD_FIRST_BASELINE;
+    st->ledger = md_ledger_new(series_max);
+    st->memo = md_calloc(DIMS_MEMO_MAX, sizeof(*st->memo));
+    if (st->ledger == NULL || st->memo == NULL)
+        return md_err_set(err, MD_ENOMEM, "ledger: out of memory");
+    /* tenants choose label values: key the hash so they cannot flood it */
+    {
+        uint64_t k0 = md_now_realtime_ns() ^ 0x9e3779b97f4a7c15ULL;
+        uint64_t k1 = md_now_monotonic_ns() * 0xbf58476d1ce4e5b9ULL ^ (uint64_t)(uintptr_t)st;
+
+        (void)md_ledger_set_seed(st->ledger, k0, k1);
+    }
+    rc = md_ledger_set_spread_max_s(st->ledger, spread_max_s);
+    if (rc != MD_OK)
+        return md_err_set(err, rc, "ledger.max_spread: out of range");
+    rc = prepare(st, "SELECT id FROM targets WHERE key = ?1", &st->sel_target, err);
+    if (rc == MD_OK)
+        rc = prepare(st, "INSERT INTO targets(key, initial, first_seen_ns, last_scrape_ns) "
+            "VALUES (?1, ?2, ?3, 0)", &st->ins_target, err);
+    if (rc == MD_OK)
+        rc = prepare(st, "SELECT id FROM dims WHERE cluster=?1 AND namespace=?2 AND "
+            "department=?3 AND model=?4 AND provider=?5 AND operation=?6 AND token_type=?7",
+            &st->sel_dims, err);
+    if (rc == MD_OK)
+        rc = prepare(st, "INSERT INTO dims(cluster, namespace, department, model, provider, "
+            "operation, token_type) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)", &st->ins_dims, err);
+    if (rc == MD_OK)
+        rc = prepare(st, "INSERT INTO usage_hourly(hour_s, dim_id, tokens, requests) "
+            "VALUES (?1, ?2, ?3, ?4) ON CONFLICT(hour_s, dim_id) DO UPDATE SET "
+            "tokens = tokens + excluded.tokens, requests = requests + excluded.requests",
+            &st->upsert_usage, err);
+    if (rc == MD_OK)
+        rc = prepare(st, "INSERT OR REPLACE INTO ledger_series(target_id, key, value, ts_ns, "
+            "has_created, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6)", &st->put_series, err);
+    if (rc == MD_OK)
+        rc = prepare(st, "DELETE FROM ledger_series WHERE target_id = ?1 AND key = ?2",
+            &st->del_series, err);
+    if (rc == MD_OK)
+        rc = prepare(st, "UPDATE targets SET last_scrape_ns = ?1 WHERE id = ?2",
+            &st->put_target, err);
+    if (rc == MD_OK)
+        rc = prepare(st, "DELETE FROM targets WHERE id = ?1", &st->del_target, err);
+    if (rc == MD_OK)
+        rc = prepare(st, "INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)",
+            &st->put_meta, err);
+    if (rc != MD_OK)
+        return rc;
+    /* restore: targets first, then every series checkpoint */
+    if (sqlite3_prepare_v2(st->db, "SELECT id, last_scrape_ns FROM targets", -1, &q, NULL)
+            != SQLITE_OK)
+        return db_err(err, st->db, "load targets");
+    while (rc == MD_OK && sqlite3_step(q) == SQLITE_ROW)
+        rc = md_ledger_restore_target(st->ledger, (uint32_t)sqlite3_column_int64(q, 0),
+            (uint64_t)sqlite3_column_int64(q, 1), err);
+    sqlite3_finalize(q);
+    if (rc != MD_OK)
+        return rc;
+    if (sqlite3_prepare_v2(st->db, "SELECT target_id, key, value, ts_ns, has_created, created "
+            "FROM ledger_series", -1, &q, NULL) != SQLITE_OK)
+        return db_err(err, st->db, "load ledger");
+    while (rc == MD_OK && sqlite3_step(q) == SQLITE_ROW)
+        rc = md_ledger_restore_series(st->ledger, (uint32_t)sqlite3_column_int64(q, 0),
+            sqlite3_column_blob(q, 1), (size_t)sqlite3_column_bytes(q, 1),
+            (uint64_t)sqlite3_column_int64(q, 2), (uint64_t)sqlite3_column_int64(q, 3),
+            sqlite3_column_int(q, 4), sqlite3_column_double(q, 5), err);
+    sqlite3_finalize(q);
+    if (rc == MD_OK)
+        md_log_info("ledger: %zu series of %zu targets restored",
+            md_ledger_series_count(st->ledger), md_ledger_target_count(st->ledger));
+    return rc;
+}
+
+int
 md_store_flush(struct md_store *st)
 {
     uint64_t want;
@@ -474,6 +933,17 @@ md_store_get_stats(struct md_store *st, struct md_store_stats *out)
     pthread_mutex_unlock(&st->mu);
     out->schema_version = st->schema_version;
     out->healthy = atomic_load(&st->healthy);
+    out->ledger_resets = atomic_load(&st->l_resets);
+    out->ledger_target_restarts = atomic_load(&st->l_restarts);
+    out->ledger_anomalies = atomic_load(&st->l_anomalies);
+    out->ledger_invalid_values = atomic_load(&st->l_invalid);
+    out->ledger_stale_timestamps = atomic_load(&st->l_stale);
+    out->ledger_too_large = atomic_load(&st->l_too_large);
+    out->ledger_flagged_2p53 = atomic_load(&st->l_flagged_2p53);
+    out->batches_rejected = atomic_load(&st->l_rejected);
+    out->tokens_committed = atomic_load(&st->l_tokens);
+    out->requests_committed = atomic_load(&st->l_requests);
+    out->spread_capped = atomic_load(&st->l_spread_capped);
 }
 
 /* ---- readers ---- */
@@ -570,6 +1040,22 @@ md_store_close(struct md_store *st)
     tls_reader = NULL;
     sqlite3_finalize(st->ins_event);
     st->ins_event = NULL;
+    {
+        sqlite3_stmt **stmts[] = {
+            &st->sel_target, &st->ins_target, &st->sel_dims, &st->ins_dims, &st->upsert_usage,
+            &st->put_series, &st->del_series, &st->put_target, &st->del_target, &st->put_meta,
+        };
+
+        for (size_t i = 0; i < sizeof(stmts) / sizeof(stmts[0]); i++) {
+            sqlite3_finalize(*stmts[i]);
+            *stmts[i] = NULL;
+        }
+    }
+    md_ledger_free(st->ledger);
+    st->ledger = NULL;
+    memo_clear(st);
+    md_free(st->memo);
+    st->memo = NULL;
     if (st->db != NULL && sqlite3_close(st->db) != SQLITE_OK)
         md_log_warn("close: %s", sqlite3_errmsg(st->db));
     st->db = NULL;
@@ -578,4 +1064,79 @@ md_store_close(struct md_store *st)
     pthread_mutex_destroy(&st->mu);
     md_free(st->path);
     md_free(st);
+}
+
+/* ---- usage queries (read side) ---- */
+
+int
+md_store_query_usage(struct md_store *st, const struct md_usage_query *q,
+    md_usage_row_fn *fn, void *arg, struct md_err *err)
+{
+    static const char *const bucket_expr[] = {
+        [MD_STEP_NONE] = "?1",
+        [MD_STEP_HOUR] = "u.hour_s",
+        [MD_STEP_DAY] = "(u.hour_s / 86400) * 86400",
+        [MD_STEP_MONTH] = "CAST(strftime('%s', u.hour_s, 'unixepoch', 'start of month') AS INTEGER)",
+    };
+    struct md_buf sql;
+    sqlite3_stmt *s = NULL;
+    sqlite3 *db;
+    size_t rows = 0;
+    int rc = reader_get(st, &db, err), bind = 3, step;
+
+    if (rc != MD_OK)
+        return rc;
+    md_buf_init(&sql, 4096);
+    (void)md_buf_printf(&sql, "SELECT %s AS b", bucket_expr[q->step]);
+    for (int d = 0; d < MD_DIM_COUNT; d++)
+        if (q->group_mask & (1u << d))
+            (void)md_buf_printf(&sql, ", d.%s", md_dim_names[d]);
+    (void)md_buf_puts(&sql, ", sum(u.tokens), sum(u.requests) FROM usage_hourly u "
+        "JOIN dims d ON d.id = u.dim_id WHERE u.hour_s >= ?1 AND u.hour_s < ?2");
+    for (int d = 0; d < MD_DIM_COUNT; d++)
+        if (q->filter[d] != NULL)
+            (void)md_buf_printf(&sql, " AND d.%s = ?%d", md_dim_names[d], bind++);
+    (void)md_buf_puts(&sql, " GROUP BY b");
+    for (int d = 0; d < MD_DIM_COUNT; d++)
+        if (q->group_mask & (1u << d))
+            (void)md_buf_printf(&sql, ", d.%s", md_dim_names[d]);
+    (void)md_buf_puts(&sql, " ORDER BY b");
+    for (int d = 0; d < MD_DIM_COUNT; d++)
+        if (q->group_mask & (1u << d))
+            (void)md_buf_printf(&sql, ", d.%s", md_dim_names[d]);
+    if (sqlite3_prepare_v2(db, sql.data, -1, &s, NULL) != SQLITE_OK) {
+        rc = db_err(err, db, "usage query");
+        goto out;
+    }
+    sqlite3_bind_int64(s, 1, q->from_s);
+    sqlite3_bind_int64(s, 2, q->to_s);
+    bind = 3;
+    for (int d = 0; d < MD_DIM_COUNT; d++)
+        if (q->filter[d] != NULL)
+            sqlite3_bind_text(s, bind++, q->filter[d], -1, SQLITE_STATIC);
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+        struct md_usage_row r;
+        int col = 1;
+
+        memset(&r, 0, sizeof(r));
+        if (q->rows_max && ++rows > q->rows_max) {
+            rc = md_err_set(err, MD_ELIMIT, "more than %zu rows", q->rows_max);
+            goto out;
+        }
+        r.start_s = sqlite3_column_int64(s, 0);
+        for (int d = 0; d < MD_DIM_COUNT; d++)
+            if (q->group_mask & (1u << d))
+                r.dims[d] = (const char *)sqlite3_column_text(s, col++);
+        r.tokens = (uint64_t)sqlite3_column_int64(s, col++);
+        r.requests = (uint64_t)sqlite3_column_int64(s, col);
+        rc = fn(arg, &r);
+        if (rc != MD_OK)
+            goto out;
+    }
+    if (step != SQLITE_DONE)
+        rc = db_err(err, db, "usage query");
+out:
+    sqlite3_finalize(s);
+    md_buf_fini(&sql);
+    return rc;
 }

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "batch.h"
 #include "util.h"
 
 #define MD_STORE_QUEUE_MAX   4096   /* jobs waiting for the writer */
@@ -30,14 +31,36 @@ struct md_store_stats {
     uint64_t queue_dropped;      /* jobs refused because the queue was full */
     int      schema_version;
     int      healthy;            /* 0 after a failed commit, 1 after a good one */
+    /* ledger outcomes since start */
+    uint64_t ledger_resets;           /* series billed in full by a reset */
+    uint64_t ledger_target_restarts;
+    uint64_t ledger_anomalies;        /* lone series went down (guard) */
+    uint64_t ledger_invalid_values;   /* NaN, Inf, negative, fractional, bad ts */
+    uint64_t ledger_stale_timestamps;
+    uint64_t ledger_too_large;        /* >= 2^64: skipped */
+    uint64_t ledger_flagged_2p53;     /* billed but >= 2^53 */
+    uint64_t batches_rejected;        /* scrapes the ledger refused */
+    uint64_t tokens_committed;
+    uint64_t requests_committed;
+    uint64_t spread_capped;
 };
 
 /* Opens (creating the file and its directory), refuses a newer schema,
  * applies pending migrations, sets WAL and synchronous=FULL. */
 int  md_store_open(const char *path, uint64_t busy_timeout_ms, struct md_store **out,
     struct md_err *err);
+/* Opens an existing database for reading only (tools such as `meterd
+ * usage`): no writer, no migration; a schema other than the latest is
+ * refused. */
+int  md_store_open_readonly(const char *path, struct md_store **out, struct md_err *err);
 /* Stops the writer if running (draining the queue), closes every connection. */
 void md_store_close(struct md_store *st);
+
+/* Creates the ledger and restores its state from the database; call after
+ * open and before md_store_writer_start.  first_scrape_count: 1 = policy
+ * `count`, 0 = `baseline`. */
+int  md_store_ledger_init(struct md_store *st, size_t series_max, uint64_t spread_max_s,
+    int first_scrape_count, struct md_err *err);
 
 int  md_store_writer_start(struct md_store *st, struct md_err *err);
 /* Commits what is queued, then joins the writer thread.  Idempotent. */
@@ -46,6 +69,14 @@ void md_store_writer_stop(struct md_store *st);
 /* Queues an event row (start, stop, reload...).  Thread-safe, never blocks;
  * MD_ELIMIT when the queue is full (counted in queue_dropped). */
 int  md_store_submit_event(struct md_store *st, const char *kind, const char *detail);
+/* Queues a scrape batch; takes ownership of b in every case (freed on
+ * failure).  The writer runs it through the ledger and commits the ledger
+ * state and the usage it produced in one transaction.  MD_ELIMIT when the
+ * queue is full (counters are cumulative: the next scrape covers it). */
+int  md_store_submit_batch(struct md_store *st, struct md_batch *b);
+/* 1 when this process found a database that had never metered. */
+int  md_store_fresh(struct md_store *st);
+
 /* Blocks until every job queued before the call is committed or failed.
  * Returns MD_OK when the last drain committed.  For tests and shutdown. */
 int  md_store_flush(struct md_store *st);
@@ -59,6 +90,32 @@ int  md_store_schema_latest(void);
  * ("" for all) through this thread's read-only connection. */
 int  md_store_count_events(struct md_store *st, const char *kind, uint64_t *out,
     struct md_err *err);
+enum md_step { MD_STEP_NONE = 0, MD_STEP_HOUR, MD_STEP_DAY, MD_STEP_MONTH };
+
+/* A usage query: hour buckets whose start is in [from_s, to_s), filtered by
+ * exact dimension values (NULL: any), summed per step and per the dimensions
+ * in group_mask (bit 1 << enum md_dim). */
+struct md_usage_query {
+    int64_t      from_s, to_s;
+    enum md_step step;
+    unsigned     group_mask;
+    const char  *filter[MD_DIM_COUNT];
+    size_t       rows_max;              /* MD_ELIMIT past it */
+};
+
+struct md_usage_row {
+    int64_t     start_s;                /* bucket start (from_s for MD_STEP_NONE) */
+    const char *dims[MD_DIM_COUNT];     /* NULL for dimensions not grouped */
+    uint64_t    tokens, requests;
+};
+
+typedef int md_usage_row_fn(void *arg, const struct md_usage_row *r);
+
+/* Runs q through this thread's read-only connection; rows arrive ordered by
+ * start then grouped dimensions. */
+int  md_store_query_usage(struct md_store *st, const struct md_usage_query *q,
+    md_usage_row_fn *fn, void *arg, struct md_err *err);
+
 /* PRAGMA quick_check through a read-only connection; MD_OK when "ok". */
 int  md_store_check(struct md_store *st, struct md_err *err);
 

@@ -306,3 +306,118 @@ md_ct_equal(const void *a, const void *b, size_t len)
         acc |= (unsigned char)(x[i] ^ y[i]);
     return acc == 0;
 }
+
+int64_t
+md_days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    int64_t era, yoe, doy, doe;
+
+    y -= m <= 2;
+    era = (y >= 0 ? y : y - 399) / 400;
+    yoe = y - era * 400;
+    doy = (153 * (int64_t)(m > 2 ? m - 3 : m + 9) + 2) / 5 + (int64_t)d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+void
+md_civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
+{
+    int64_t era, doe, yoe, doy, mp;
+
+    z += 719468;
+    era = (z >= 0 ? z : z - 146096) / 146097;
+    doe = z - era * 146097;
+    yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    mp = (5 * doy + 2) / 153;
+    *d = (unsigned)(doy - (153 * mp + 2) / 5 + 1);
+    *m = (unsigned)(mp < 10 ? mp + 3 : mp - 9);
+    *y = yoe + era * 400 + (*m <= 2);
+}
+
+static int
+digits(const char *s, size_t n, unsigned *out)
+{
+    unsigned v = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+        v = v * 10 + (unsigned)(s[i] - '0');
+    }
+    *out = v;
+    return 1;
+}
+
+int
+md_parse_time(const char *s, size_t len, int64_t *unix_s, struct md_err *err)
+{
+    static const unsigned mdays[] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+    unsigned y, mo, d, h = 0, mi = 0, se = 0, oh = 0, om = 0;
+    int64_t t, off = 0;
+    size_t i;
+
+    if (len < 10 || !digits(s, 4, &y) || s[4] != '-' || !digits(s + 5, 2, &mo) ||
+        s[7] != '-' || !digits(s + 8, 2, &d))
+        return md_err_set(err, MD_EPARSE, "expected YYYY-MM-DD or RFC 3339 (2026-11-27T10:00:00Z)");
+    if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] ||
+        (mo == 2 && d == 29 && !((y % 4 == 0 && y % 100 != 0) || y % 400 == 0)))
+        return md_err_set(err, MD_EPARSE, "no such date");
+    if (len > 10) {
+        if ((s[10] != 'T' && s[10] != 't') || len < 20 || !digits(s + 11, 2, &h) ||
+            s[13] != ':' || !digits(s + 14, 2, &mi) || s[16] != ':' || !digits(s + 17, 2, &se))
+            return md_err_set(err, MD_EPARSE,
+                "expected YYYY-MM-DD or RFC 3339 (2026-11-27T10:00:00Z)");
+        if (h > 23 || mi > 59 || se > 59)
+            return md_err_set(err, MD_EPARSE, "time of day out of range");
+        i = 19;
+        if (i < len && s[i] == '.') {
+            size_t j = i + 1;
+
+            while (j < len && s[j] >= '0' && s[j] <= '9') {
+                if (s[j] != '0')
+                    return md_err_set(err, MD_EPARSE, "fractional seconds are not supported");
+                j++;
+            }
+            if (j == i + 1)
+                return md_err_set(err, MD_EPARSE, "expected digits after '.'");
+            i = j;
+        }
+        if (i + 1 == len && (s[i] == 'Z' || s[i] == 'z')) {
+            off = 0;
+        } else if (i + 6 == len && (s[i] == '+' || s[i] == '-') && digits(s + i + 1, 2, &oh) &&
+                   s[i + 3] == ':' && digits(s + i + 4, 2, &om) && oh <= 23 && om <= 59) {
+            off = ((int64_t)oh * 3600 + (int64_t)om * 60) * (s[i] == '+' ? 1 : -1);
+        } else {
+            return md_err_set(err, MD_EPARSE, "expected a time zone (Z or +HH:MM)");
+        }
+    }
+    t = md_days_from_civil(y, mo, d) * 86400 + (int64_t)h * 3600 + (int64_t)mi * 60 + se - off;
+    if (t < 0)
+        return md_err_set(err, MD_EPARSE, "before 1970");
+    *unix_s = t;
+    return MD_OK;
+}
+
+void
+md_fmt_time(int64_t unix_s, char *buf, size_t buf_len)
+{
+    int64_t days = unix_s >= 0 ? unix_s / 86400 : (unix_s - 86399) / 86400, y;
+    int64_t sod = unix_s - days * 86400;
+    unsigned m, d;
+
+    md_civil_from_days(days, &y, &m, &d);
+    (void)snprintf(buf, buf_len, "%04lld-%02u-%02uT%02u:%02u:%02uZ", (long long)y, m, d,
+        (unsigned)(sod / 3600), (unsigned)(sod % 3600 / 60), (unsigned)(sod % 60));
+}
+
+void
+md_fmt_date(int64_t unix_s, char *buf, size_t buf_len)
+{
+    int64_t days = unix_s >= 0 ? unix_s / 86400 : (unix_s - 86399) / 86400, y;
+    unsigned m, d;
+
+    md_civil_from_days(days, &y, &m, &d);
+    (void)snprintf(buf, buf_len, "%04lld-%02u-%02u", (long long)y, m, d);
+}

@@ -98,6 +98,18 @@ uint64_t md_now_monotonic_ns(void);
 /* RFC 3339 UTC with milliseconds: "2026-11-27T09:48:39.123Z"; buf >= 25. */
 void md_fmt_rfc3339_ms(uint64_t ts_ns, char *buf, size_t buf_len);
 
+/* Civil time in UTC, no locale, no TZ: days since 1970-01-01 for a
+ * proleptic Gregorian date and back (Howard Hinnant's algorithms). */
+int64_t md_days_from_civil(int64_t y, unsigned m, unsigned d);
+void    md_civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d);
+/* "YYYY-MM-DD" (midnight UTC) or RFC 3339 "YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM)"
+ * -> unix seconds (fractions must be zero: usage is hourly).  Years
+ * 1970..9999.  MD_EPARSE with a reason in err. */
+int     md_parse_time(const char *s, size_t len, int64_t *unix_s, struct md_err *err);
+/* "2026-11-27T10:00:00Z" (buf >= 21) and "2026-11-27" (buf >= 11). */
+void    md_fmt_time(int64_t unix_s, char *buf, size_t buf_len);
+void    md_fmt_date(int64_t unix_s, char *buf, size_t buf_len);
+
 /* strdup/strndup that go through the allocation hook. */
 char *md_strdup(const char *s);
 char *md_strndup(const char *s, size_t len);

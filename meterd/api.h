@@ -1,0 +1,66 @@
+/* api.h: REST handlers, independent of the HTTP library.
+ *
+ * http.c parses the request (method, path, query) into an md_api_req and
+ * sends whatever md_api_resp the handler fills.  Handlers run on HTTP pool
+ * threads; they read through the store's read-only connections and never
+ * write usage.  Errors are JSON {"error":{"code":"...","message":"..."}}
+ * with the right status; messages never echo more of the request than the
+ * name of the offending parameter. */
+#ifndef MD_API_H
+#define MD_API_H
+
+#include <stddef.h>
+
+#include <stdint.h>
+
+#include "app.h"
+#include "util.h"
+
+#define MD_API_QUERY_MAX   64        /* query parameters accepted */
+#define MD_API_RANGE_MAX_S (366LL * 86400)
+#define MD_API_ROWS_MAX    200000    /* rows in one answer */
+
+struct md_scrape;
+
+struct md_api_req {
+    const char  *method;
+    const char  *path;
+    size_t       nquery;
+    struct { const char *key; const char *value; } query[MD_API_QUERY_MAX];
+    int          query_overflow;     /* more than MD_API_QUERY_MAX parameters */
+};
+
+struct md_api_resp {
+    unsigned    status;
+    const char *content_type;
+    char       *body;                /* md_malloc'd; sent then freed */
+    size_t      len;
+    const char *allow;               /* Allow header for 405 */
+};
+
+struct md_api_ctx {
+    struct md_app    *app;
+    struct md_scrape *scrape;
+};
+
+/* Dispatches /api/... ; always fills resp. */
+void md_api_handle(const struct md_api_ctx *ctx, const struct md_api_req *req,
+    struct md_api_resp *resp);
+/* Fills resp with a JSON error. */
+void md_api_error(struct md_api_resp *resp, unsigned status, const char *code,
+    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* The value of a query parameter, or NULL. */
+const char *md_api_param(const struct md_api_req *req, const char *key);
+
+#endif
+
+/* GET /api/v1/usage pieces, shared with `meterd usage`. */
+struct md_usage_query;
+struct md_store;
+/* Parses from, to, step, group_by and the dimension filters of req into q.
+ * On a bad parameter returns MD_EPARSE with "<param>: reason" in err. */
+int  md_api_usage_parse(const struct md_api_req *req, int64_t now_s,
+    struct md_usage_query *q, struct md_err *err);
+/* Runs q and renders the JSON document of GET /api/v1/usage. */
+int  md_api_usage_json(struct md_store *st, const struct md_usage_query *q,
+    char **body, size_t *len, struct md_err *err);

@@ -1,0 +1,397 @@
+/* attrib.c: samples -> billed batch entries, per the configuration.
+ *
+ * Owned by whoever built it; immutable after md_attrib_new, so the scrape
+ * thread reads it without locks.  Rules (DESIGN.md "Dimensions and
+ * tenants"):
+ * - tokens come from gen_ai.client.token.usage _sum; requests from the _count
+ *   of the `input` token type only (EAIG records one sample per type per
+ *   request, so counting every type would multiply requests);
+ * - department: the configured label, absent or empty -> default_department;
+ * - namespace: namespace_label, then department_namespaces, then the
+ *   target's namespace, then default_namespace;
+ * - otel_metric_overflow="true" series carry no tenant: booked to the
+ *   `unattributed` namespace/department with token type `unattributed`;
+ * - count_tokens / responses_input_tokens (configurable) and the v0.3 type
+ *   `total` are dropped with their reason;
+ * - gen_ai.client.inference.usage.* counters repeat the tokens of
+ *   token.usage: recognised and dropped as duplicates, never added.
+ * Series identity (the ledger key) is the canonical instrument, the role and
+ * every label with its name canonicalised, sorted by name: two spellings of
+ * one series (classic vs UTF-8 names) are the same series. */
+#include "attrib.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "normalize.h"
+
+#define UNATTRIBUTED "unattributed"
+#define UNKNOWN "unknown"
+#define LABELS_MAX 256
+#define CANON_MAX 512
+
+struct md_attrib {
+    char              *cluster;
+    char              *department_label;
+    char              *default_department;
+    char              *namespace_label;      /* NULL when off */
+    char              *default_namespace;
+    struct md_strmap   dept_ns;              /* borrowed copy, owned here */
+    char              *model_label;
+    char              *provider_label;
+    char              *operation_label;
+    char              *token_type_label;
+    struct md_strlist  exclude_ops;
+};
+
+static int
+dup_into(char **dst, const char *src)
+{
+    *dst = md_strdup(src);
+    return *dst == NULL ? MD_ENOMEM : MD_OK;
+}
+
+void
+md_attrib_free(struct md_attrib *a)
+{
+    if (a == NULL)
+        return;
+    md_free(a->cluster);
+    md_free(a->department_label);
+    md_free(a->default_department);
+    md_free(a->namespace_label);
+    md_free(a->default_namespace);
+    md_free(a->model_label);
+    md_free(a->provider_label);
+    md_free(a->operation_label);
+    md_free(a->token_type_label);
+    for (size_t i = 0; i < a->dept_ns.count; i++) {
+        md_free(a->dept_ns.keys[i]);
+        md_free(a->dept_ns.vals[i]);
+    }
+    md_free(a->dept_ns.keys);
+    md_free(a->dept_ns.vals);
+    for (size_t i = 0; i < a->exclude_ops.count; i++)
+        md_free(a->exclude_ops.v[i]);
+    md_free(a->exclude_ops.v);
+    md_free(a);
+}
+
+struct md_attrib *
+md_attrib_new(const struct md_config *cfg, struct md_err *err)
+{
+    static const char *const default_excluded[] = { "count_tokens", "responses_input_tokens" };
+    const struct md_strlist *ex = &cfg->attribution.exclude_operations;
+    struct md_attrib *a = md_calloc(1, sizeof(*a));
+    int rc = MD_OK;
+
+    if (a == NULL)
+        goto nomem;
+    rc |= dup_into(&a->cluster, cfg->cluster);
+    rc |= dup_into(&a->department_label, cfg->attribution.department_label);
+    rc |= dup_into(&a->default_department, cfg->attribution.default_department);
+    rc |= dup_into(&a->default_namespace, cfg->attribution.default_namespace);
+    rc |= dup_into(&a->model_label, cfg->attribution.model_label);
+    rc |= dup_into(&a->provider_label, cfg->attribution.provider_label);
+    rc |= dup_into(&a->operation_label, cfg->attribution.operation_label);
+    rc |= dup_into(&a->token_type_label, cfg->attribution.token_type_label);
+    if (cfg->attribution.namespace_label[0] != '\0')
+        rc |= dup_into(&a->namespace_label, cfg->attribution.namespace_label);
+    if (rc != MD_OK)
+        goto nomem;
+    if (cfg->attribution.department_namespaces.count > 0) {
+        size_t n = cfg->attribution.department_namespaces.count;
+
+        a->dept_ns.keys = md_calloc(n, sizeof(char *));
+        a->dept_ns.vals = md_calloc(n, sizeof(char *));
+        if (a->dept_ns.keys == NULL || a->dept_ns.vals == NULL)
+            goto nomem;
+        for (size_t i = 0; i < n; i++) {
+            a->dept_ns.count++;
+            if (dup_into(&a->dept_ns.keys[i], cfg->attribution.department_namespaces.keys[i]) ||
+                dup_into(&a->dept_ns.vals[i], cfg->attribution.department_namespaces.vals[i]))
+                goto nomem;
+        }
+    }
+    {
+        size_t n = ex->count ? ex->count : 2;
+
+        a->exclude_ops.v = md_calloc(n, sizeof(char *));
+        if (a->exclude_ops.v == NULL)
+            goto nomem;
+        for (size_t i = 0; i < n; i++) {
+            a->exclude_ops.count++;
+            if (dup_into(&a->exclude_ops.v[i], ex->count ? ex->v[i] : default_excluded[i]))
+                goto nomem;
+        }
+    }
+    return a;
+nomem:
+    md_attrib_free(a);
+    md_err_set(err, MD_ENOMEM, "out of memory");
+    return NULL;
+}
+
+/* Value of the label configured as `name` (any spelling), or NULL. */
+static const struct md_str *
+find_label(const struct md_sample *s, const char *name)
+{
+    for (size_t i = 0; i < s->nlabels; i++)
+        if (md_normalize_label_eq(s->labels[i].name, name))
+            return &s->labels[i].value;
+    return NULL;
+}
+
+static int
+str_is(const struct md_str *v, const char *lit)
+{
+    size_t n = strlen(lit);
+
+    return v != NULL && v->len == n && memcmp(v->p, lit, n) == 0;
+}
+
+struct canon_label {
+    char   name[CANON_MAX];
+    size_t name_len;
+    const struct md_str *value;
+};
+
+static int
+cmp_canon(const void *x, const void *y)
+{
+    const struct canon_label *a = x, *b = y;
+    size_t n = a->name_len < b->name_len ? a->name_len : b->name_len;
+    int c = memcmp(a->name, b->name, n);
+
+    if (c != 0)
+        return c;
+    return a->name_len < b->name_len ? -1 : a->name_len > b->name_len;
+}
+
+/* "<instrument>\x1f<role>\x1e<name>=<value>\x1e..." with canonical names,
+ * sorted, `le` excluded (buckets are not billed). */
+static int
+series_key(const struct md_sample *s, enum md_instrument inst, int role, struct md_buf *out,
+    struct md_err *err)
+{
+    static _Thread_local struct canon_label labels[LABELS_MAX];
+    size_t n = 0;
+    int rc;
+
+    if (s->nlabels > LABELS_MAX)
+        return md_err_set(err, MD_ELIMIT, "series has more than %d labels", LABELS_MAX);
+    for (size_t i = 0; i < s->nlabels; i++) {
+        size_t len = md_normalize_label(s->labels[i].name, labels[n].name, CANON_MAX);
+
+        if (len == 0 || len >= CANON_MAX)
+            return md_err_set(err, MD_ELIMIT, "label name longer than %d bytes", CANON_MAX - 1);
+        if (len == 2 && memcmp(labels[n].name, "le", 2) == 0)
+            continue;
+        labels[n].name_len = len;
+        labels[n].value = &s->labels[i].value;
+        n++;
+    }
+    qsort(labels, n, sizeof(labels[0]), cmp_canon);
+    md_buf_reset(out);
+    rc = md_buf_printf(out, "%s\x1f%d", md_instrument_name(inst), role);
+    for (size_t i = 0; i < n && rc == MD_OK; i++) {
+        rc = md_buf_putc(out, '\x1e');
+        if (rc == MD_OK)
+            rc = md_buf_append(out, labels[i].name, labels[i].name_len);
+        if (rc == MD_OK)
+            rc = md_buf_putc(out, '=');
+        if (rc == MD_OK)
+            rc = md_buf_append(out, labels[i].value->p, labels[i].value->len);
+    }
+    if (rc != MD_OK)
+        return md_err_set(err, rc, "series identity longer than %u bytes", MD_ATTRIB_KEY_MAX);
+    return MD_OK;
+}
+
+static void
+set_dim(const char **dims, size_t *lens, enum md_dim d, const char *p, size_t len)
+{
+    dims[d] = p;
+    lens[d] = len;
+}
+
+static void
+set_dim_label(const char **dims, size_t *lens, enum md_dim d, const struct md_str *v,
+    const char *fallback)
+{
+    if (v != NULL && v->len > 0)
+        set_dim(dims, lens, d, v->p, v->len);
+    else
+        set_dim(dims, lens, d, fallback, strlen(fallback));
+}
+
+#define ROLE_CREATED_KIND 0   /* batch kind of a pending _created value */
+
+int
+md_attrib_sample(const struct md_attrib *a, const struct md_attrib_target *t,
+    const struct md_sample *s, struct md_batch *b, struct md_err *err)
+{
+    static _Thread_local struct md_buf key;
+    static _Thread_local int key_init;
+    const char *dims[MD_DIM_COUNT];
+    size_t lens[MD_DIM_COUNT];
+    const struct md_str *tt, *op, *dept, *ov;
+    enum md_instrument inst = MD_INST_UNKNOWN;
+    enum md_role role = MD_ROLE_NONE;
+    enum md_kind kind;
+    int overflow, rc;
+
+    if (!key_init) {
+        md_buf_init(&key, MD_ATTRIB_KEY_MAX);
+        key_init = 1;
+    }
+    if (md_normalize_name(s->name, &inst, &role) != MD_OK || inst == MD_INST_UNKNOWN) {
+        b->dropped[MD_DROP_OTHER_FAMILY]++;
+        return MD_OK;
+    }
+    if (inst == MD_INST_INFERENCE_USAGE) {
+        b->dropped[MD_DROP_INFERENCE_DUPLICATE]++;
+        return MD_OK;
+    }
+    if (inst != MD_INST_TOKEN_USAGE) {
+        b->dropped[MD_DROP_OTHER_FAMILY]++;
+        return MD_OK;
+    }
+    ov = find_label(s, "otel_metric_overflow");
+    overflow = str_is(ov, "true");
+    tt = find_label(s, a->token_type_label);
+    op = find_label(s, a->operation_label);
+    switch (role) {
+    case MD_ROLE_SUM:
+        kind = MD_KIND_TOKENS;
+        break;
+    case MD_ROLE_COUNT:
+        /* the overflow series mixes every type: its count is not requests */
+        if (overflow || !str_is(tt, "input")) {
+            b->dropped[MD_DROP_COUNT_NOT_INPUT]++;
+            return MD_OK;
+        }
+        kind = MD_KIND_REQUESTS;
+        break;
+    case MD_ROLE_BUCKET:
+        b->dropped[MD_DROP_BUCKET]++;
+        return MD_OK;
+    case MD_ROLE_CREATED:
+        kind = ROLE_CREATED_KIND;
+        break;
+    default:
+        b->dropped[MD_DROP_OTHER_FAMILY]++;
+        return MD_OK;
+    }
+    if (!overflow && kind != ROLE_CREATED_KIND) {
+        if (tt == NULL || tt->len == 0) {
+            b->dropped[MD_DROP_NO_TOKEN_TYPE]++;
+            return MD_OK;
+        }
+        if (str_is(tt, "total")) {
+            b->dropped[MD_DROP_TOTAL_TYPE]++;
+            return MD_OK;
+        }
+        for (size_t i = 0; op != NULL && i < a->exclude_ops.count; i++) {
+            if (str_is(op, a->exclude_ops.v[i])) {
+                b->dropped[MD_DROP_EXCLUDED_OPERATION]++;
+                return MD_OK;
+            }
+        }
+    }
+    /* _created shares the identity of the _sum/_count it belongs to */
+    rc = series_key(s, inst, kind == ROLE_CREATED_KIND ? -1 : (int)role, &key, err);
+    if (rc != MD_OK)
+        return rc;
+
+    set_dim(dims, lens, MD_DIM_CLUSTER, a->cluster, strlen(a->cluster));
+    if (overflow) {
+        for (int d = MD_DIM_NAMESPACE; d < MD_DIM_COUNT; d++)
+            set_dim(dims, lens, (enum md_dim)d, UNATTRIBUTED, strlen(UNATTRIBUTED));
+        b->overflow_series += role == MD_ROLE_SUM;
+    } else {
+        const struct md_str *nsl = a->namespace_label ? find_label(s, a->namespace_label) : NULL;
+        const struct md_str *prov;
+
+        dept = find_label(s, a->department_label);
+        set_dim_label(dims, lens, MD_DIM_DEPARTMENT, dept, a->default_department);
+        if (nsl != NULL && nsl->len > 0) {
+            set_dim(dims, lens, MD_DIM_NAMESPACE, nsl->p, nsl->len);
+        } else {
+            const char *ns = NULL;
+
+            for (size_t i = 0; i < a->dept_ns.count && ns == NULL; i++)
+                if (strlen(a->dept_ns.keys[i]) == lens[MD_DIM_DEPARTMENT] &&
+                    memcmp(a->dept_ns.keys[i], dims[MD_DIM_DEPARTMENT],
+                        lens[MD_DIM_DEPARTMENT]) == 0)
+                    ns = a->dept_ns.vals[i];
+            if (ns == NULL)
+                ns = t->namespace != NULL && t->namespace[0] ? t->namespace : a->default_namespace;
+            set_dim(dims, lens, MD_DIM_NAMESPACE, ns, strlen(ns));
+        }
+        set_dim_label(dims, lens, MD_DIM_MODEL, find_label(s, a->model_label), UNKNOWN);
+        prov = find_label(s, a->provider_label);
+        if (prov == NULL)
+            prov = find_label(s, "gen_ai_system_name");     /* EAIG v0.3 */
+        set_dim_label(dims, lens, MD_DIM_PROVIDER, prov, UNKNOWN);
+        set_dim_label(dims, lens, MD_DIM_OPERATION, op, UNKNOWN);
+        set_dim_label(dims, lens, MD_DIM_TOKEN_TYPE, tt, UNKNOWN);
+    }
+    return md_batch_add(b, key.data, key.len, dims, lens, kind, s->value, s->has_ts, s->ts_ms,
+        0, 0.0, overflow);
+}
+
+/* The label part of a key: everything from the first \x1e (or the end). */
+static const char *
+key_labels(const struct md_batch *b, const struct md_batch_entry *e, size_t *len)
+{
+    const char *k = md_batch_str(b, e->key_off);
+    const char *p = memchr(k, '\x1e', e->key_len);
+
+    if (p == NULL)
+        p = k + e->key_len;
+    *len = e->key_len - (size_t)(p - k);
+    return p;
+}
+
+int
+md_attrib_finish(struct md_batch *b, struct md_err *err)
+{
+    size_t w = 0, ncreated = 0;
+
+    (void)err;
+    for (size_t i = 0; i < b->count; i++)
+        ncreated += b->e[i].kind == ROLE_CREATED_KIND;
+    if (ncreated == 0)
+        return MD_OK;
+    /* _created is rare (EAIG never sends it): a quadratic match is fine for
+     * the few OpenMetrics producers that do, and bounded by the batch size */
+    for (size_t i = 0; i < b->count; i++) {
+        struct md_batch_entry *e = &b->e[i];
+        size_t el;
+        const char *ek;
+
+        if (e->kind == ROLE_CREATED_KIND)
+            continue;
+        ek = key_labels(b, e, &el);
+        for (size_t j = 0; j < b->count; j++) {
+            const struct md_batch_entry *c = &b->e[j];
+            size_t cl;
+            const char *ck;
+
+            if (c->kind != ROLE_CREATED_KIND)
+                continue;
+            ck = key_labels(b, c, &cl);
+            if (cl == el && memcmp(ck, ek, el) == 0) {
+                e->has_created = 1;
+                e->created = c->value;
+                break;
+            }
+        }
+    }
+    for (size_t i = 0; i < b->count; i++)
+        if (b->e[i].kind != ROLE_CREATED_KIND)
+            b->e[w++] = b->e[i];
+    b->count = w;
+    return MD_OK;
+}

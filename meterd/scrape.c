@@ -1,0 +1,679 @@
+/* scrape.c: the scrape thread.
+ *
+ * Threads: one scrape thread owns the CURLM handle, every target (easy
+ * handle, body buffer, schedule, attribution rules) and runs
+ * curl_multi_poll.  Other threads touch only: `wake` flags (atomics) plus
+ * curl_multi_wakeup, and the published status (targets[].st and the global
+ * counters) under status_mu.  The targets array itself changes only in the
+ * scrape thread, with status_mu held, so readers see a consistent list.
+ *
+ * Invariants: a scrape is applied all or nothing — the body is parsed into a
+ * batch and handed to the writer only when the transfer completed with 200,
+ * within the size limit, and the whole body parsed.  Anything else is a
+ * failure, counted by reason and logged once per change of state
+ * (md_complain).  Schedules are offset per target by a hash of its URL, so
+ * targets do not fire together, and stay stable across restarts. */
+#define MD_MODULE "scrape"
+#include "scrape.h"
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../exporters/prom_text.h"
+#include "attrib.h"
+#include "batch.h"
+#include "config.h"
+#include "expfmt.h"
+#include "log.h"
+#include "store.h"
+#include "version.h"
+
+enum fail_reason {
+    FAIL_CONNECT = 0, FAIL_TIMEOUT, FAIL_HTTP_STATUS, FAIL_BODY_TOO_LARGE, FAIL_TRANSFER,
+    FAIL_PARSE, FAIL_SAMPLE_LIMIT, FAIL_QUEUE_FULL, FAIL_INTERNAL, FAIL_COUNT
+};
+static const char *const fail_names[FAIL_COUNT] = {
+    "connect", "timeout", "http_status", "body_too_large", "transfer", "parse_error",
+    "sample_limit", "queue_full", "internal",
+};
+
+struct status {
+    int      up;                      /* -1 never scraped, 0 down, 1 up */
+    double   duration_s;
+    uint64_t samples;                 /* samples in the last successful body */
+    uint64_t billed;                  /* entries billed from it */
+    uint64_t last_ns;                 /* wall clock of the last attempt's end */
+    uint64_t scrapes;
+    uint64_t failures[FAIL_COUNT];
+    uint64_t overflow_series;
+    char     last_error[256];
+};
+
+struct target {
+    char                *key;         /* identity: the URL */
+    char                *url;
+    char                *namespace;
+    uint64_t             interval_ns;
+    uint64_t             timeout_ms;
+    uint64_t             next_due_ns; /* monotonic */
+    int                  initial;
+    int                  in_flight;
+    uint64_t             started_ns;  /* monotonic */
+    uint64_t             started_wall_ns;
+    unsigned             fails;
+    CURL                *easy;
+    struct md_buf        body;
+    int                  body_over;
+    struct md_complaint  complaint;
+    struct status        st;          /* guarded by status_mu */
+};
+
+struct md_scrape {
+    struct md_app       *app;
+    struct md_store     *store;
+    pthread_t            thread;
+    int                  thread_started;
+    CURLM               *multi;
+    struct curl_slist   *headers;
+    struct md_attrib    *attrib;
+    struct md_config    *cfg;         /* reference held by the thread */
+    int                  store_fresh;
+    int                  first_sync_done;
+    atomic_int           stop;
+    atomic_int           reload;
+
+    pthread_mutex_t      status_mu;
+    struct target      **targets;     /* array changes only in the scrape thread */
+    size_t               ntargets;
+    uint64_t             dropped[MD_DROP_REASON_COUNT];    /* guarded by status_mu */
+    uint64_t             batches_submitted;
+};
+
+/* ---- helpers ---- */
+
+static uint64_t
+fnv1a(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+
+    for (; *s != '\0'; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static size_t
+write_cb(char *p, size_t size, size_t n, void *arg)
+{
+    struct target *t = arg;
+    size_t len = size * n;
+
+    if (md_buf_append(&t->body, p, len) != MD_OK) {
+        t->body_over = 1;
+        return 0;                     /* aborts the transfer: CURLE_WRITE_ERROR */
+    }
+    return len;
+}
+
+static void
+target_free(struct target *t)
+{
+    if (t == NULL)
+        return;
+    if (t->easy != NULL)
+        curl_easy_cleanup(t->easy);
+    md_buf_fini(&t->body);
+    md_free(t->key);
+    md_free(t->url);
+    md_free(t->namespace);
+    md_free(t);
+}
+
+/* ---- configuration sync (scrape thread) ---- */
+
+static struct target *
+find_target(struct md_scrape *s, const char *key)
+{
+    for (size_t i = 0; i < s->ntargets; i++)
+        if (strcmp(s->targets[i]->key, key) == 0)
+            return s->targets[i];
+    return NULL;
+}
+
+static int
+sync_config(struct md_scrape *s)
+{
+    struct md_config *cfg = md_app_config(s->app);
+    const struct md_target_cfg *tc = cfg->targets.v;
+    struct target **next;
+    struct md_attrib *attrib;
+    struct md_err err = {0};
+    size_t n = cfg->targets.count, kept = 0;
+    uint64_t now = md_now_monotonic_ns();
+
+    attrib = md_attrib_new(cfg, &err);
+    next = md_calloc(n ? n : 1, sizeof(*next));
+    if (attrib == NULL || next == NULL) {
+        md_attrib_free(attrib);
+        md_free(next);
+        md_config_unref(cfg);
+        md_log_err("reload: out of memory; keeping the current targets");
+        return MD_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct target *t = find_target(s, tc[i].url);
+        uint64_t interval_ms = tc[i].interval_ms ? tc[i].interval_ms : cfg->scrape.interval_ms;
+
+        if (t == NULL) {
+            t = md_calloc(1, sizeof(*t));
+            if (t == NULL)
+                goto nomem;
+            t->key = md_strdup(tc[i].url);
+            t->url = md_strdup(tc[i].url);
+            t->st.up = -1;
+            /* initial: present when a fresh database first started */
+            t->initial = s->store_fresh && !s->first_sync_done;
+            /* a stable, per-target offset inside the interval */
+            t->next_due_ns = now + (fnv1a(tc[i].url) % (interval_ms * 1000000ULL));
+            if (t->key == NULL || t->url == NULL) {
+                target_free(t);
+                goto nomem;
+            }
+        } else {
+            kept++;
+        }
+        md_free(t->namespace);
+        t->namespace = md_strdup(tc[i].namespace ? tc[i].namespace : "");
+        if (t->namespace == NULL)
+            goto nomem;
+        t->interval_ns = interval_ms * 1000000ULL;
+        t->timeout_ms = tc[i].timeout_ms ? tc[i].timeout_ms : cfg->scrape.timeout_ms;
+        if (t->timeout_ms > interval_ms)
+            t->timeout_ms = interval_ms;
+        md_buf_fini(&t->body);
+        md_buf_init(&t->body, (size_t)cfg->scrape.body_size_limit);
+        next[i] = t;
+    }
+    /* targets no longer configured stop being scraped; their ledger state
+     * stays in the database */
+    pthread_mutex_lock(&s->status_mu);
+    for (size_t i = 0; i < s->ntargets; i++) {
+        int still = 0;
+
+        for (size_t j = 0; j < n && !still; j++)
+            still = next[j] == s->targets[i];
+        if (!still) {
+            if (s->targets[i]->in_flight)
+                curl_multi_remove_handle(s->multi, s->targets[i]->easy);
+            md_log_info("target \"%s\" removed; its last state is kept", s->targets[i]->url);
+            target_free(s->targets[i]);
+        }
+    }
+    md_free(s->targets);
+    s->targets = next;
+    s->ntargets = n;
+    pthread_mutex_unlock(&s->status_mu);
+
+    md_attrib_free(s->attrib);
+    s->attrib = attrib;
+    md_config_unref(s->cfg);
+    s->cfg = cfg;
+    curl_slist_free_all(s->headers);
+    s->headers = NULL;
+    {
+        char accept[600];
+
+        (void)snprintf(accept, sizeof(accept), "Accept: %s", cfg->scrape.accept);
+        s->headers = curl_slist_append(s->headers, accept);
+    }
+    s->first_sync_done = 1;
+    md_log_info("scraping %zu targets (%zu kept, %zu new)", n, kept, n - kept);
+    return MD_OK;
+nomem:
+    /* free only the targets that are new (not in s->targets) */
+    for (size_t i = 0; i < n; i++)
+        if (next[i] != NULL && find_target(s, next[i]->key) != next[i])
+            target_free(next[i]);
+    md_free(next);
+    md_attrib_free(attrib);
+    md_config_unref(cfg);
+    md_log_err("reload: out of memory; keeping the current targets");
+    return MD_ENOMEM;
+}
+
+/* ---- one scrape ---- */
+
+static int
+start_scrape(struct md_scrape *s, struct target *t, uint64_t now)
+{
+    char ua[64];
+
+    if (t->easy == NULL) {
+        t->easy = curl_easy_init();
+        if (t->easy == NULL)
+            return MD_ENOMEM;
+    }
+    curl_easy_reset(t->easy);
+    md_buf_reset(&t->body);
+    t->body_over = 0;
+    (void)snprintf(ua, sizeof(ua), "meterd/%s", MD_VERSION);
+    curl_easy_setopt(t->easy, CURLOPT_URL, t->url);
+    curl_easy_setopt(t->easy, CURLOPT_PRIVATE, t);
+    curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, t);
+    curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, s->headers);
+    curl_easy_setopt(t->easy, CURLOPT_USERAGENT, ua);
+    curl_easy_setopt(t->easy, CURLOPT_ACCEPT_ENCODING, "");   /* gzip, deflate... */
+    curl_easy_setopt(t->easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, (long)t->timeout_ms);
+    curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)t->timeout_ms);
+    curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(t->easy, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(t->easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)t->body.cap);
+    if (curl_multi_add_handle(s->multi, t->easy) != CURLM_OK)
+        return MD_EIO;
+    t->in_flight = 1;
+    t->started_ns = now;
+    t->started_wall_ns = md_now_realtime_ns();
+    return MD_OK;
+}
+
+struct parse_ctx {
+    const struct md_attrib        *attrib;
+    struct md_attrib_target        at;
+    struct md_batch               *batch;
+    struct md_err                  err;
+    uint64_t                       samples;
+};
+
+static int
+on_sample(void *arg, const struct md_sample *smp)
+{
+    struct parse_ctx *pc = arg;
+
+    pc->samples++;
+    return md_attrib_sample(pc->attrib, &pc->at, smp, pc->batch, &pc->err);
+}
+
+static void
+record(struct md_scrape *s, struct target *t, int ok, enum fail_reason why, const char *msg,
+    uint64_t samples, uint64_t billed, const struct md_batch *b, uint64_t now)
+{
+    pthread_mutex_lock(&s->status_mu);
+    t->st.scrapes++;
+    t->st.duration_s = (double)(now - t->started_ns) / 1e9;
+    t->st.last_ns = md_now_realtime_ns();
+    if (ok) {
+        t->st.up = 1;
+        t->st.samples = samples;
+        t->st.billed = billed;
+        t->st.last_error[0] = '\0';
+        t->st.overflow_series = b->overflow_series;
+        for (int r = 0; r < MD_DROP_REASON_COUNT; r++)
+            s->dropped[r] += b->dropped[r];
+    } else {
+        t->st.up = 0;
+        t->st.failures[why]++;
+        (void)snprintf(t->st.last_error, sizeof(t->st.last_error), "%s", msg);
+    }
+    pthread_mutex_unlock(&s->status_mu);
+    if (ok) {
+        t->fails = 0;
+        md_release(&t->complaint, MD_MODULE, "target \"%s\": scraping again", t->url);
+    } else {
+        t->fails++;
+        md_complain(&t->complaint, MD_LOG_WARN, MD_MODULE, "target \"%s\": %s: %s", t->url,
+            fail_names[why], msg);
+    }
+}
+
+static void
+finish_scrape(struct md_scrape *s, struct target *t, CURLcode cc, uint64_t now)
+{
+    struct md_expfmt_limits lim;
+    struct md_expfmt_error perr = {0};
+    struct parse_ctx pc;
+    long status = 0;
+    char *ct = NULL;
+    char msg[300];
+    int rc;
+
+    t->in_flight = 0;
+    curl_multi_remove_handle(s->multi, t->easy);
+    curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (cc != CURLE_OK) {
+        enum fail_reason why = FAIL_TRANSFER;
+
+        if (t->body_over || cc == CURLE_FILESIZE_EXCEEDED) {
+            why = FAIL_BODY_TOO_LARGE;
+            (void)snprintf(msg, sizeof(msg), "body exceeds %zu bytes (scrape.body_size_limit)",
+                t->body.cap);
+        } else {
+            if (cc == CURLE_OPERATION_TIMEDOUT)
+                why = FAIL_TIMEOUT;
+            else if (cc == CURLE_COULDNT_CONNECT || cc == CURLE_COULDNT_RESOLVE_HOST)
+                why = FAIL_CONNECT;
+            (void)snprintf(msg, sizeof(msg), "%s", curl_easy_strerror(cc));
+        }
+        record(s, t, 0, why, msg, 0, 0, NULL, now);
+        return;
+    }
+    if (status != 200) {
+        (void)snprintf(msg, sizeof(msg), "HTTP status %ld", status);
+        record(s, t, 0, FAIL_HTTP_STATUS, msg, 0, 0, NULL, now);
+        return;
+    }
+    curl_easy_getinfo(t->easy, CURLINFO_CONTENT_TYPE, &ct);
+    memset(&pc, 0, sizeof(pc));
+    pc.attrib = s->attrib;
+    pc.at.namespace = t->namespace;
+    pc.batch = md_batch_new(t->key, t->initial, t->started_wall_ns);
+    if (pc.batch == NULL) {
+        record(s, t, 0, FAIL_INTERNAL, "out of memory", 0, 0, NULL, now);
+        return;
+    }
+    md_expfmt_limits_default(&lim);
+    lim.samples_max = s->cfg->scrape.sample_limit;
+    rc = md_expfmt_parse(t->body.data ? t->body.data : "", t->body.len,
+        md_expfmt_format_from_content_type(ct ? ct : "", ct ? strlen(ct) : 0), &lim,
+        on_sample, &pc, &perr);
+    if (rc == MD_OK)
+        rc = md_attrib_finish(pc.batch, &pc.err);
+    if (rc != MD_OK) {
+        enum fail_reason why = FAIL_PARSE;
+
+        if (pc.err.rc != MD_OK)
+            (void)snprintf(msg, sizeof(msg), "%s", pc.err.msg);
+        else
+            (void)snprintf(msg, sizeof(msg), "line %u column %u: %s", perr.line, perr.col,
+                perr.msg);
+        if (rc == MD_ELIMIT && strstr(msg, "sample") != NULL)
+            why = FAIL_SAMPLE_LIMIT;
+        md_batch_free(pc.batch);
+        record(s, t, 0, why, msg, 0, 0, NULL, now);
+        return;
+    }
+    {
+        uint64_t billed = pc.batch->count;
+        struct md_batch snapshot = *pc.batch;     /* counters only, for record() */
+
+        rc = md_store_submit_batch(s->store, pc.batch);   /* takes ownership */
+        if (rc != MD_OK) {
+            /* counters are cumulative: the next scrape carries these tokens */
+            record(s, t, 0, FAIL_QUEUE_FULL, "writer queue full; the next scrape covers it",
+                0, 0, NULL, now);
+            return;
+        }
+        record(s, t, 1, FAIL_COUNT, "", pc.samples, billed, &snapshot, now);
+    }
+}
+
+/* ---- the thread ---- */
+
+static void *
+scrape_main(void *arg)
+{
+    struct md_scrape *s = arg;
+
+    while (!atomic_load(&s->stop)) {
+        uint64_t now = md_now_monotonic_ns(), next = now + 1000000000ULL;
+        struct CURLMsg *m;
+        int running = 0, left = 0;
+
+        if (atomic_exchange(&s->reload, 0))
+            (void)sync_config(s);
+        for (size_t i = 0; i < s->ntargets; i++) {
+            struct target *t = s->targets[i];
+
+            if (!t->in_flight && t->next_due_ns <= now) {
+                /* failing targets back off: 1, 2, 4, 8 intervals */
+                unsigned shift = t->fails > 3 ? 3 : t->fails;
+
+                t->next_due_ns = now + (t->interval_ns << shift);
+                if (start_scrape(s, t, now) != MD_OK)
+                    record(s, t, 0, FAIL_INTERNAL, "cannot start transfer", 0, 0, NULL, now);
+            }
+            if (!t->in_flight && t->next_due_ns < next)
+                next = t->next_due_ns;
+        }
+        curl_multi_perform(s->multi, &running);
+        while ((m = curl_multi_info_read(s->multi, &left)) != NULL) {
+            struct target *t = NULL;
+
+            if (m->msg != CURLMSG_DONE)
+                continue;
+            curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&t);
+            if (t != NULL)
+                finish_scrape(s, t, m->data.result, md_now_monotonic_ns());
+        }
+        now = md_now_monotonic_ns();
+        if (next > now) {
+            uint64_t wait_ms = (next - now) / 1000000ULL + 1;
+
+            curl_multi_poll(s->multi, NULL, 0, (int)(wait_ms > 1000 ? 1000 : wait_ms), NULL);
+        }
+    }
+    for (size_t i = 0; i < s->ntargets; i++)
+        if (s->targets[i]->in_flight)
+            curl_multi_remove_handle(s->multi, s->targets[i]->easy);
+    return NULL;
+}
+
+int
+md_scrape_start(struct md_app *app, int store_fresh, struct md_scrape **out, struct md_err *err)
+{
+    struct md_scrape *s = md_calloc(1, sizeof(*s));
+    int e;
+
+    if (s == NULL)
+        return md_err_set(err, MD_ENOMEM, "out of memory");
+    s->app = app;
+    s->store = app->store;
+    s->store_fresh = store_fresh;
+    pthread_mutex_init(&s->status_mu, NULL);
+    s->multi = curl_multi_init();
+    if (s->multi == NULL) {
+        md_free(s);
+        return md_err_set(err, MD_ENOMEM, "curl_multi_init failed");
+    }
+    curl_multi_setopt(s->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, 256L);
+    curl_multi_setopt(s->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 4L);
+    if (sync_config(s) != MD_OK) {
+        md_scrape_stop(s);
+        return md_err_set(err, MD_ENOMEM, "out of memory");
+    }
+    e = pthread_create(&s->thread, NULL, scrape_main, s);
+    if (e != 0) {
+        md_scrape_stop(s);
+        return md_err_set(err, MD_ENOMEM, "cannot start scrape thread: %s", strerror(e));
+    }
+    s->thread_started = 1;
+    *out = s;
+    return MD_OK;
+}
+
+void
+md_scrape_stop(struct md_scrape *s)
+{
+    if (s == NULL)
+        return;
+    atomic_store(&s->stop, 1);
+    if (s->thread_started) {
+        curl_multi_wakeup(s->multi);
+        pthread_join(s->thread, NULL);
+    }
+    for (size_t i = 0; i < s->ntargets; i++)
+        target_free(s->targets[i]);
+    md_free(s->targets);
+    curl_slist_free_all(s->headers);
+    curl_multi_cleanup(s->multi);
+    md_attrib_free(s->attrib);
+    md_config_unref(s->cfg);
+    pthread_mutex_destroy(&s->status_mu);
+    md_free(s);
+}
+
+void
+md_scrape_reload(struct md_scrape *s)
+{
+    atomic_store(&s->reload, 1);
+    curl_multi_wakeup(s->multi);
+}
+
+/* ---- status ---- */
+
+struct snap {
+    char          url[512];
+    char          ns[64];
+    double        interval_s;
+    struct status st;
+};
+
+static struct snap *
+snapshot(struct md_scrape *s, size_t *n, uint64_t dropped[MD_DROP_REASON_COUNT])
+{
+    struct snap *v;
+
+    pthread_mutex_lock(&s->status_mu);
+    *n = s->ntargets;
+    v = md_calloc(*n ? *n : 1, sizeof(*v));
+    if (v != NULL) {
+        for (size_t i = 0; i < *n; i++) {
+            const struct target *t = s->targets[i];
+
+            (void)snprintf(v[i].url, sizeof(v[i].url), "%s", t->url);
+            (void)snprintf(v[i].ns, sizeof(v[i].ns), "%s", t->namespace ? t->namespace : "");
+            v[i].interval_s = (double)t->interval_ns / 1e9;
+            v[i].st = t->st;
+        }
+        memcpy(dropped, s->dropped, sizeof(s->dropped));
+    }
+    pthread_mutex_unlock(&s->status_mu);
+    return v;
+}
+
+int
+md_scrape_render_metrics(struct md_scrape *s, struct md_buf *b)
+{
+    uint64_t dropped[MD_DROP_REASON_COUNT] = {0}, overflow = 0;
+    struct md_store_stats ss;
+    size_t n = 0;
+    struct snap *v = snapshot(s, &n, dropped);
+    int rc;
+
+    if (v == NULL)
+        return MD_ENOMEM;
+    /* the ledger's reasons are judged on the writer thread */
+    md_store_get_stats(s->store, &ss);
+    dropped[MD_DROP_INVALID_VALUE] += ss.ledger_invalid_values;
+    dropped[MD_DROP_STALE_TIMESTAMP] += ss.ledger_stale_timestamps;
+    dropped[MD_DROP_TOO_LARGE] += ss.ledger_too_large;
+    rc = md_prom_family(b, "meterd_target_up", "gauge",
+        "1 when the last scrape of the target succeeded, 0 when it failed.");
+    for (size_t i = 0; i < n && rc == MD_OK; i++) {
+        struct md_prom_label l[] = { { "target", v[i].url, 0 }, { "namespace", v[i].ns, 0 } };
+
+        if (v[i].st.up >= 0)
+            rc = md_prom_sample_u64(b, "meterd_target_up", l, 2, (uint64_t)v[i].st.up);
+    }
+    if (rc == MD_OK)
+        rc = md_prom_family(b, "meterd_scrape_duration_seconds", "gauge",
+            "Duration of the target's last scrape.");
+    for (size_t i = 0; i < n && rc == MD_OK; i++) {
+        struct md_prom_label l[] = { { "target", v[i].url, 0 } };
+
+        if (v[i].st.up >= 0)
+            rc = md_prom_sample_f64(b, "meterd_scrape_duration_seconds", l, 1, v[i].st.duration_s);
+    }
+    if (rc == MD_OK)
+        rc = md_prom_family(b, "meterd_scrape_samples", "gauge",
+            "Samples in the target's last successful scrape.");
+    for (size_t i = 0; i < n && rc == MD_OK; i++) {
+        struct md_prom_label l[] = { { "target", v[i].url, 0 } };
+
+        if (v[i].st.up >= 0)
+            rc = md_prom_sample_u64(b, "meterd_scrape_samples", l, 1, v[i].st.samples);
+    }
+    if (rc == MD_OK)
+        rc = md_prom_family(b, "meterd_scrape_failures_total", "counter",
+            "Failed scrapes by target and reason; nothing of a failed scrape is applied.");
+    for (size_t i = 0; i < n && rc == MD_OK; i++) {
+        for (int r = 0; r < FAIL_COUNT && rc == MD_OK; r++) {
+            struct md_prom_label l[] = {
+                { "target", v[i].url, 0 }, { "reason", fail_names[r], 0 },
+            };
+
+            if (v[i].st.failures[r] > 0)
+                rc = md_prom_sample_u64(b, "meterd_scrape_failures_total", l, 2,
+                    v[i].st.failures[r]);
+        }
+        overflow += v[i].st.overflow_series;
+    }
+    if (rc == MD_OK)
+        rc = md_prom_family(b, "meterd_samples_dropped_total", "counter",
+            "Scraped samples not billed, by reason (nothing is dropped silently).");
+    for (int r = 0; r < MD_DROP_REASON_COUNT && rc == MD_OK; r++) {
+        struct md_prom_label l[] = { { "reason", md_drop_names[r], 0 } };
+
+        rc = md_prom_sample_u64(b, "meterd_samples_dropped_total", l, 1, dropped[r]);
+    }
+    if (rc == MD_OK)
+        rc = md_prom_family(b, "meterd_overflow_series", "gauge",
+            "Token series labelled otel_metric_overflow=\"true\" in the last scrapes "
+            "(booked to the unattributed tenant).");
+    if (rc == MD_OK)
+        rc = md_prom_sample_u64(b, "meterd_overflow_series", NULL, 0, overflow);
+    md_free(v);
+    return rc;
+}
+
+char *
+md_scrape_targets_json(struct md_scrape *s, size_t *len)
+{
+    uint64_t dropped[MD_DROP_REASON_COUNT] = {0};
+    size_t n = 0;
+    struct snap *v = snapshot(s, &n, dropped);
+    json_t *root, *arr;
+    char *out;
+
+    if (v == NULL)
+        return NULL;
+    root = json_object();
+    arr = json_array();
+    for (size_t i = 0; i < n; i++) {
+        json_t *o = json_object(), *f = json_object();
+        char ts[40] = "";
+
+        if (v[i].st.last_ns)
+            md_fmt_rfc3339_ms(v[i].st.last_ns, ts, sizeof(ts));
+        json_object_set_new(o, "url", json_string(v[i].url));
+        json_object_set_new(o, "namespace", json_string(v[i].ns));
+        json_object_set_new(o, "health", json_string(v[i].st.up < 0 ? "unknown"
+                                                     : v[i].st.up ? "up" : "down"));
+        json_object_set_new(o, "interval_seconds", json_real(v[i].interval_s));
+        json_object_set_new(o, "last_scrape", v[i].st.last_ns ? json_string(ts) : json_null());
+        json_object_set_new(o, "last_duration_seconds", json_real(v[i].st.duration_s));
+        json_object_set_new(o, "last_error", json_string(v[i].st.last_error));
+        json_object_set_new(o, "samples", json_integer((json_int_t)v[i].st.samples));
+        json_object_set_new(o, "billed_series", json_integer((json_int_t)v[i].st.billed));
+        json_object_set_new(o, "scrapes", json_integer((json_int_t)v[i].st.scrapes));
+        for (int r = 0; r < FAIL_COUNT; r++)
+            if (v[i].st.failures[r])
+                json_object_set_new(f, fail_names[r],
+                    json_integer((json_int_t)v[i].st.failures[r]));
+        json_object_set_new(o, "failures", f);
+        json_array_append_new(arr, o);
+    }
+    json_object_set_new(root, "targets", arr);
+    out = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    md_free(v);
+    if (out != NULL && len != NULL)
+        *len = strlen(out);
+    return out;
+}
