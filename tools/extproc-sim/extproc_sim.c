@@ -71,6 +71,7 @@ static struct {
     uint64_t    seed;
     uint64_t    tick_ms;
     uint64_t    requests_per_tick;
+    uint64_t    max_ticks;
     uint64_t    reset_every_ms;
     const char *reset_ua_prefix;
     uint64_t    reset_scrapes;
@@ -998,15 +999,21 @@ clock_main(void *arg)
     pthread_mutex_lock(&clock_mu);
     while (!atomic_load(&stopping)) {
         struct timespec ts;
-        uint64_t now;
+        uint64_t now = now_ms(), wait_ms = SIM_WAKE_MS;
 
+        /* wake for the next tick or the next resume check, whichever is first */
+        if (next_tick <= now)
+            wait_ms = 0;
+        else if (next_tick - now < wait_ms)
+            wait_ms = next_tick - now;
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += SIM_WAKE_MS * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_nsec += (long)(wait_ms * 1000000u);
+        while (ts.tv_nsec >= 1000000000L) {
             ts.tv_sec++;
             ts.tv_nsec -= 1000000000L;
         }
-        (void)pthread_cond_timedwait(&clock_cv, &clock_mu, &ts);
+        if (wait_ms > 0)
+            (void)pthread_cond_timedwait(&clock_cv, &clock_mu, &ts);
         if (atomic_load(&stopping))
             break;
         resume_due(0);
@@ -1017,7 +1024,8 @@ clock_main(void *arg)
         if (next_tick <= now)           /* fell behind: skip, do not burst */
             next_tick = now + opt.tick_ms;
         pthread_mutex_lock(&tick_mu);
-        if (!atomic_load(&paused)) {
+        if (!atomic_load(&paused) &&
+            (opt.max_ticks == 0 || atomic_load(&ticks) < opt.max_ticks)) {
             for (unsigned i = 0; i < opt.targets; i++) {
                 pthread_mutex_lock(&targets[i].mu);
                 tick_target(&targets[i], now);
@@ -1192,6 +1200,8 @@ usage(FILE *fp)
           "  --seed S                 deterministic traffic seed (1)\n"
           "  --tick-ms MS             clock tick; every tick adds requests (200)\n"
           "  --requests-per-tick R    mean requests per target per tick, 0..2R uniform (2)\n"
+          "  --max-ticks N            stop the clock after N ticks: a fixed, reproducible\n"
+          "                           end state for a given seed (0 = run on)\n"
           "  --reset-every SECONDS    simulated sidecar restart per target, staggered (0 = never)\n"
           "  --reset-ua-prefix S      only a fully delivered scrape by this User-Agent prefix\n"
           "                           triggers a due reset (meterd/)\n"
@@ -1226,7 +1236,7 @@ parse_args(int argc, char **argv)
 {
     enum { O_TARGETS = 256, O_BASE, O_CONTROL, O_NAMING, O_NAMES, O_DEPT, O_SEED, O_TICK,
            O_RPT, O_RESET, O_RESET_UA, O_RESET_SCRAPES, O_NEW, O_MAXC, O_TOE, O_TOMS, O_ERR,
-           O_CT, O_OVF, O_QUIET };
+           O_CT, O_OVF, O_QUIET, O_MAXT };
     static const struct option lo[] = {
         { "targets", required_argument, NULL, O_TARGETS },
         { "base-port", required_argument, NULL, O_BASE },
@@ -1248,6 +1258,7 @@ parse_args(int argc, char **argv)
         { "count-tokens", no_argument, NULL, O_CT },
         { "overflow", no_argument, NULL, O_OVF },
         { "quiet", no_argument, NULL, O_QUIET },
+        { "max-ticks", required_argument, NULL, O_MAXT },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -1336,6 +1347,9 @@ parse_args(int argc, char **argv)
             break;
         case O_QUIET:
             opt.quiet = 1;
+            break;
+        case O_MAXT:
+            bad = parse_num("max-ticks", a, UINT64_MAX, &opt.max_ticks);
             break;
         case 'h':
             usage(stdout);
