@@ -251,26 +251,35 @@ go_fmt(double v, char *out, size_t out_len)
         out[o++] = '-';
         v = -v;
     }
-    /* shortest digits that parse back to v */
-    for (int p = 1; p <= 17; p++) {
-        (void)snprintf(tmp, sizeof(tmp), "%.*e", p - 1, v);
-        if (strtod(tmp, NULL) == v)
-            break;
+    if (v == floor(v) && v < 1e15) {
+        /* integers (counts, token sums, bounds): exact digits without strtod */
+        int len = snprintf(tmp, sizeof(tmp), "%llu", (unsigned long long)v);
+
+        for (nd = 0; nd < len && nd < (int)sizeof(dig); nd++)
+            dig[nd] = tmp[nd];
+        e = len - 1;
+    } else {
+        /* shortest digits that parse back to v */
+        for (int p = 1; p <= 17; p++) {
+            (void)snprintf(tmp, sizeof(tmp), "%.*e", p - 1, v);
+            if (strtod(tmp, NULL) == v)
+                break;
+        }
+        for (s = tmp; *s != '\0' && *s != 'e'; s++)
+            if (*s >= '0' && *s <= '9' && nd < (int)sizeof(dig))
+                dig[nd++] = *s;
+        if (*s == 'e') {
+            s++;
+            if (*s == '-' || *s == '+')
+                eneg = *s++ == '-';
+            for (; *s >= '0' && *s <= '9'; s++)
+                e = e * 10 + (*s - '0');
+        }
+        if (eneg)
+            e = -e;
     }
-    for (s = tmp; *s != '\0' && *s != 'e'; s++)
-        if (*s >= '0' && *s <= '9' && nd < (int)sizeof(dig))
-            dig[nd++] = *s;
     while (nd > 1 && dig[nd - 1] == '0')
         nd--;
-    if (*s == 'e') {
-        s++;
-        if (*s == '-' || *s == '+')
-            eneg = *s++ == '-';
-        for (; *s >= '0' && *s <= '9'; s++)
-            e = e * 10 + (*s - '0');
-    }
-    if (eneg)
-        e = -e;
     /* Go: shortest 'g' uses %e when exp < -4 || exp >= 6 (eprec = 6) */
     if (e < -4 || e >= 6) {
         out[o++] = dig[0];
@@ -640,42 +649,56 @@ put_family_head(struct md_buf *b, const char *family, const char *type, const ch
     return rc;
 }
 
+/* One histogram: the label text is rendered once and copied into each of its
+ * bucket/_sum/_count lines (the bulk of a scrape's bytes). */
 static int
-put_hist(struct md_buf *b, const char *family, const struct ent *e, int utf8)
+put_hist(struct md_buf *b, const char *family, const struct ent *e, int utf8,
+    struct md_buf *scratch)
 {
+    static const char *const suffix[3] = { "_bucket", "_sum", "_count" };
     const char (*le)[32] = e->is_tok ? tok_le : dur_le;
-    size_t nb = e->is_tok ? TOK_NB : DUR_NB;
+    size_t nb = e->is_tok ? TOK_NB : DUR_NB, head_len[3], lab_off;
     uint64_t cum = 0;
     char num[48];
     int rc = MD_OK;
     int quoted = !legacy_name(family) && utf8 && opt.naming == NAMING_V04;
 
+    /* scratch = head("_bucket") head("_sum") head("_count") labels */
+    md_buf_reset(scratch);
+    for (int k = 0; k < 3 && rc == MD_OK; k++) {
+        size_t before = scratch->len;
+
+        rc = put_sample_head(scratch, family, suffix[k], utf8);
+        head_len[k] = scratch->len - before;
+    }
+    lab_off = scratch->len;
+    if (rc == MD_OK)
+        rc = put_labels(scratch, e, utf8, quoted);
+    if (rc != MD_OK)
+        return rc;
     for (size_t i = 0; i <= nb && rc == MD_OK; i++) {
         cum += e->h->b[i];
-        rc = put_sample_head(b, family, "_bucket", utf8);
-        if (rc == MD_OK)
-            rc = put_labels(b, e, utf8, quoted);
         go_fmt((double)cum, num, sizeof(num));
+        rc = md_buf_append(b, scratch->data, head_len[0]);
+        if (rc == MD_OK)
+            rc = md_buf_append(b, scratch->data + lab_off, scratch->len - lab_off);
         if (rc == MD_OK)
             rc = md_buf_printf(b, ",le=\"%s\"} %s\n", i < nb ? le[i] : "+Inf", num);
     }
-    if (e->is_tok)
-        go_fmt((double)e->h->sum_u, num, sizeof(num));
-    else
-        go_fmt(e->h->sum_d, num, sizeof(num));
-    if (rc == MD_OK)
-        rc = put_sample_head(b, family, "_sum", utf8);
-    if (rc == MD_OK)
-        rc = put_labels(b, e, utf8, quoted);
-    if (rc == MD_OK)
-        rc = md_buf_printf(b, "} %s\n", num);
-    go_fmt((double)e->h->count, num, sizeof(num));
-    if (rc == MD_OK)
-        rc = put_sample_head(b, family, "_count", utf8);
-    if (rc == MD_OK)
-        rc = put_labels(b, e, utf8, quoted);
-    if (rc == MD_OK)
-        rc = md_buf_printf(b, "} %s\n", num);
+    for (int k = 1; k < 3 && rc == MD_OK; k++) {
+        if (k == 1 && e->is_tok)
+            go_fmt((double)e->h->sum_u, num, sizeof(num));
+        else if (k == 1)
+            go_fmt(e->h->sum_d, num, sizeof(num));
+        else
+            go_fmt((double)e->h->count, num, sizeof(num));
+        rc = md_buf_append(b, scratch->data + (k == 1 ? head_len[0] : head_len[0] + head_len[1]),
+            head_len[k]);
+        if (rc == MD_OK)
+            rc = md_buf_append(b, scratch->data + lab_off, scratch->len - lab_off);
+        if (rc == MD_OK)
+            rc = md_buf_printf(b, "} %s\n", num);
+    }
     return rc;
 }
 
@@ -683,14 +706,17 @@ static int
 put_family(struct md_buf *b, const char *family, const char *help, struct ent *ents, size_t n,
     int utf8)
 {
+    struct md_buf scratch;
     int rc;
 
     if (n == 0)
         return MD_OK;
     qsort(ents, n, sizeof(*ents), ent_cmp);
+    md_buf_init(&scratch, 16384);   /* one series' heads and labels */
     rc = put_family_head(b, family, "histogram", help, utf8);
     for (size_t i = 0; i < n && rc == MD_OK; i++)
-        rc = put_hist(b, family, &ents[i], utf8);
+        rc = put_hist(b, family, &ents[i], utf8, &scratch);
+    md_buf_fini(&scratch);
     return rc;
 }
 
