@@ -22,6 +22,10 @@ static void validate_attribution(struct md_cfg_ctx *c, int node, const char *pat
 static void validate_scrape(struct md_cfg_ctx *c, int node, const char *path, void *obj);
 static void validate_target(struct md_cfg_ctx *c, int node, const char *path, void *obj);
 static void validate_root(struct md_cfg_ctx *c, int node, const char *path, void *obj);
+static const char *check_api_server(const char *v);
+static const char *check_port_name(const char *v);
+static const char *check_clean(const char *v);
+static void validate_kubernetes(struct md_cfg_ctx *c, int node, const char *path, void *obj);
 
 static const char *const log_levels[] = { "debug", "info", "warn", "error", NULL };
 static const char *const log_formats[] = { "logfmt", "json", NULL };
@@ -176,6 +180,48 @@ static const struct md_cfg_key usage_keys[] = {
 };
 static const struct md_cfg_section usage_section = { .name = "usage", .keys = usage_keys };
 
+/* Kubernetes pod discovery (discovery.h).  port_names has no table default
+ * because the engine's defaults are scalars: validate_kubernetes fills
+ * [aigw-admin, aigw-metrics] when the key is absent. */
+static const struct md_cfg_key kubernetes_keys[] = {
+    { .name = "enabled", .type = MD_CFG_BOOL, .off = OFF(kubernetes.enabled), .def = "false",
+      .help = "discover ExtProc sidecars from the Kubernetes API" },
+    { .name = "api_server", .type = MD_CFG_STR, .off = OFF(kubernetes.api_server), .max = 2048,
+      .def = "", .check = check_api_server,
+      .help = "API server URL; empty: in cluster (KUBERNETES_SERVICE_HOST/_PORT, https)" },
+    { .name = "token_file", .type = MD_CFG_STR, .off = OFF(kubernetes.token_file), .max = 1024,
+      .def = "", .check = check_clean,
+      .help = "bearer token file, re-read on every list; empty: the service-account token "
+              "in cluster, no token with api_server" },
+    { .name = "ca_file", .type = MD_CFG_STR, .off = OFF(kubernetes.ca_file), .max = 1024,
+      .def = "", .check = check_clean,
+      .help = "CA bundle for https; empty: the service-account ca.crt in cluster, the "
+              "system store with api_server" },
+    { .name = "namespaces", .type = MD_CFG_STRLIST, .off = OFF(kubernetes.namespaces),
+      .max = 1000, .check = check_dns_label_nonempty,
+      .help = "namespaces to list pods in; empty: all namespaces" },
+    { .name = "label_selector", .type = MD_CFG_STR, .off = OFF(kubernetes.label_selector),
+      .max = 1024, .def = "", .check = check_clean,
+      .help = "Kubernetes label selector of the pods (e.g. app.kubernetes.io/name=envoy)" },
+    { .name = "port_names", .type = MD_CFG_STRLIST, .off = OFF(kubernetes.port_names),
+      .max = 16, .check = check_port_name,
+      .help = "container port names to scrape, most preferred first, searched in "
+              "containers and native-sidecar init containers; default [aigw-admin, aigw-metrics]" },
+    { .name = "refresh", .type = MD_CFG_DURATION, .off = OFF(kubernetes.refresh_ms),
+      .min = 1000, .max = 86400000, .def = "30s",
+      .help = "time between two pod lists" },
+    { .name = "request_timeout", .type = MD_CFG_DURATION,
+      .off = OFF(kubernetes.request_timeout_ms), .min = 100, .max = 300000, .def = "10s",
+      .help = "an API request (one page of pods) taking longer fails the list" },
+    { .name = "insecure_skip_verify", .type = MD_CFG_BOOL,
+      .off = OFF(kubernetes.insecure_skip_verify), .def = "false",
+      .help = "do not verify the API server's certificate (tests only; needs api_server)" },
+    END,
+};
+static const struct md_cfg_section kubernetes_section = {
+    .name = "kubernetes", .keys = kubernetes_keys, .validate = validate_kubernetes
+};
+
 static const struct md_cfg_key root_keys[] = {
     { .name = "cluster", .type = MD_CFG_STR, .off = OFF(cluster), .max = 253, .def = "default",
       .check = check_nonempty, .help = "name of the cluster stamped on every usage row" },
@@ -197,6 +243,8 @@ static const struct md_cfg_key root_keys[] = {
       .help = "counter semantics" },
     { .name = "usage", .type = MD_CFG_SECTION, .sub = &usage_section,
       .help = "hourly usage store" },
+    { .name = "kubernetes", .type = MD_CFG_SECTION, .sub = &kubernetes_section,
+      .help = "Kubernetes pod discovery" },
     END,
 };
 static const struct md_cfg_section root_section = {
@@ -204,6 +252,7 @@ static const struct md_cfg_section root_section = {
 };
 
 static pthread_mutex_t refs_mu = PTHREAD_MUTEX_INITIALIZER;
+
 /* ---- checks ---- */
 
 static const char *
@@ -339,6 +388,142 @@ valid_label_name(const char *s)
               (*s >= '0' && *s <= '9')))
             return 0;
     return 1;
+}
+
+static const char *
+check_clean(const char *v)
+{
+    for (const char *p = v; *p != '\0'; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return "contains a control character";
+    return NULL;
+}
+
+static const char *
+check_api_server(const char *v)
+{
+    const char *why, *host, *end;
+
+    if (*v == '\0')
+        return NULL;
+    why = check_url(v);
+    if (why != NULL)
+        return why;
+    host = strstr(v, "://") + 3;
+    end = host + strcspn(host, "/");
+    if (memchr(host, '@', (size_t)(end - host)) != NULL)
+        return "must not contain user:password@ (use token_file)";
+    if (strpbrk(v, "?#") != NULL)
+        return "must not have a query or fragment";
+    return NULL;
+}
+
+/* A container port name is an IANA_SVC_NAME: 1-15 of [a-z0-9-], at least
+ * one letter, no '-' at either end, no "--" (Kubernetes validation). */
+static const char *
+check_port_name(const char *v)
+{
+    size_t len = strlen(v);
+    int letter = 0;
+
+    if (len == 0 || len > 15)
+        return "a container port name has 1 to 15 characters";
+    for (size_t i = 0; i < len; i++) {
+        char ch = v[i];
+
+        if (ch >= 'a' && ch <= 'z')
+            letter = 1;
+        else if (!((ch >= '0' && ch <= '9') || ch == '-'))
+            return "not a container port name (lower-case letters, digits and '-')";
+    }
+    if (!letter || v[0] == '-' || v[len - 1] == '-' || strstr(v, "--") != NULL)
+        return "not a container port name (needs a letter; no '-' at either end, no \"--\")";
+    return NULL;
+}
+
+/* 1 when the host of an http(s) URL is a loopback address or localhost. */
+static int
+url_host_is_loopback(const char *url)
+{
+    const char *host = strstr(url, "://");
+    size_t hl;
+
+    if (host == NULL)
+        return 0;
+    host += 3;
+    if (host[0] == '[')
+        return strncmp(host, "[::1]", 5) == 0 && (host[5] == '\0' || host[5] == ':' ||
+            host[5] == '/');
+    hl = strcspn(host, ":/");
+    if (hl == 9 && strncmp(host, "localhost", 9) == 0)
+        return 1;
+    if (hl < 7 || strncmp(host, "127.", 4) != 0)
+        return 0;
+    for (size_t i = 0; i < hl; i++)
+        if (!((host[i] >= '0' && host[i] <= '9') || host[i] == '.'))
+            return 0;       /* "127.example.com" is a name, not an address */
+    return 1;
+}
+
+static void
+dup_check(struct md_cfg_ctx *c, int node, const char *key, const struct md_strlist *l)
+{
+    int list = md_cfgtab_key_node(c, node, key, 1);
+
+    for (size_t i = 1; i < l->count; i++) {
+        for (size_t j = 0; j < i; j++) {
+            char p[64];
+
+            if (strcmp(l->v[i], l->v[j]) != 0)
+                continue;
+            (void)snprintf(p, sizeof(p), "kubernetes.%s[%zu]", key, i);
+            md_cfgtab_error(c, md_cfgtab_item_node(c, list, i), p, "\"%s\" is listed twice",
+                l->v[i]);
+            break;
+        }
+    }
+}
+
+static void
+validate_kubernetes(struct md_cfg_ctx *c, int node, const char *path, void *obj)
+{
+    static const char *const def_ports[] = { "aigw-admin", "aigw-metrics" };
+    struct md_config *cfg = obj;
+    struct md_strlist *pn = &cfg->kubernetes.port_names;
+    const char *api = cfg->kubernetes.api_server;
+    int is_http = strncmp(api, "http://", 7) == 0;
+    int pn_node = md_cfgtab_key_node(c, node, "port_names", 1);
+
+    (void)path;
+    if (pn->count == 0 && node != 0 && pn_node != node) {
+        md_cfgtab_error(c, pn_node, "kubernetes.port_names",
+            "needs at least one container port name (default [aigw-admin, aigw-metrics])");
+    } else if (pn->count == 0) {
+        pn->v = md_calloc(2, sizeof(char *));
+        if (pn->v != NULL) {
+            for (size_t i = 0; i < 2; i++) {
+                pn->v[i] = md_strdup(def_ports[i]);
+                if (pn->v[i] == NULL)
+                    break;
+                pn->count++;
+            }
+        }
+        if (pn->count != 2)
+            md_cfgtab_error(c, node, "kubernetes.port_names", "out of memory");
+    }
+    dup_check(c, node, "port_names", pn);
+    dup_check(c, node, "namespaces", &cfg->kubernetes.namespaces);
+    if (cfg->kubernetes.insecure_skip_verify && strncmp(api, "https://", 8) != 0)
+        md_cfgtab_error(c, md_cfgtab_key_node(c, node, "insecure_skip_verify", 1),
+            "kubernetes.insecure_skip_verify",
+            "only allowed with an https:// api_server (in cluster the CA is always verified)");
+    if (is_http && cfg->kubernetes.ca_file[0] != '\0')
+        md_cfgtab_error(c, md_cfgtab_key_node(c, node, "ca_file", 1), "kubernetes.ca_file",
+            "set, but api_server \"%s\" is plain http", api);
+    if (is_http && cfg->kubernetes.token_file[0] != '\0' && !url_host_is_loopback(api))
+        md_cfgtab_error(c, md_cfgtab_key_node(c, node, "token_file", 1), "kubernetes.token_file",
+            "would send the token in clear text to \"%s\"; use https (plain http only to a "
+            "loopback address, e.g. kubectl proxy)", api);
 }
 
 static void

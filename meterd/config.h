@@ -74,6 +74,18 @@ struct md_config {
     struct {
         uint64_t retention_ms;        /* 0: keep forever */
     } usage;
+    struct {
+        int                enabled;
+        char              *api_server;       /* "": in-cluster (KUBERNETES_SERVICE_*) */
+        char              *token_file;       /* "": in-cluster token, or none with api_server */
+        char              *ca_file;          /* "": in-cluster CA, or the system store */
+        struct md_strlist  namespaces;       /* empty: all namespaces */
+        char              *label_selector;
+        struct md_strlist  port_names;       /* most preferred first; never empty */
+        uint64_t           refresh_ms;
+        uint64_t           request_timeout_ms;
+        int                insecure_skip_verify;
+    } kubernetes;
 
     /* not from the file */
     char *source;                 /* the path it was loaded from */

@@ -16,6 +16,7 @@
 
 #include "app.h"
 #include "cmd_usage.h"
+#include "cmd_discover.h"
 #include "config.h"
 #include "http.h"
 #include "log.h"
@@ -33,6 +34,10 @@ usage(FILE *fp)
           "  run -c FILE           run the daemon with configuration FILE\n"
           "  check-config -c FILE  validate FILE; print every error as FILE:LINE:COL: message\n"
           "  usage -c FILE [...]   usage per tenant from the database (meterd usage --help)\n"
+          "  discover -c FILE [--rounds N]\n"
+          "                        list the Kubernetes pods FILE selects and print the scrape\n"
+          "                        targets found, one JSON object per line (N lists,\n"
+          "                        kubernetes.refresh apart)\n"
           "  version               print the version\n"
           "\n"
           "options:\n"
@@ -279,6 +284,8 @@ main(int argc, char **argv)
         return cmd_check_config(argc - 2, argv + 2);
     if (strcmp(argv[1], "usage") == 0)
         return md_cmd_usage(argc - 2, argv + 2);
+    if (strcmp(argv[1], "discover") == 0)
+        return md_cmd_discover(argc - 2, argv + 2);
     fprintf(stderr, "meterd: unknown command \"%s\"\n\n", argv[1]);
     usage(stderr);
     return 2;
