@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "app.h"
+#include "cmd_parse.h"
 #include "config.h"
 #include "http.h"
 #include "log.h"
@@ -29,6 +30,7 @@ usage(FILE *fp)
           "commands:\n"
           "  run -c FILE           run the daemon with configuration FILE\n"
           "  check-config -c FILE  validate FILE; print every error as FILE:LINE:COL: message\n"
+          "  parse [options] FILE  print the samples of an exposition as JSON lines (parse -h)\n"
           "  version               print the version\n"
           "\n"
           "options:\n"
@@ -255,6 +257,8 @@ main(int argc, char **argv)
     }
     if (strcmp(argv[1], "run") == 0)
         return cmd_run(argc - 2, argv + 2);
+    if (strcmp(argv[1], "parse") == 0)
+        return md_cmd_parse(argc - 2, argv + 2);
     if (strcmp(argv[1], "check-config") == 0)
         return cmd_check_config(argc - 2, argv + 2);
     fprintf(stderr, "meterd: unknown command \"%s\"\n\n", argv[1]);
