@@ -174,7 +174,19 @@ struct md_expfmt_parser {
     uint64_t *lname_h;          /* hash of each label name */
     uint64_t *lterm;            /* label term of each label */
     struct name_cache *ncache;  /* label names of the previous line by index */
+    size_t *lend;               /* offset in the line after label i's closing quote */
+    uint64_t *psum;             /* sum of label terms 0..i */
     size_t labels_cap;
+    size_t first_dec;           /* first label of this line with a decoded string */
+    /* the previous sample line, for prefix reuse */
+    const char *pl_start;
+    size_t pl_len, pl_n, pl_name_off, pl_name_len;
+    uint64_t pl_name_h;
+    int pl_ok, pl_le, pl_quantile;
+    /* duplicate check pipelined one sample behind (prefetch) */
+    uint64_t pend_hash;
+    unsigned pend_line;
+    int pend;
     size_t prev_n;
     struct name_cache mcache;   /* metric name of the previous line */
     char *scratch;
@@ -230,7 +242,7 @@ static int
 grow_labels(struct md_expfmt_parser *ps, size_t need)
 {
     size_t cap = ps->labels_cap ? ps->labels_cap : 32;
-    void *a, *b, *c, *d;
+    void *a, *b, *c, *d, *e, *f;
 
     if (need <= ps->labels_cap)
         return MD_OK;
@@ -248,7 +260,13 @@ grow_labels(struct md_expfmt_parser *ps, size_t need)
     d = md_realloc(ps->ncache, cap * sizeof(*ps->ncache));
     if (d != NULL)
         ps->ncache = d;
-    if (a == NULL || b == NULL || c == NULL || d == NULL)
+    e = md_realloc(ps->lend, cap * sizeof(*ps->lend));
+    if (e != NULL)
+        ps->lend = e;
+    f = md_realloc(ps->psum, cap * sizeof(*ps->psum));
+    if (f != NULL)
+        ps->psum = f;
+    if (a == NULL || b == NULL || c == NULL || d == NULL || e == NULL || f == NULL)
         return MD_ENOMEM;
     memset(ps->ncache + ps->labels_cap, 0, (cap - ps->labels_cap) * sizeof(*ps->ncache));
     ps->labels_cap = cap;
@@ -1084,14 +1102,27 @@ struct line_labels {
  * without '=' is taken as the metric name (Prometheus 3 UTF-8 syntax). */
 static int
 parse_labels(struct md_expfmt_parser *ps, const char **qp, const char *eol, size_t base,
-    int use_cache, struct md_str *mname, struct line_labels *ll)
+    int use_cache, struct md_str *mname, struct line_labels *ll, size_t resume)
 {
     const char *q = *qp + 1;
     size_t i = base;
     int rc, first = 1, after_comma = 0;
 
-    ll->sum = 0;
-    ll->le = ll->quantile = -1;
+    if (resume > 0) {
+        /* labels 0..resume-1 taken over from the previous line; *qp is
+         * just after the closing quote of label resume-1 */
+        q = *qp;
+        i = resume;
+        first = 0;
+        q = skip_blanks(ps->om, q, eol);
+        if (q < eol && *q == ',') {
+            after_comma = 1;
+            q++;
+        }
+    } else {
+        ll->sum = 0;
+        ll->le = ll->quantile = -1;
+    }
     for (;;) {
         struct md_label *l;
         const char *at;
@@ -1199,9 +1230,13 @@ parse_labels(struct md_expfmt_parser *ps, const char **qp, const char *eol, size
         {
             const char *vs = q;
 
+            int ndec = dec;
+
             rc = read_quoted(ps, &q, eol, &l->value, &dec, "label value");
             if (rc != MD_OK)
                 return rc;
+            if ((dec || ndec || ps->decode_names) && i < ps->first_dec)
+                ps->first_dec = i;
             if (l->value.len > ps->lim.label_value_max)
                 return perr(ps, vs, MD_ELIMIT, "value of label \"%.*s\" is %zu bytes, over "
                     "the limit label_value_max=%zu", SHOW(nm), l->value.len,
@@ -1215,6 +1250,8 @@ parse_labels(struct md_expfmt_parser *ps, const char **qp, const char *eol, size
             return perr(ps, at, MD_EPARSE, "duplicate label name \"%.*s\"", SHOW(nm));
         ps->lterm[i] = label_term(nh, l->value.p, l->value.len);
         ll->sum += ps->lterm[i];
+        ps->lend[i] = (size_t)(q - ps->ls);
+        ps->psum[i] = ll->sum;
         if (nm.len == 2 && nm.p[0] == 'l' && nm.p[1] == 'e')
             ll->le = (int)(i - base);
         else if (nm.len == 8 && memcmp(nm.p, "quantile", 8) == 0)
@@ -1234,6 +1271,30 @@ parse_labels(struct md_expfmt_parser *ps, const char **qp, const char *eol, size
 }
 
 /* ---- samples ---- */
+
+static int pending_insert(struct md_expfmt_parser *ps);
+
+/* length of the common prefix of a[0..an) and b[0..bn) */
+static size_t
+common_prefix(const char *a, size_t an, const char *b, size_t bn)
+{
+    size_t n = an < bn ? an : bn, i = 0;
+
+#ifdef __SSE2__
+    while (n - i >= 16) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(a + i));
+        __m128i y = _mm_loadu_si128((const __m128i *)(const void *)(b + i));
+        unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, y)) ^ 0xffffu;
+
+        if (m != 0)
+            return i + (size_t)__builtin_ctz(m);
+        i += 16;
+    }
+#endif
+    while (i < n && a[i] == b[i])
+        i++;
+    return i;
+}
 
 static enum sfx
 match_family(const struct md_expfmt_parser *ps, struct md_str name)
@@ -1392,7 +1453,7 @@ exemplar(struct md_expfmt_parser *ps, const char **qp, const char *eol, size_t b
     q += 3;
     if (q >= eol || *q != '{')
         return perr(ps, q, MD_EPARSE, "expected '{' to open the exemplar's labels");
-    rc = parse_labels(ps, &q, eol, base, 0, NULL, &ll);
+    rc = parse_labels(ps, &q, eol, base, 0, NULL, &ll, 0);
     if (rc != MD_OK)
         return rc;
     for (size_t i = base; i < base + ll.n; i++) {
@@ -1435,7 +1496,37 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
     uint64_t name_h;
     enum sfx sx;
     int rc, quoted = 0, ins;
+    size_t k = 0;
 
+    ps->first_dec = SIZE_MAX;
+    if (ps->pl_ok && q == p) {
+        /* bytes equal to the previous sample line parse the same: take
+         * over every label whose closing quote lies in the common prefix */
+        size_t L = common_prefix(p, (size_t)(eol - p), ps->pl_start, ps->pl_len);
+
+        while (k < ps->pl_n && ps->lend[k] <= L)
+            k++;
+        if (k > 0) {
+            ptrdiff_t delta = p - ps->pl_start;
+
+            for (size_t i = 0; i < k; i++) {
+                ps->labels[i].name.p += delta;
+                ps->labels[i].value.p += delta;
+            }
+            name.p = p + ps->pl_name_off;
+            name.len = ps->pl_name_len;
+            name_h = ps->pl_name_h;
+            ll.sum = ps->psum[k - 1];
+            ll.le = ps->pl_le >= 0 && (size_t)ps->pl_le < k ? ps->pl_le : -1;
+            ll.quantile = ps->pl_quantile >= 0 && (size_t)ps->pl_quantile < k ?
+                ps->pl_quantile : -1;
+            q = p + ps->lend[k - 1];
+            rc = parse_labels(ps, &q, eol, 0, 1, &name, &ll, k);
+            if (rc != MD_OK)
+                return rc;
+            goto labels_done;
+        }
+    }
     /* metric name (unless it is quoted inside the braces) */
     if (*q != '{') {
         struct name_cache *c = &ps->mcache;
@@ -1466,21 +1557,35 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
 
             if (r < eol && *r == '{') {
                 q = r;
-                rc = parse_labels(ps, &q, eol, 0, 1, &name, &ll);
+                rc = parse_labels(ps, &q, eol, 0, 1, &name, &ll, 0);
                 if (rc != MD_OK)
                     return rc;
             }
         }
     } else {
-        rc = parse_labels(ps, &q, eol, 0, 1, &name, &ll);
+        rc = parse_labels(ps, &q, eol, 0, 1, &name, &ll, 0);
         if (rc != MD_OK)
             return rc;
         if (name.p == NULL)
             return perr(ps, name_at, MD_EPARSE, "no metric name (expected a name before '{' "
                 "or a quoted name as the first item inside)");
         name_h = hbytes(name.p, name.len, 0);
+        quoted = 1;
     }
+labels_done:
     ps->prev_n = ll.n;
+    ps->pl_ok = !quoted && !ps->decode_names && q != p && ll.n > 0 &&
+        ll.n <= LINEAR_DUP_MAX && ps->first_dec >= ll.n && name_at == p;
+    if (ps->pl_ok) {
+        ps->pl_start = p;
+        ps->pl_len = (size_t)(eol - p);
+        ps->pl_n = ll.n;
+        ps->pl_name_off = (size_t)(name.p - p);
+        ps->pl_name_len = name.len;
+        ps->pl_name_h = name_h;
+        ps->pl_le = ll.le;
+        ps->pl_quantile = ll.quantile;
+    }
 
     /* value */
     if (q >= eol || (*q != ' ' && !is_blank(ps->om, *q)))
@@ -1563,12 +1668,17 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
     if (rc != MD_OK)
         return rc;
     s.hash = series_hash(name_h, ll.sum);
-    ins = set_insert(ps, s.hash);
-    if (ins < 0)
-        return perr(ps, name_at, MD_ENOMEM, "out of memory");
-    if (ins == 0)
-        return perr(ps, name_at, MD_EPARSE, "duplicate series: \"%.*s\" with this label set "
-            "appeared earlier in the body", SHOW(name));
+    /* insert the previous sample's hash now and prefetch this one's slot:
+     * the table is far larger than the cache */
+    if (ps->set_cap > 0)
+        __builtin_prefetch(&ps->set[(size_t)(s.hash ? s.hash : 1) & (ps->set_cap - 1)], 1);
+    rc = pending_insert(ps);
+    if (rc != MD_OK)
+        return rc;
+    ps->pend = 1;
+    ps->pend_hash = s.hash;
+    ps->pend_line = ps->line;
+    (void)ins;
     if (ps->lim.samples_max != 0 && ps->nsamples >= ps->lim.samples_max)
         return perr(ps, name_at, MD_ELIMIT, "more than %llu samples (samples_max)",
             (unsigned long long)ps->lim.samples_max);
@@ -1587,6 +1697,25 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
 }
 
 /* ---- driver ---- */
+
+static int
+pending_insert(struct md_expfmt_parser *ps)
+{
+    int ins;
+
+    if (!ps->pend)
+        return MD_OK;
+    ps->pend = 0;
+    ins = set_insert(ps, ps->pend_hash);
+    if (ins < 0)
+        return perr(ps, NULL, MD_ENOMEM, "out of memory");
+    if (ins == 0) {
+        ps->line = ps->pend_line;
+        return perr(ps, NULL, MD_EPARSE, "duplicate series: this metric name and label set "
+            "appeared earlier in the body");
+    }
+    return MD_OK;
+}
 
 static int
 ensure_scratch(struct md_expfmt_parser *ps, size_t need)
@@ -1659,7 +1788,9 @@ run(struct md_expfmt_parser *ps)
         return perr(ps, ps->end, MD_EPARSE, "missing \"# EOF\" at the end (OpenMetrics; "
             "truncated body?)");
     }
-    rc = family_close(ps);
+    rc = pending_insert(ps);
+    if (rc == MD_OK)
+        rc = family_close(ps);
     return rc;
 }
 
@@ -1687,6 +1818,8 @@ md_expfmt_parser_free(struct md_expfmt_parser *ps)
     md_free(ps->lname_h);
     md_free(ps->lterm);
     md_free(ps->ncache);
+    md_free(ps->lend);
+    md_free(ps->psum);
     md_free(ps->scratch);
     md_free(ps->ltab_idx);
     md_free(ps->ltab_gen);
@@ -1747,6 +1880,8 @@ md_expfmt_parser_run(struct md_expfmt_parser *ps, const char *body, size_t len,
         memset(ps->set, 0, ps->set_cap * sizeof(*ps->set));
     ps->set_count = 0;
     ps->fam_open = 0;
+    ps->pl_ok = 0;
+    ps->pend = 0;
     memset(&ps->g, 0, sizeof(ps->g));
     if (grow_labels(ps, 32) != MD_OK || ensure_scratch(ps, 4096) != MD_OK)
         return perr(ps, body, MD_ENOMEM, "out of memory");
