@@ -145,6 +145,11 @@ struct group {
     unsigned count_line;
 };
 
+struct series_rec {
+    uint64_t h;
+    uint64_t line;
+};
+
 struct le_cache {
     const char *p;
     size_t      len;
@@ -153,6 +158,7 @@ struct le_cache {
 
 #define LE_CACHE_N 64
 #define LINEAR_DUP_MAX 16
+#define MCACHE_N 4
 
 struct md_expfmt_parser {
     /* per run */
@@ -179,16 +185,17 @@ struct md_expfmt_parser {
     size_t labels_cap;
     size_t first_dec;           /* first label of this line with a decoded string */
     /* the previous sample line, for prefix reuse */
-    const char *pl_start;
-    size_t pl_len, pl_n, pl_name_off, pl_name_len;
-    uint64_t pl_name_h;
+    const char *lbase;          /* '{' of the current line's labels */
+    const char *pl_brace;
+    size_t pl_len, pl_n;
     int pl_ok, pl_le, pl_quantile;
-    /* duplicate check pipelined one sample behind (prefetch) */
-    uint64_t pend_hash;
-    unsigned pend_line;
-    int pend;
+    /* series hashes of this body, checked for duplicates at the end */
+    struct series_rec *recs, *recs_tmp;
+    size_t nrecs, recs_cap;
+    size_t radix_cnt[8][256];
     size_t prev_n;
-    struct name_cache mcache;   /* metric name of the previous line */
+    struct name_cache mcache[MCACHE_N];   /* recent metric names */
+    unsigned mcache_next;
     char *scratch;
     size_t scratch_cap, scratch_len;
     uint32_t *ltab_idx, *ltab_gen;
@@ -1250,7 +1257,7 @@ parse_labels(struct md_expfmt_parser *ps, const char **qp, const char *eol, size
             return perr(ps, at, MD_EPARSE, "duplicate label name \"%.*s\"", SHOW(nm));
         ps->lterm[i] = label_term(nh, l->value.p, l->value.len);
         ll->sum += ps->lterm[i];
-        ps->lend[i] = (size_t)(q - ps->ls);
+        ps->lend[i] = (size_t)(q - ps->lbase);
         ps->psum[i] = ll->sum;
         if (nm.len == 2 && nm.p[0] == 'l' && nm.p[1] == 'e')
             ll->le = (int)(i - base);
@@ -1272,7 +1279,7 @@ parse_labels(struct md_expfmt_parser *ps, const char **qp, const char *eol, size
 
 /* ---- samples ---- */
 
-static int pending_insert(struct md_expfmt_parser *ps);
+static int grow_recs(struct md_expfmt_parser *ps);
 
 /* length of the common prefix of a[0..an) and b[0..bn) */
 static size_t
@@ -1499,40 +1506,21 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
     size_t k = 0;
 
     ps->first_dec = SIZE_MAX;
-    if (ps->pl_ok && q == p) {
-        /* bytes equal to the previous sample line parse the same: take
-         * over every label whose closing quote lies in the common prefix */
-        size_t L = common_prefix(p, (size_t)(eol - p), ps->pl_start, ps->pl_len);
-
-        while (k < ps->pl_n && ps->lend[k] <= L)
-            k++;
-        if (k > 0) {
-            ptrdiff_t delta = p - ps->pl_start;
-
-            for (size_t i = 0; i < k; i++) {
-                ps->labels[i].name.p += delta;
-                ps->labels[i].value.p += delta;
-            }
-            name.p = p + ps->pl_name_off;
-            name.len = ps->pl_name_len;
-            name_h = ps->pl_name_h;
-            ll.sum = ps->psum[k - 1];
-            ll.le = ps->pl_le >= 0 && (size_t)ps->pl_le < k ? ps->pl_le : -1;
-            ll.quantile = ps->pl_quantile >= 0 && (size_t)ps->pl_quantile < k ?
-                ps->pl_quantile : -1;
-            q = p + ps->lend[k - 1];
-            rc = parse_labels(ps, &q, eol, 0, 1, &name, &ll, k);
-            if (rc != MD_OK)
-                return rc;
-            goto labels_done;
-        }
-    }
     /* metric name (unless it is quoted inside the braces) */
     if (*q != '{') {
-        struct name_cache *c = &ps->mcache;
+        struct name_cache *c = NULL;
 
-        if (c->len > 0 && (size_t)(eol - q) > c->len && memcmp(q, c->raw, c->len) == 0 &&
-            !(cls[(unsigned char)q[c->len]] & 2)) {
+        for (size_t j = 0; j < MCACHE_N; j++) {
+            struct name_cache *e = &ps->mcache[j];
+
+            if (e->len > 0 && (size_t)(eol - q) > e->len && memcmp(q, e->raw, e->len) == 0 &&
+                !(cls[(unsigned char)q[e->len]] & 2)) {
+                c = e;
+                break;
+            }
+        }
+        if (c != NULL) {
+            /* byte-identical to a name already validated in this body */
             name.p = q;
             name.len = c->len;
             name_h = c->h;
@@ -1543,11 +1531,10 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
                 return rc;
             name_h = hbytes(name.p, name.len, 0);
             if (!quoted && !ps->decode_names) {
+                c = &ps->mcache[ps->mcache_next++ % MCACHE_N];
                 c->raw = name_at;
                 c->len = (size_t)(q - name_at);
                 c->h = name_h;
-            } else {
-                c->len = 0;
             }
         }
         if (quoted)
@@ -1557,12 +1544,36 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
 
             if (r < eol && *r == '{') {
                 q = r;
-                rc = parse_labels(ps, &q, eol, 0, 1, &name, &ll, 0);
+                ps->lbase = r;
+                if (ps->pl_ok) {
+                    /* bytes equal to the previous line's label section parse
+                     * the same: take over every label whose closing quote
+                     * lies in the common prefix */
+                    size_t L = common_prefix(r, (size_t)(eol - r), ps->pl_brace, ps->pl_len);
+
+                    while (k < ps->pl_n && ps->lend[k] <= L)
+                        k++;
+                }
+                if (k > 0) {
+                    ptrdiff_t delta = r - ps->pl_brace;
+
+                    for (size_t i = 0; i < k; i++) {
+                        ps->labels[i].name.p += delta;
+                        ps->labels[i].value.p += delta;
+                    }
+                    ll.sum = ps->psum[k - 1];
+                    ll.le = ps->pl_le >= 0 && (size_t)ps->pl_le < k ? ps->pl_le : -1;
+                    ll.quantile = ps->pl_quantile >= 0 && (size_t)ps->pl_quantile < k ?
+                        ps->pl_quantile : -1;
+                    q = r + ps->lend[k - 1];
+                }
+                rc = parse_labels(ps, &q, eol, 0, 1, &name, &ll, k);
                 if (rc != MD_OK)
                     return rc;
             }
         }
     } else {
+        ps->lbase = q;
         rc = parse_labels(ps, &q, eol, 0, 1, &name, &ll, 0);
         if (rc != MD_OK)
             return rc;
@@ -1572,17 +1583,13 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
         name_h = hbytes(name.p, name.len, 0);
         quoted = 1;
     }
-labels_done:
     ps->prev_n = ll.n;
-    ps->pl_ok = !quoted && !ps->decode_names && q != p && ll.n > 0 &&
-        ll.n <= LINEAR_DUP_MAX && ps->first_dec >= ll.n && name_at == p;
+    ps->pl_ok = !quoted && !ps->decode_names && ll.n > 0 && ll.n <= LINEAR_DUP_MAX &&
+        ps->first_dec >= ll.n;
     if (ps->pl_ok) {
-        ps->pl_start = p;
-        ps->pl_len = (size_t)(eol - p);
+        ps->pl_brace = ps->lbase;
+        ps->pl_len = (size_t)(eol - ps->lbase);
         ps->pl_n = ll.n;
-        ps->pl_name_off = (size_t)(name.p - p);
-        ps->pl_name_len = name.len;
-        ps->pl_name_h = name_h;
         ps->pl_le = ll.le;
         ps->pl_quantile = ll.quantile;
     }
@@ -1668,16 +1675,13 @@ labels_done:
     if (rc != MD_OK)
         return rc;
     s.hash = series_hash(name_h, ll.sum);
-    /* insert the previous sample's hash now and prefetch this one's slot:
-     * the table is far larger than the cache */
-    if (ps->set_cap > 0)
-        __builtin_prefetch(&ps->set[(size_t)(s.hash ? s.hash : 1) & (ps->set_cap - 1)], 1);
-    rc = pending_insert(ps);
-    if (rc != MD_OK)
-        return rc;
-    ps->pend = 1;
-    ps->pend_hash = s.hash;
-    ps->pend_line = ps->line;
+    /* duplicates are found at the end by sorting: appending is sequential,
+     * probing a table far larger than the cache is not */
+    if (ps->nrecs == ps->recs_cap && grow_recs(ps) != MD_OK)
+        return perr(ps, name_at, MD_ENOMEM, "out of memory");
+    ps->recs[ps->nrecs].h = s.hash;
+    ps->recs[ps->nrecs].line = ps->line;
+    ps->nrecs++;
     (void)ins;
     if (ps->lim.samples_max != 0 && ps->nsamples >= ps->lim.samples_max)
         return perr(ps, name_at, MD_ELIMIT, "more than %llu samples (samples_max)",
@@ -1699,18 +1703,68 @@ labels_done:
 /* ---- driver ---- */
 
 static int
-pending_insert(struct md_expfmt_parser *ps)
+grow_recs(struct md_expfmt_parser *ps)
 {
-    int ins;
+    size_t cap = ps->recs_cap ? ps->recs_cap * 2 : 4096;
+    struct series_rec *a, *b;
 
-    if (!ps->pend)
+    a = md_realloc(ps->recs, cap * sizeof(*a));
+    if (a == NULL)
+        return MD_ENOMEM;
+    ps->recs = a;
+    b = md_realloc(ps->recs_tmp, cap * sizeof(*b));
+    if (b == NULL)
+        return MD_ENOMEM;
+    ps->recs_tmp = b;
+    ps->recs_cap = cap;
+    return MD_OK;
+}
+
+/* Stable LSD radix sort of the series hashes (8 passes of 8 bits; a pass
+ * where every key has the same byte is skipped); equal neighbours are then
+ * the same series twice.  Reports the earliest line repeating a series. */
+static int
+check_duplicates(struct md_expfmt_parser *ps)
+{
+    size_t (*cnt)[256] = ps->radix_cnt;
+    struct series_rec *src = ps->recs, *dst = ps->recs_tmp;
+    size_t n = ps->nrecs;
+    uint64_t dup_line = 0;
+
+    if (n < 2)
         return MD_OK;
-    ps->pend = 0;
-    ins = set_insert(ps, ps->pend_hash);
-    if (ins < 0)
-        return perr(ps, NULL, MD_ENOMEM, "out of memory");
-    if (ins == 0) {
-        ps->line = ps->pend_line;
+    memset(ps->radix_cnt, 0, sizeof(ps->radix_cnt));
+    for (size_t i = 0; i < n; i++)
+        for (int b = 0; b < 8; b++)
+            cnt[b][(src[i].h >> (8 * b)) & 0xff]++;
+    for (int b = 0; b < 8; b++) {
+        size_t sum = 0;
+
+        if (cnt[b][(src[0].h >> (8 * b)) & 0xff] == n)
+            continue;
+        for (int d = 0; d < 256; d++) {
+            size_t c = cnt[b][d];
+
+            cnt[b][d] = sum;
+            sum += c;
+        }
+        for (size_t i = 0; i < n; i++)
+            dst[cnt[b][(src[i].h >> (8 * b)) & 0xff]++] = src[i];
+        {
+            struct series_rec *t = src;
+
+            src = dst;
+            dst = t;
+        }
+    }
+    for (size_t i = 1; i < n; i++) {
+        /* stable: within equal hashes lines ascend, so [i] repeats [i-1] */
+        if (src[i].h == src[i - 1].h && (dup_line == 0 || src[i].line < dup_line))
+            dup_line = src[i].line;
+    }
+    if (dup_line != 0) {
+        ps->line = (unsigned)dup_line;
+        ps->ls = NULL;
         return perr(ps, NULL, MD_EPARSE, "duplicate series: this metric name and label set "
             "appeared earlier in the body");
     }
@@ -1788,9 +1842,9 @@ run(struct md_expfmt_parser *ps)
         return perr(ps, ps->end, MD_EPARSE, "missing \"# EOF\" at the end (OpenMetrics; "
             "truncated body?)");
     }
-    rc = pending_insert(ps);
+    rc = family_close(ps);
     if (rc == MD_OK)
-        rc = family_close(ps);
+        rc = check_duplicates(ps);
     return rc;
 }
 
@@ -1824,6 +1878,8 @@ md_expfmt_parser_free(struct md_expfmt_parser *ps)
     md_free(ps->ltab_idx);
     md_free(ps->ltab_gen);
     md_free(ps->set);
+    md_free(ps->recs);
+    md_free(ps->recs_tmp);
     md_free(ps->fam);
     md_free(ps);
 }
@@ -1871,7 +1927,8 @@ md_expfmt_parser_run(struct md_expfmt_parser *ps, const char *body, size_t len,
     ps->err = err;
     ps->nsamples = 0;
     ps->prev_n = 0;
-    ps->mcache.len = 0;
+    for (size_t i = 0; i < MCACHE_N; i++)
+        ps->mcache[i].len = 0;
     for (size_t i = 0; i < ps->labels_cap; i++)
         ps->ncache[i].len = 0;
     for (size_t i = 0; i < LE_CACHE_N; i++)
@@ -1881,7 +1938,7 @@ md_expfmt_parser_run(struct md_expfmt_parser *ps, const char *body, size_t len,
     ps->set_count = 0;
     ps->fam_open = 0;
     ps->pl_ok = 0;
-    ps->pend = 0;
+    ps->nrecs = 0;
     memset(&ps->g, 0, sizeof(ps->g));
     if (grow_labels(ps, 32) != MD_OK || ensure_scratch(ps, 4096) != MD_OK)
         return perr(ps, body, MD_ENOMEM, "out of memory");
