@@ -17,6 +17,7 @@
 #include "app.h"
 #include "cmd_usage.h"
 #include "cmd_discover.h"
+#include "cmd_parse.h"
 #include "config.h"
 #include "http.h"
 #include "log.h"
@@ -38,6 +39,7 @@ usage(FILE *fp)
           "                        list the Kubernetes pods FILE selects and print the scrape\n"
           "                        targets found, one JSON object per line (N lists,\n"
           "                        kubernetes.refresh apart)\n"
+          "  parse [options] FILE  print the samples of an exposition as JSON lines (parse -h)\n"
           "  version               print the version\n"
           "\n"
           "options:\n"
@@ -280,6 +282,8 @@ main(int argc, char **argv)
     }
     if (strcmp(argv[1], "run") == 0)
         return cmd_run(argc - 2, argv + 2);
+    if (strcmp(argv[1], "parse") == 0)
+        return md_cmd_parse(argc - 2, argv + 2);
     if (strcmp(argv[1], "check-config") == 0)
         return cmd_check_config(argc - 2, argv + 2);
     if (strcmp(argv[1], "usage") == 0)
