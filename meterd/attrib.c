@@ -181,7 +181,7 @@ series_key(const struct md_sample *s, enum md_instrument inst, int role, struct 
     if (s->nlabels > LABELS_MAX)
         return md_err_set(err, MD_ELIMIT, "series has more than %d labels", LABELS_MAX);
     for (size_t i = 0; i < s->nlabels; i++) {
-        size_t len = md_normalize_label(s->labels[i].name, labels[n].name, CANON_MAX);
+        size_t len = md_normalize_label_key(s->labels[i].name, labels[n].name, CANON_MAX);
 
         if (len == 0 || len >= CANON_MAX)
             return md_err_set(err, MD_ELIMIT, "label name longer than %d bytes", CANON_MAX - 1);
@@ -245,7 +245,10 @@ md_attrib_sample(const struct md_attrib *a, const struct md_attrib_target *t,
         md_buf_init(&key, MD_ATTRIB_KEY_MAX);
         key_init = 1;
     }
-    if (md_normalize_name(s->name, &inst, &role) != MD_OK || inst == MD_INST_UNKNOWN) {
+    char detail[64];
+
+    if (md_normalize_name(s->name, &inst, &role, detail, sizeof(detail)) != MD_OK ||
+        inst == MD_INST_UNKNOWN) {
         b->dropped[MD_DROP_OTHER_FAMILY]++;
         return MD_OK;
     }

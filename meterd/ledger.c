@@ -709,7 +709,6 @@ md_ledger_apply(struct md_ledger *l, uint32_t target, int target_initial,
             w->cls = C_STALE;
             continue;
         }
-        r.in_both++;
         w->has_t0 = 1;
         w->t0 = s->ts_ns;
         if (w->has_created && (s->flags & F_CREATED) &&
@@ -719,6 +718,12 @@ md_ledger_apply(struct md_ledger *l, uint32_t target, int target_initial,
         } else {
             w->cls = w->value < s->value ? C_DOWN : C_UP;
         }
+        /* a series whose checkpoint is 0 cannot show a decrease, so it does
+         * not vote in the restart judgement (R2): EAIG records zero-valued
+         * token types (cached_input = 0) that would otherwise outvote the
+         * series that did go down after a real restart */
+        if (s->value > 0 || w->cls == C_DOWN)
+            r.in_both++;
         if (w->cls == C_DOWN)
             r.went_down++;
     }

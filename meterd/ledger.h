@@ -11,8 +11,9 @@
  *  R2 restart, judged per target: "went down" = the value is below the
  *     checkpoint, or the sample carries an OpenMetrics _created that differs
  *     from the checkpoint's _created (both present).  Let B be the series of
- *     the target with a usable sample now and a checkpoint (present in both),
- *     D those of B that went down.  If D > 0 and 2*D >= B the target
+ *     the target with a usable sample now and a checkpoint above 0 (present
+ *     in both; a checkpoint of 0 cannot show a decrease, so it does not
+ *     vote), D those of B that went down.  If D > 0 and 2*D >= B the target
  *     restarted: every series of the scrape bills its new value in full
  *     (also those that already grew past their old value), and every other
  *     state of the target -- series missing from the scrape, and series whose

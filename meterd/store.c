@@ -480,7 +480,7 @@ apply_scrape(struct md_store *st, struct md_batch *b, uint64_t *tokens, uint64_t
     struct md_ledger_input *in = NULL;
     struct md_ledger_result res;
     struct md_err lerr = {0};
-    uint32_t tid;
+    uint32_t tid = 0;
     int rc;
 
     if (st->ledger == NULL)
@@ -523,7 +523,7 @@ apply_scrape(struct md_store *st, struct md_batch *b, uint64_t *tokens, uint64_t
         const struct md_ledger_delta *d = &res.deltas[i];
         const struct md_batch_entry *e = &b->e[d->input_index];
         int is_req = e->kind == MD_KIND_REQUESTS;
-        int64_t dim;
+        int64_t dim = 0;
 
         rc = dims_id(st, b, e, &dim, err);
         if (rc != MD_OK)

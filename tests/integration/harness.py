@@ -136,6 +136,19 @@ class Meterd:
                 return float(val)
         return None
 
+    def metric_sum(self, name, labels=None):
+        """Sum of every sample of a family matching labels (0 if none)."""
+        total = 0.0
+        for line in self.get("/metrics").text.splitlines():
+            if line.startswith("#") or not line.startswith(name):
+                continue
+            head, _, val = line.rpartition(" ")
+            if head != name and not head.startswith(name + "{"):
+                continue
+            if all('%s="%s"' % kv in head for kv in (labels or {}).items()):
+                total += float(val)
+        return total
+
     def signal(self, sig):
         self.proc.send_signal(sig)
 

@@ -91,14 +91,27 @@ def settle_and_compare(m, sim, namespaces, timeout=30):
         got = last.get("got", {})
         diff = {k: (got.get(k), exp.get(k)) for k in set(got) | set(exp)
                 if got.get(k) != exp.get(k)}
-        raise AssertionError("usage differs from truth in %d keys, e.g. %s" % (
-            len(diff), list(diff.items())[:6]))
+        notes = [l for l in m.log().splitlines()
+                 if "restart" in l or "too few" in l or "rejected" in l or "level=error" in l]
+        raise AssertionError("usage differs from truth in %d keys, e.g. %s\nmeterd:\n%s\n"
+                             "sim targets: %s" % (len(diff), list(diff.items())[:6],
+                                                  "\n".join(notes[-30:]), truth["targets"]))
     return truth, exp
 
 
 def test_exact_with_resets_faults_new_series():
     sim = simctl.Sim(simctl.binary(harness.ARGS.build), targets=3, tick_ms=50, seed=11,
-                     args=["--reset-every", "2", "--new-series-every", "1",
+                     # two delivered scrapes of the frozen counters before a
+                     # reset: a scrape that the sim wrote out but meterd
+                     # abandoned (its timeout, on a loaded machine) must not
+                     # lose tokens that no scraper could then see
+                     # resets come after seconds of traffic, as in life: a
+                     # sidecar restarting within a second of its birth, whose
+                     # young series regrow past their old values before the
+                     # next scrape, is the case the guard cannot tell from a
+                     # glitch (ledger.h R3)
+                     args=["--reset-every", "6", "--reset-scrapes", "2",
+                           "--new-series-every", "2",
                            "--timeout-every", "9", "--timeout-ms", "400",
                            "--error-every", "7", "--count-tokens", "--overflow"]).start()
     namespaces = ["team-a", "team-b", "team-c"]
@@ -106,7 +119,7 @@ def test_exact_with_resets_faults_new_series():
                           "ledger:\n  first_scrape: count\n" + targets_yaml(sim, namespaces))
     try:
         m.start()
-        deadline = time.monotonic() + 8
+        deadline = time.monotonic() + 14
         while time.monotonic() < deadline:
             time.sleep(0.2)
         truth, exp = settle_and_compare(m, sim, namespaces)
@@ -117,8 +130,8 @@ def test_exact_with_resets_faults_new_series():
         assert sum(t["errors"] for t in tl) >= 1, tl
         assert m.metric("meterd_ledger_target_restarts_total") >= 3
         assert m.metric("meterd_samples_dropped_total", {"reason": "excluded_operation"}) > 0
-        assert m.metric("meterd_scrape_failures_total",
-                        {"reason": "timeout"}) is not None or True
+        assert m.metric_sum("meterd_scrape_failures_total", {"reason": "timeout"}) >= 1
+        assert m.metric_sum("meterd_scrape_failures_total", {"reason": "http_status"}) >= 1
         totals = json.loads(m.get("/api/v1/usage?group_by=namespace&from=%s&to=%s" % (
             time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400)),
             time.strftime("%Y-%m-%d", time.gmtime(time.time() + 2 * 86400)))).body)["totals"]
