@@ -361,6 +361,8 @@ touch_series(struct md_ledger *l, uint32_t idx)
 
     if (s->flags & F_DIRTY)
         return;
+    if (l->nundo >= l->undocap)
+        abort();        /* broken invariant: apply reserved too little */
     u = &l->undo[l->nundo++];
     u->idx = idx;
     u->kind = U_MOD;
@@ -378,6 +380,8 @@ touch_target(struct md_ledger *l, struct target *t, uint32_t kind)
 
     if (t->flags & F_DIRTY)
         return;
+    if (l->ntundo >= l->tundocap)
+        abort();        /* broken invariant: apply reserved too little */
     u = &l->tundo[l->ntundo++];
     u->id = t->id;
     u->kind = kind;
@@ -856,6 +860,8 @@ md_ledger_apply(struct md_ledger *l, uint32_t target, int target_initial,
             w->idx = series_append(l, w->hash, target, w->key_copy,
                 in[i].key_len);
             w->key_copy = NULL;
+            if (l->nundo >= l->undocap)
+                abort();    /* broken invariant, as in touch_series */
             l->undo[l->nundo].idx = w->idx;
             l->undo[l->nundo].kind = U_INS;
             l->undo[l->nundo].old_flags = 0;
