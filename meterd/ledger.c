@@ -140,7 +140,8 @@ hash_key(const struct md_ledger *l, uint32_t target, const char *key,
     size_t len)
 {
     /* the target id tweaks the key: same bytes on two targets differ */
-    uint64_t k0 = l->k0, k1 = l->k1 ^ ((uint64_t)target * 0x9e3779b97f4a7c15ull);
+    uint64_t k0 = l->k0;
+    uint64_t k1 = l->k1 ^ ((uint64_t)target * 0x9e3779b97f4a7c15ull);
     uint64_t v0 = k0 ^ 0x736f6d6570736575ull, v1 = k1 ^ 0x646f72616e646f6dull;
     uint64_t v2 = k0 ^ 0x6c7967656e657261ull, v3 = k1 ^ 0x7465646279746573ull;
     const unsigned char *p = (const unsigned char *)key;
@@ -646,7 +647,8 @@ md_ledger_apply(struct md_ledger *l, uint32_t target, int target_initial,
         }
     }
     if (rc != MD_OK)
-        return md_err_set(err, rc, "ledger: target %u: out of memory", target);
+        return md_err_set(err, (enum md_rc)rc,
+            "ledger: target %u: out of memory", target);
     l->dsetn = want;
     memset(l->dset, 0, want * sizeof(*l->dset));
 
@@ -769,7 +771,8 @@ md_ledger_apply(struct md_ledger *l, uint32_t target, int target_initial,
         if (w->delta > 0) {
             nbuckets += md_ledger_spread_buckets(w->has_t0, w->t0, w->t1,
                 l->spread_max_ns);
-            if (w->has_t0 && w->t1 > w->t0 && w->t1 - w->t0 > l->spread_max_ns &&
+            if (w->has_t0 && w->t1 > w->t0 &&
+                w->t1 - w->t0 > l->spread_max_ns &&
                 w->t1 / HOUR_NS != w->t0 / HOUR_NS)
                 r.spread_capped++;
         }
@@ -821,7 +824,8 @@ md_ledger_apply(struct md_ledger *l, uint32_t target, int target_initial,
         memcpy(w->key_copy, in[i].key, in[i].key_len);
     }
     if (rc != MD_OK)
-        return md_err_set(err, rc, "ledger: target %u: out of memory", target);
+        return md_err_set(err, (enum md_rc)rc,
+            "ledger: target %u: out of memory", target);
 
     /* phase 2: changes; nothing below can fail */
     if (t == NULL) {
@@ -923,7 +927,8 @@ md_ledger_forget_target(struct md_ledger *l, uint32_t target,
         rc = reserve((void **)&l->tundo, &l->tundocap, l->ntundo + 1,
             sizeof(*l->tundo));
     if (rc != MD_OK)
-        return md_err_set(err, rc, "ledger: target %u: out of memory", target);
+        return md_err_set(err, (enum md_rc)rc,
+            "ledger: target %u: out of memory", target);
     for (size_t j = 0; j < l->count; j++) {
         struct series *s = &l->ser[j];
 
@@ -1008,7 +1013,8 @@ md_ledger_commit(struct md_ledger *l)
     }
     /* highest index first: the record moved into a hole is never a
      * tombstone still waiting to be removed */
-    qsort(l->undo, ndrop, sizeof(*l->undo), idx_desc);
+    if (ndrop > 1)
+        qsort(l->undo, ndrop, sizeof(*l->undo), idx_desc);
     for (size_t i = 0; i < ndrop; i++)
         series_remove(l, l->undo[i].idx);
     l->nundo = 0;

@@ -224,7 +224,8 @@ size_t md_ledger_target_count(const struct md_ledger *l);
 /* Calls fn for every live series, in unspecified order; stops at a non-zero
  * return and passes it back. */
 typedef int (*md_ledger_each_fn)(const struct md_ledger_state *s, void *ctx);
-int    md_ledger_each(const struct md_ledger *l, md_ledger_each_fn fn, void *ctx);
+int    md_ledger_each(const struct md_ledger *l, md_ledger_each_fn fn,
+    void *ctx);
 /* Heap bytes held (records, index, keys, scratch), for benchmarks. */
 size_t md_ledger_memory_bytes(const struct md_ledger *l);
 

@@ -17,8 +17,9 @@
 #define DAY0   1795737600ull          /* 2026-11-27T00:00:00Z */
 #define H      3600ull
 #define NS     1000000000ull
-#define AT(h, m, s) ((DAY0 + (uint64_t)(h) * H + (uint64_t)(m) * 60u + (uint64_t)(s)) * NS)
-#define HOUR(h) (DAY0 + (uint64_t)(h) * H)   /* hour_start_s of hour h of DAY0 */
+#define AT(h, m, s) \
+    ((DAY0 + (uint64_t)(h) * H + (uint64_t)(m) * 60u + (uint64_t)(s)) * NS)
+#define HOUR(h) (DAY0 + (uint64_t)(h) * H)  /* hour_start_s of hour h */
 #define MISSING (-12345.0)                    /* marker: series absent */
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -350,7 +351,11 @@ static void
 test_restart_threshold(void **state)
 {
     /* n series at 100 each; `down` of them drop to 1, the rest grow to 110 */
-    static const struct { size_t n, down; int restart; uint64_t billed; } cases[] = {
+    static const struct {
+        size_t n, down;
+        int restart;
+        uint64_t billed;
+    } cases[] = {
         { 1, 1, 1, 1 },                 /* lone series down: restart */
         { 2, 1, 1, 1 + 110 },           /* half: restart, 110 in full */
         { 3, 1, 0, 1 + 10 + 10 },       /* 1 of 3: guard */
@@ -1343,6 +1348,7 @@ test_alloc_torture(void **state)
         if (enomem == 0)
             break;      /* N is past the last allocation: all covered */
     }
+    print_message("ledger: allocation failure injected at 1..%d\n", n - 1);
     assert_true(n > 10);        /* the run really allocates */
     unsetenv("MD_FAIL_ALLOC_AT");
     md_alloc_reset();
