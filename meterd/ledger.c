@@ -47,6 +47,7 @@ struct series {
     uint32_t target;
     uint32_t key_len;
     uint32_t flags;
+    uint32_t seen;          /* apply epoch that matched it (not state) */
 };
 
 struct target {
@@ -113,7 +114,8 @@ struct md_ledger {
     /* scratch of one apply, reused */
     struct work *work;
     size_t   workcap;
-    uint32_t *dset;         /* duplicate check: input index + 1 */
+    uint32_t epoch;         /* of the current apply, never 0 */
+    uint32_t *dset;         /* duplicates among new keys: input index + 1 */
     size_t   dsetcap;
     size_t   dsetn;         /* slots in use by the current apply (pow2) */
     struct md_ledger_delta *deltas;
@@ -623,6 +625,7 @@ md_ledger_apply(struct md_ledger *l, uint32_t target, int target_initial,
     int baseline = first && target_initial && policy == MD_FIRST_BASELINE;
     size_t new_records = 0, revived = 0, drops = 0, nbuckets = 0, nd = 0;
     size_t want = 16;
+    uint32_t prev = NONE;
     int rc = MD_OK;
 
     memset(&r, 0, sizeof(r));
@@ -651,6 +654,12 @@ md_ledger_apply(struct md_ledger *l, uint32_t target, int target_initial,
             "ledger: target %u: out of memory", target);
     l->dsetn = want;
     memset(l->dset, 0, want * sizeof(*l->dset));
+    /* a new epoch marks the records this scrape matches (duplicates, R2) */
+    if (++l->epoch == 0) {
+        for (size_t j = 0; j < l->count; j++)
+            l->ser[j].seen = 0;
+        l->epoch = 1;
+    }
 
     /* phase 1a: identify and classify every input (no change yet) */
     for (size_t i = 0; i < n; i++) {
@@ -670,19 +679,42 @@ md_ledger_apply(struct md_ledger *l, uint32_t target, int target_initial,
             return md_err_set(err, MD_ELIMIT,
                 "ledger: target %u: input %zu: series key of %zu bytes "
                 "exceeds %d", target, i, x->key_len, MD_LEDGER_KEY_MAX);
-        w->hash = hash_key(l, target, x->key, x->key_len);
-        dup = dset_find(l, in, w->hash, x->key, x->key_len);
-        if (dup != NONE)
-            return md_err_set(err, MD_EPARSE,
-                "ledger: target %u: series \"%.*s\" appears twice in one "
-                "scrape (inputs %u and %zu); scrape rejected", target,
-                (int)(x->key_len > 200 ? 200 : x->key_len), x->key,
-                (unsigned)dup, i);
-        slot_insert(l->dset, l->dsetn, w->hash, (uint32_t)i);
-
-        /* a tombstone (dropped earlier in this transaction) is found too:
-         * it is revived rather than shadowed by a second record */
-        idx = lookup(l, w->hash, target, x->key, x->key_len);
+        /* Exporters list series in a stable order and records of a target
+         * are appended in scrape order, so the record after the previous
+         * match is most likely this one: compare it before hashing. */
+        idx = NONE;
+        if (prev != NONE && prev + 1 < l->count) {
+            s = &l->ser[prev + 1];
+            if (s->target == target && s->key_len == x->key_len &&
+                memcmp(s->key, x->key, x->key_len) == 0)
+                idx = prev + 1;
+        }
+        if (idx == NONE) {
+            w->hash = hash_key(l, target, x->key, x->key_len);
+            /* a tombstone (dropped earlier in this transaction) is found
+             * too: it is revived rather than shadowed by a second record */
+            idx = lookup(l, w->hash, target, x->key, x->key_len);
+        } else {
+            w->hash = l->ser[idx].hash;
+        }
+        if (idx != NONE) {
+            if (l->ser[idx].seen == l->epoch)
+                return md_err_set(err, MD_EPARSE,
+                    "ledger: target %u: series \"%.*s\" appears twice in "
+                    "one scrape (input %zu); scrape rejected", target,
+                    (int)(x->key_len > 200 ? 200 : x->key_len), x->key, i);
+            l->ser[idx].seen = l->epoch;
+            prev = idx;
+        } else {
+            dup = dset_find(l, in, w->hash, x->key, x->key_len);
+            if (dup != NONE)
+                return md_err_set(err, MD_EPARSE,
+                    "ledger: target %u: series \"%.*s\" appears twice in "
+                    "one scrape (inputs %u and %zu); scrape rejected", target,
+                    (int)(x->key_len > 200 ? 200 : x->key_len), x->key,
+                    (unsigned)dup, i);
+            slot_insert(l->dset, l->dsetn, w->hash, (uint32_t)i);
+        }
         s = idx == NONE ? NULL : &l->ser[idx];
         w->idx = idx;
 
@@ -778,15 +810,16 @@ md_ledger_apply(struct md_ledger *l, uint32_t target, int target_initial,
         }
     }
     if (r.target_restart) {
-        /* R2: every other state of the target goes, except stale samples */
+        /* R2: every other state of the target goes, except stale samples:
+         * unmark the records whose sample is unusable, then count */
+        for (size_t i = 0; i < n; i++)
+            if (l->work[i].cls == C_SKIP && l->work[i].idx != NONE)
+                l->ser[l->work[i].idx].seen = 0;
         for (size_t j = 0; j < l->count; j++) {
             const struct series *s = &l->ser[j];
-            uint32_t i;
 
-            if (s->target != target || (s->flags & F_DROPPED))
-                continue;
-            i = dset_find(l, in, s->hash, s->key, s->key_len);
-            if (i == NONE || l->work[i].cls == C_SKIP)
+            if (s->target == target && !(s->flags & F_DROPPED) &&
+                s->seen != l->epoch)
                 drops++;
         }
     }
@@ -841,12 +874,9 @@ md_ledger_apply(struct md_ledger *l, uint32_t target, int target_initial,
     if (r.target_restart) {
         for (size_t j = 0; j < l->count; j++) {
             struct series *s = &l->ser[j];
-            uint32_t i;
 
-            if (s->target != target || (s->flags & F_DROPPED))
-                continue;
-            i = dset_find(l, in, s->hash, s->key, s->key_len);
-            if (i != NONE && l->work[i].cls != C_SKIP)
+            if (s->target != target || (s->flags & F_DROPPED) ||
+                s->seen == l->epoch)
                 continue;
             touch_series(l, (uint32_t)j);
             s->flags |= F_DROPPED;

@@ -909,6 +909,27 @@ test_rejects(void **state)
     assert_int_equal(md_ledger_series_count(l), 0);
     r = scrape(l, 1, 0, MD_FIRST_BASELINE, AT(1, 0, 0), four, 3);
     assert_int_equal(r.billed, 6);
+    /* a duplicate of a known series (found through the index, not the new
+     * key check) rejects the scrape too, leaving every state as it was */
+    {
+        struct md_ledger_input d2[] = { in_v("a", 9), in_v("b", 9),
+            in_v("b", 10) };
+        struct md_ledger_input c9 = in_v("c", 9);
+
+        assert_int_equal(md_ledger_apply(l, 1, 0, MD_FIRST_BASELINE,
+            AT(1, 0, 30), d2, 3, &r, &err), MD_EPARSE);
+        assert_non_null(strstr(err.msg, "twice"));
+        assert_int_equal(md_ledger_staged_series_count(l), 0);
+        assert_int_equal(value_of(l, 1, "a"), 1);
+        assert_int_equal(value_of(l, 1, "b"), 2);
+        /* the same series twice in a row */
+        d2[1] = in_v("a", 9);
+        assert_int_equal(md_ledger_apply(l, 1, 0, MD_FIRST_BASELINE,
+            AT(1, 0, 30), d2, 2, &r, &err), MD_EPARSE);
+        /* and a good scrape right after bills from the old checkpoints */
+        r = scrape(l, 1, 0, MD_FIRST_BASELINE, AT(1, 0, 40), &c9, 1);
+        assert_int_equal(r.billed, 6);
+    }
     assert_int_equal(md_ledger_apply(l, 2, 0, MD_FIRST_BASELINE, AT(1, 0, 0),
         &four[3], 1, &r, &err), MD_ELIMIT);
     assert_non_null(strstr(err.msg, "series_max"));
