@@ -18,6 +18,9 @@
  *  - the undo log holds, for each record and target changed since the last
  *    commit, its state at that commit (F_DIRTY marks "already logged"),
  *    in change order; it doubles as the staged list for the store.
+ *  - series.seen holds the epoch of the apply that matched the record; it is
+ *    scratch, not state (neither logged nor restored): an apply bumps the
+ *    epoch, so stale marks of a failed apply mean nothing.
  *  - md_ledger_apply() does all fallible work (classification, allocation,
  *    key copies) before its first change, so a failure changes nothing;
  *    commit and rollback never allocate and cannot fail. */

@@ -74,7 +74,14 @@
  *
  * Memory: per series one 56-byte record (arrays grow by doubling), its key
  * bytes (one allocation), and 8-16 bytes of hash index: about 190 bytes for
- * a 60-byte key; see md_ledger_memory_bytes(). */
+ * a 60-byte key; see md_ledger_memory_bytes().
+ *
+ * Speed: exporters list series in a stable order, and a target's records
+ * are kept in the order they were first seen, so each input is first
+ * compared with the record after the previous match and hashed only on a
+ * miss.  Restoring series in the order they were first stored (e.g. ORDER BY
+ * rowid) keeps that fast path after a restart.  A restart (R2) and
+ * md_ledger_forget_target() scan all records: O(series), rare. */
 #ifndef MD_LEDGER_H
 #define MD_LEDGER_H
 
