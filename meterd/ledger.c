@@ -607,6 +607,24 @@ value_check(double v, struct md_ledger_result *r, uint64_t *u)
     return NULL;
 }
 
+/* A key for an error message: at most 120 bytes, bytes outside printable
+ * ASCII (and quotes, backslashes) shown as '?', so that a label value
+ * cannot forge log lines. */
+static const char *
+key_for_msg(const char *key, size_t len, char *buf, size_t buf_len)
+{
+    size_t n = len < buf_len - 1 ? len : buf_len - 1;
+
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)key[i];
+
+        buf[i] = c < 0x20 || c > 0x7e || c == '"' || c == '\\' ? '?' :
+            (char)c;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
 static void
 free_key_copies(struct md_ledger *l, size_t n)
 {
@@ -671,6 +689,7 @@ md_ledger_apply(struct md_ledger *l, uint32_t target, int target_initial,
         size_t *skip;
         uint32_t dup, idx;
         const struct series *s;
+        char kb[121];
 
         memset(w, 0, sizeof(*w));
         w->idx = NONE;
@@ -703,18 +722,18 @@ md_ledger_apply(struct md_ledger *l, uint32_t target, int target_initial,
         if (idx != NONE) {
             if (l->ser[idx].seen == l->epoch)
                 return md_err_set(err, MD_EPARSE,
-                    "ledger: target %u: series \"%.*s\" appears twice in "
+                    "ledger: target %u: series \"%s\" appears twice in "
                     "one scrape (input %zu); scrape rejected", target,
-                    (int)(x->key_len > 200 ? 200 : x->key_len), x->key, i);
+                    key_for_msg(x->key, x->key_len, kb, sizeof(kb)), i);
             l->ser[idx].seen = l->epoch;
             prev = idx;
         } else {
             dup = dset_find(l, in, w->hash, x->key, x->key_len);
             if (dup != NONE)
                 return md_err_set(err, MD_EPARSE,
-                    "ledger: target %u: series \"%.*s\" appears twice in "
+                    "ledger: target %u: series \"%s\" appears twice in "
                     "one scrape (inputs %u and %zu); scrape rejected", target,
-                    (int)(x->key_len > 200 ? 200 : x->key_len), x->key,
+                    key_for_msg(x->key, x->key_len, kb, sizeof(kb)),
                     (unsigned)dup, i);
             slot_insert(l->dset, l->dsetn, w->hash, (uint32_t)i);
         }
@@ -727,8 +746,6 @@ md_ledger_apply(struct md_ledger *l, uint32_t target, int target_initial,
             w->cls = C_SKIP;
             continue;
         }
-        if (w->value >= (uint64_t)TWO_P53)
-            r.flagged_2p53++;
         if (x->has_ts) {
             if (x->ts_ms < 0 || x->ts_ms > INT64_MAX / 1000000) {
                 r.bad_ts++;
@@ -803,6 +820,8 @@ md_ledger_apply(struct md_ledger *l, uint32_t target, int target_initial,
             continue;
         }
         r.applied++;
+        if (w->value >= (uint64_t)TWO_P53)
+            r.flagged_2p53++;
         if (w->delta > 0) {
             nbuckets += md_ledger_spread_buckets(w->has_t0, w->t0, w->t1,
                 l->spread_max_ns);
@@ -1140,10 +1159,13 @@ md_ledger_restore_series(struct md_ledger *l, uint32_t target,
             "ledger: restore: key of %zu bytes exceeds %d", key_len,
             MD_LEDGER_KEY_MAX);
     hash = hash_key(l, target, key, key_len);
-    if (lookup(l, hash, target, key, key_len) != NONE)
+    if (lookup(l, hash, target, key, key_len) != NONE) {
+        char kb[121];
+
         return md_err_set(err, MD_EPARSE,
-            "ledger: restore: target %u series \"%.*s\" twice", target,
-            (int)(key_len > 200 ? 200 : key_len), key);
+            "ledger: restore: target %u series \"%s\" twice", target,
+            key_for_msg(key, key_len, kb, sizeof(kb)));
+    }
     if (l->live + 1 > l->series_max)
         return md_err_set(err, MD_ELIMIT,
             "ledger: restore: more than series_max %zu series",

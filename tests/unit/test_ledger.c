@@ -898,6 +898,14 @@ test_rejects(void **state)
     assert_int_equal(md_ledger_staged_series_count(l), 0);
     assert_int_equal(md_ledger_apply(l, 1, 0, MD_FIRST_BASELINE, AT(1, 0, 0),
         &empty, 1, &r, &err), MD_EPARSE);
+    /* a key with a newline and a quote is not copied raw into the message */
+    {
+        struct md_ledger_input ev[] = { in_v("x\n\"y", 1), in_v("x\n\"y", 2) };
+
+        assert_int_equal(md_ledger_apply(l, 1, 0, MD_FIRST_BASELINE,
+            AT(1, 0, 0), ev, 2, &r, &err), MD_EPARSE);
+        assert_non_null(strstr(err.msg, "\"x??y\""));
+    }
     memset(big, 'k', sizeof(big));
     bigin.key = big;
     bigin.key_len = sizeof(big);
