@@ -18,6 +18,9 @@
  *  - the undo log holds, for each record and target changed since the last
  *    commit, its state at that commit (F_DIRTY marks "already logged"),
  *    in change order; it doubles as the staged list for the store.
+ *  - series.seen holds the epoch of the apply that matched the record; it is
+ *    scratch, not state (neither logged nor restored): an apply bumps the
+ *    epoch, so stale marks of a failed apply mean nothing.
  *  - md_ledger_apply() does all fallible work (classification, allocation,
  *    key copies) before its first change, so a failure changes nothing;
  *    commit and rollback never allocate and cannot fail. */
@@ -47,6 +50,7 @@ struct series {
     uint32_t target;
     uint32_t key_len;
     uint32_t flags;
+    uint32_t seen;          /* apply epoch that matched it (not state) */
 };
 
 struct target {
@@ -113,7 +117,8 @@ struct md_ledger {
     /* scratch of one apply, reused */
     struct work *work;
     size_t   workcap;
-    uint32_t *dset;         /* duplicate check: input index + 1 */
+    uint32_t epoch;         /* of the current apply, never 0 */
+    uint32_t *dset;         /* duplicates among new keys: input index + 1 */
     size_t   dsetcap;
     size_t   dsetn;         /* slots in use by the current apply (pow2) */
     struct md_ledger_delta *deltas;
@@ -140,7 +145,8 @@ hash_key(const struct md_ledger *l, uint32_t target, const char *key,
     size_t len)
 {
     /* the target id tweaks the key: same bytes on two targets differ */
-    uint64_t k0 = l->k0, k1 = l->k1 ^ ((uint64_t)target * 0x9e3779b97f4a7c15ull);
+    uint64_t k0 = l->k0;
+    uint64_t k1 = l->k1 ^ ((uint64_t)target * 0x9e3779b97f4a7c15ull);
     uint64_t v0 = k0 ^ 0x736f6d6570736575ull, v1 = k1 ^ 0x646f72616e646f6dull;
     uint64_t v2 = k0 ^ 0x6c7967656e657261ull, v3 = k1 ^ 0x7465646279746573ull;
     const unsigned char *p = (const unsigned char *)key;
@@ -361,6 +367,8 @@ touch_series(struct md_ledger *l, uint32_t idx)
 
     if (s->flags & F_DIRTY)
         return;
+    if (l->nundo >= l->undocap)
+        abort();        /* broken invariant: apply reserved too little */
     u = &l->undo[l->nundo++];
     u->idx = idx;
     u->kind = U_MOD;
@@ -378,6 +386,8 @@ touch_target(struct md_ledger *l, struct target *t, uint32_t kind)
 
     if (t->flags & F_DIRTY)
         return;
+    if (l->ntundo >= l->tundocap)
+        abort();        /* broken invariant: apply reserved too little */
     u = &l->tundo[l->ntundo++];
     u->id = t->id;
     u->kind = kind;
@@ -597,6 +607,24 @@ value_check(double v, struct md_ledger_result *r, uint64_t *u)
     return NULL;
 }
 
+/* A key for an error message: at most 120 bytes, bytes outside printable
+ * ASCII (and quotes, backslashes) shown as '?', so that a label value
+ * cannot forge log lines. */
+static const char *
+key_for_msg(const char *key, size_t len, char *buf, size_t buf_len)
+{
+    size_t n = len < buf_len - 1 ? len : buf_len - 1;
+
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)key[i];
+
+        buf[i] = c < 0x20 || c > 0x7e || c == '"' || c == '\\' ? '?' :
+            (char)c;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
 static void
 free_key_copies(struct md_ledger *l, size_t n)
 {
@@ -618,6 +646,7 @@ md_ledger_apply(struct md_ledger *l, uint32_t target, int target_initial,
     int baseline = first && target_initial && policy == MD_FIRST_BASELINE;
     size_t new_records = 0, revived = 0, drops = 0, nbuckets = 0, nd = 0;
     size_t want = 16;
+    uint32_t prev = NONE;
     int rc = MD_OK;
 
     memset(&r, 0, sizeof(r));
@@ -642,9 +671,16 @@ md_ledger_apply(struct md_ledger *l, uint32_t target, int target_initial,
         }
     }
     if (rc != MD_OK)
-        return md_err_set(err, rc, "ledger: target %u: out of memory", target);
+        return md_err_set(err, (enum md_rc)rc,
+            "ledger: target %u: out of memory", target);
     l->dsetn = want;
     memset(l->dset, 0, want * sizeof(*l->dset));
+    /* a new epoch marks the records this scrape matches (duplicates, R2) */
+    if (++l->epoch == 0) {
+        for (size_t j = 0; j < l->count; j++)
+            l->ser[j].seen = 0;
+        l->epoch = 1;
+    }
 
     /* phase 1a: identify and classify every input (no change yet) */
     for (size_t i = 0; i < n; i++) {
@@ -653,6 +689,7 @@ md_ledger_apply(struct md_ledger *l, uint32_t target, int target_initial,
         size_t *skip;
         uint32_t dup, idx;
         const struct series *s;
+        char kb[121];
 
         memset(w, 0, sizeof(*w));
         w->idx = NONE;
@@ -664,19 +701,42 @@ md_ledger_apply(struct md_ledger *l, uint32_t target, int target_initial,
             return md_err_set(err, MD_ELIMIT,
                 "ledger: target %u: input %zu: series key of %zu bytes "
                 "exceeds %d", target, i, x->key_len, MD_LEDGER_KEY_MAX);
-        w->hash = hash_key(l, target, x->key, x->key_len);
-        dup = dset_find(l, in, w->hash, x->key, x->key_len);
-        if (dup != NONE)
-            return md_err_set(err, MD_EPARSE,
-                "ledger: target %u: series \"%.*s\" appears twice in one "
-                "scrape (inputs %u and %zu); scrape rejected", target,
-                (int)(x->key_len > 200 ? 200 : x->key_len), x->key,
-                (unsigned)dup, i);
-        slot_insert(l->dset, l->dsetn, w->hash, (uint32_t)i);
-
-        /* a tombstone (dropped earlier in this transaction) is found too:
-         * it is revived rather than shadowed by a second record */
-        idx = lookup(l, w->hash, target, x->key, x->key_len);
+        /* Exporters list series in a stable order and records of a target
+         * are appended in scrape order, so the record after the previous
+         * match is most likely this one: compare it before hashing. */
+        idx = NONE;
+        if (prev != NONE && prev + 1 < l->count) {
+            s = &l->ser[prev + 1];
+            if (s->target == target && s->key_len == x->key_len &&
+                memcmp(s->key, x->key, x->key_len) == 0)
+                idx = prev + 1;
+        }
+        if (idx == NONE) {
+            w->hash = hash_key(l, target, x->key, x->key_len);
+            /* a tombstone (dropped earlier in this transaction) is found
+             * too: it is revived rather than shadowed by a second record */
+            idx = lookup(l, w->hash, target, x->key, x->key_len);
+        } else {
+            w->hash = l->ser[idx].hash;
+        }
+        if (idx != NONE) {
+            if (l->ser[idx].seen == l->epoch)
+                return md_err_set(err, MD_EPARSE,
+                    "ledger: target %u: series \"%s\" appears twice in "
+                    "one scrape (input %zu); scrape rejected", target,
+                    key_for_msg(x->key, x->key_len, kb, sizeof(kb)), i);
+            l->ser[idx].seen = l->epoch;
+            prev = idx;
+        } else {
+            dup = dset_find(l, in, w->hash, x->key, x->key_len);
+            if (dup != NONE)
+                return md_err_set(err, MD_EPARSE,
+                    "ledger: target %u: series \"%s\" appears twice in "
+                    "one scrape (inputs %u and %zu); scrape rejected", target,
+                    key_for_msg(x->key, x->key_len, kb, sizeof(kb)),
+                    (unsigned)dup, i);
+            slot_insert(l->dset, l->dsetn, w->hash, (uint32_t)i);
+        }
         s = idx == NONE ? NULL : &l->ser[idx];
         w->idx = idx;
 
@@ -686,8 +746,6 @@ md_ledger_apply(struct md_ledger *l, uint32_t target, int target_initial,
             w->cls = C_SKIP;
             continue;
         }
-        if (w->value >= (uint64_t)TWO_P53)
-            r.flagged_2p53++;
         if (x->has_ts) {
             if (x->ts_ms < 0 || x->ts_ms > INT64_MAX / 1000000) {
                 r.bad_ts++;
@@ -767,24 +825,28 @@ md_ledger_apply(struct md_ledger *l, uint32_t target, int target_initial,
             continue;
         }
         r.applied++;
+        if (w->value >= (uint64_t)TWO_P53)
+            r.flagged_2p53++;
         if (w->delta > 0) {
             nbuckets += md_ledger_spread_buckets(w->has_t0, w->t0, w->t1,
                 l->spread_max_ns);
-            if (w->has_t0 && w->t1 > w->t0 && w->t1 - w->t0 > l->spread_max_ns &&
+            if (w->has_t0 && w->t1 > w->t0 &&
+                w->t1 - w->t0 > l->spread_max_ns &&
                 w->t1 / HOUR_NS != w->t0 / HOUR_NS)
                 r.spread_capped++;
         }
     }
     if (r.target_restart) {
-        /* R2: every other state of the target goes, except stale samples */
+        /* R2: every other state of the target goes, except stale samples:
+         * unmark the records whose sample is unusable, then count */
+        for (size_t i = 0; i < n; i++)
+            if (l->work[i].cls == C_SKIP && l->work[i].idx != NONE)
+                l->ser[l->work[i].idx].seen = 0;
         for (size_t j = 0; j < l->count; j++) {
             const struct series *s = &l->ser[j];
-            uint32_t i;
 
-            if (s->target != target || (s->flags & F_DROPPED))
-                continue;
-            i = dset_find(l, in, s->hash, s->key, s->key_len);
-            if (i == NONE || l->work[i].cls == C_SKIP)
+            if (s->target == target && !(s->flags & F_DROPPED) &&
+                s->seen != l->epoch)
                 drops++;
         }
     }
@@ -822,7 +884,8 @@ md_ledger_apply(struct md_ledger *l, uint32_t target, int target_initial,
         memcpy(w->key_copy, in[i].key, in[i].key_len);
     }
     if (rc != MD_OK)
-        return md_err_set(err, rc, "ledger: target %u: out of memory", target);
+        return md_err_set(err, (enum md_rc)rc,
+            "ledger: target %u: out of memory", target);
 
     /* phase 2: changes; nothing below can fail */
     if (t == NULL) {
@@ -838,12 +901,9 @@ md_ledger_apply(struct md_ledger *l, uint32_t target, int target_initial,
     if (r.target_restart) {
         for (size_t j = 0; j < l->count; j++) {
             struct series *s = &l->ser[j];
-            uint32_t i;
 
-            if (s->target != target || (s->flags & F_DROPPED))
-                continue;
-            i = dset_find(l, in, s->hash, s->key, s->key_len);
-            if (i != NONE && l->work[i].cls != C_SKIP)
+            if (s->target != target || (s->flags & F_DROPPED) ||
+                s->seen == l->epoch)
                 continue;
             touch_series(l, (uint32_t)j);
             s->flags |= F_DROPPED;
@@ -861,6 +921,8 @@ md_ledger_apply(struct md_ledger *l, uint32_t target, int target_initial,
             w->idx = series_append(l, w->hash, target, w->key_copy,
                 in[i].key_len);
             w->key_copy = NULL;
+            if (l->nundo >= l->undocap)
+                abort();    /* broken invariant, as in touch_series */
             l->undo[l->nundo].idx = w->idx;
             l->undo[l->nundo].kind = U_INS;
             l->undo[l->nundo].old_flags = 0;
@@ -922,7 +984,8 @@ md_ledger_forget_target(struct md_ledger *l, uint32_t target,
         rc = reserve((void **)&l->tundo, &l->tundocap, l->ntundo + 1,
             sizeof(*l->tundo));
     if (rc != MD_OK)
-        return md_err_set(err, rc, "ledger: target %u: out of memory", target);
+        return md_err_set(err, (enum md_rc)rc,
+            "ledger: target %u: out of memory", target);
     for (size_t j = 0; j < l->count; j++) {
         struct series *s = &l->ser[j];
 
@@ -1007,7 +1070,8 @@ md_ledger_commit(struct md_ledger *l)
     }
     /* highest index first: the record moved into a hole is never a
      * tombstone still waiting to be removed */
-    qsort(l->undo, ndrop, sizeof(*l->undo), idx_desc);
+    if (ndrop > 1)
+        qsort(l->undo, ndrop, sizeof(*l->undo), idx_desc);
     for (size_t i = 0; i < ndrop; i++)
         series_remove(l, l->undo[i].idx);
     l->nundo = 0;
@@ -1100,10 +1164,13 @@ md_ledger_restore_series(struct md_ledger *l, uint32_t target,
             "ledger: restore: key of %zu bytes exceeds %d", key_len,
             MD_LEDGER_KEY_MAX);
     hash = hash_key(l, target, key, key_len);
-    if (lookup(l, hash, target, key, key_len) != NONE)
+    if (lookup(l, hash, target, key, key_len) != NONE) {
+        char kb[121];
+
         return md_err_set(err, MD_EPARSE,
-            "ledger: restore: target %u series \"%.*s\" twice", target,
-            (int)(key_len > 200 ? 200 : key_len), key);
+            "ledger: restore: target %u series \"%s\" twice", target,
+            key_for_msg(key, key_len, kb, sizeof(kb)));
+    }
     if (l->live + 1 > l->series_max)
         return md_err_set(err, MD_ELIMIT,
             "ledger: restore: more than series_max %zu series",

@@ -73,8 +73,16 @@
  * Several applies (several targets, or the same target twice) may be staged
  * before one commit.  A failing call (any rc but MD_OK) changes nothing.
  *
- * Memory: per series one 64-byte record, its key bytes (one allocation), and
- * 4-8 bytes of hash index; see md_ledger_memory_bytes(). */
+ * Memory: per series one 56-byte record (arrays grow by doubling), its key
+ * bytes (one allocation), and 8-16 bytes of hash index: about 190 bytes for
+ * a 60-byte key; see md_ledger_memory_bytes().
+ *
+ * Speed: exporters list series in a stable order, and a target's records
+ * are kept in the order they were first seen, so each input is first
+ * compared with the record after the previous match and hashed only on a
+ * miss.  Restoring series in the order they were first stored (e.g. ORDER BY
+ * rowid) keeps that fast path after a restart.  A restart (R2) and
+ * md_ledger_forget_target() scan all records: O(series), rare. */
 #ifndef MD_LEDGER_H
 #define MD_LEDGER_H
 
@@ -174,7 +182,8 @@ int md_ledger_set_seed(struct md_ledger *l, uint64_t k0, uint64_t k1);
 int md_ledger_set_spread_max_s(struct md_ledger *l, uint64_t seconds);
 
 /* Applies one scrape of target (a stable id the caller maps, e.g. a store
- * rowid).  target_initial and policy: R5.  Fills *out (untouched on error).
+ * rowid).  target_initial and policy: R5.  in may be NULL when n is 0;
+ * out is required and filled only on MD_OK.
  * Errors, each changing nothing: MD_EPARSE (a NULL/empty key, two inputs
  * with the same key: the scrape is rejected), MD_ELIMIT (key over
  * MD_LEDGER_KEY_MAX, or new series would pass series_max), MD_ENOMEM. */
@@ -225,7 +234,8 @@ size_t md_ledger_target_count(const struct md_ledger *l);
 /* Calls fn for every live series, in unspecified order; stops at a non-zero
  * return and passes it back. */
 typedef int (*md_ledger_each_fn)(const struct md_ledger_state *s, void *ctx);
-int    md_ledger_each(const struct md_ledger *l, md_ledger_each_fn fn, void *ctx);
+int    md_ledger_each(const struct md_ledger *l, md_ledger_each_fn fn,
+    void *ctx);
 /* Heap bytes held (records, index, keys, scratch), for benchmarks. */
 size_t md_ledger_memory_bytes(const struct md_ledger *l);
 

@@ -17,8 +17,9 @@
 #define DAY0   1795737600ull          /* 2026-11-27T00:00:00Z */
 #define H      3600ull
 #define NS     1000000000ull
-#define AT(h, m, s) ((DAY0 + (uint64_t)(h) * H + (uint64_t)(m) * 60u + (uint64_t)(s)) * NS)
-#define HOUR(h) (DAY0 + (uint64_t)(h) * H)   /* hour_start_s of hour h of DAY0 */
+#define AT(h, m, s) \
+    ((DAY0 + (uint64_t)(h) * H + (uint64_t)(m) * 60u + (uint64_t)(s)) * NS)
+#define HOUR(h) (DAY0 + (uint64_t)(h) * H)  /* hour_start_s of hour h */
 #define MISSING (-12345.0)                    /* marker: series absent */
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -350,7 +351,11 @@ static void
 test_restart_threshold(void **state)
 {
     /* n series at 100 each; `down` of them drop to 1, the rest grow to 110 */
-    static const struct { size_t n, down; int restart; uint64_t billed; } cases[] = {
+    static const struct {
+        size_t n, down;
+        int restart;
+        uint64_t billed;
+    } cases[] = {
         { 1, 1, 1, 1 },                 /* lone series down: restart */
         { 2, 1, 1, 1 + 110 },           /* half: restart, 110 in full */
         { 3, 1, 0, 1 + 10 + 10 },       /* 1 of 3: guard */
@@ -717,6 +722,115 @@ test_spread_property(void **state)
     }
 }
 
+/* ---- churn against a reference model: new series, increases, restarts,
+ * forgotten targets, commits and rollbacks, in a small hash table ---- */
+
+struct model {
+    uint64_t val[4][40];
+    int present[4][40];
+};
+
+static void
+churn(uint32_t nt, int nk, int steps, uint64_t seed)
+{
+    struct md_ledger *l = new_ledger(200);
+    struct model m, saved;
+    static char keys[40][8];
+    struct md_ledger_input in[40];
+
+    /* the hash seed varies the slots the few keys land in */
+    assert_int_equal(md_ledger_set_seed(l, seed, seed * 31), MD_OK);
+    memset(&m, 0, sizeof(m));
+    for (int k = 0; k < 40; k++)
+        snprintf(keys[k], sizeof(keys[k]), "k%d", k);
+    for (int step = 0; step < steps; step++) {
+        uint32_t t = (uint32_t)(rnd(&seed) % nt);
+        uint64_t op = rnd(&seed) % 20, want = 0;
+        uint64_t now = AT(0, 0, 0) + (uint64_t)step * 60u * NS;
+        struct md_ledger_result r;
+        struct md_err err = {0};
+        int in_s[40] = {0};
+        size_t n = 0, both = 0;
+
+        saved = m;
+        if (op == 0) {
+            assert_int_equal(md_ledger_forget_target(l, t + 1, NULL, &err),
+                MD_OK);
+            memset(m.present[t], 0, sizeof(m.present[t]));
+        } else {
+            for (int k = 0; k < nk; k++) {
+                uint64_t v;
+
+                if (rnd(&seed) % 3 == 0)
+                    continue;
+                /* a restart sends values below 10: only series above */
+                if (op == 1 && m.present[t][k] && m.val[t][k] < 10)
+                    continue;
+                in_s[k] = 1;
+                if (op == 1)
+                    v = rnd(&seed) % 10;            /* below every value */
+                else if (m.present[t][k])
+                    v = m.val[t][k] + 10 + rnd(&seed) % 50;
+                else
+                    v = 1000 + rnd(&seed) % 100;
+                both += (size_t)m.present[t][k];
+                if (m.present[t][k] && op != 1)
+                    want += v - m.val[t][k];
+                else
+                    want += v;
+                m.val[t][k] = v;
+                in[n++] = in_v(keys[k], (double)v);
+            }
+            if (op == 1 && both > 0)         /* a restart drops the rest */
+                for (int k = 0; k < nk; k++)
+                    if (!in_s[k])
+                        m.present[t][k] = 0;
+            for (int k = 0; k < nk; k++)
+                if (in_s[k])
+                    m.present[t][k] = 1;
+            assert_int_equal(md_ledger_apply(l, t + 1, 0, MD_FIRST_BASELINE,
+                now, in, n, &r, &err), MD_OK);
+            if (r.billed != want)
+                fail_msg("step %d: billed %llu want %llu", step,
+                    (unsigned long long)r.billed, (unsigned long long)want);
+            assert_int_equal(r.target_restart, op == 1 && both > 0);
+        }
+        if (rnd(&seed) % 5 == 0) {
+            md_ledger_rollback(l);
+            m = saved;
+        } else {
+            md_ledger_commit(l);
+        }
+        {
+            size_t live = 0;
+
+            for (uint32_t tt = 0; tt < nt; tt++)
+                for (int k = 0; k < nk; k++) {
+                    uint64_t got = value_of(l, tt + 1, keys[k]);
+
+                    live += (size_t)m.present[tt][k];
+                    if (got != (m.present[tt][k] ? m.val[tt][k] : UINT64_MAX))
+                        fail_msg("step %d: target %u %s: got %llu want %s%llu",
+                            step, tt + 1, keys[k], (unsigned long long)got,
+                            m.present[tt][k] ? "" : "absent ",
+                            (unsigned long long)m.val[tt][k]);
+                }
+            assert_int_equal(md_ledger_series_count(l), live);
+        }
+    }
+    md_ledger_free(l);
+}
+
+static void
+test_churn(void **state)
+{
+    (void)state;
+    churn(4, 40, 3000, 7);      /* ~100 live series */
+    /* few series in a 16-slot index: deletions wrap around its end */
+    for (uint64_t seed = 1; seed <= 40; seed++)
+        churn(2, 4, 300, seed);
+}
+
 /* through apply: 10:30 new (one bucket), 12:30 +120 over 2 h */
 static void
 test_apply_spread(void **state)
@@ -784,6 +898,14 @@ test_rejects(void **state)
     assert_int_equal(md_ledger_staged_series_count(l), 0);
     assert_int_equal(md_ledger_apply(l, 1, 0, MD_FIRST_BASELINE, AT(1, 0, 0),
         &empty, 1, &r, &err), MD_EPARSE);
+    /* a key with a newline and a quote is not copied raw into the message */
+    {
+        struct md_ledger_input ev[] = { in_v("x\n\"y", 1), in_v("x\n\"y", 2) };
+
+        assert_int_equal(md_ledger_apply(l, 1, 0, MD_FIRST_BASELINE,
+            AT(1, 0, 0), ev, 2, &r, &err), MD_EPARSE);
+        assert_non_null(strstr(err.msg, "\"x??y\""));
+    }
     memset(big, 'k', sizeof(big));
     bigin.key = big;
     bigin.key_len = sizeof(big);
@@ -795,6 +917,27 @@ test_rejects(void **state)
     assert_int_equal(md_ledger_series_count(l), 0);
     r = scrape(l, 1, 0, MD_FIRST_BASELINE, AT(1, 0, 0), four, 3);
     assert_int_equal(r.billed, 6);
+    /* a duplicate of a known series (found through the index, not the new
+     * key check) rejects the scrape too, leaving every state as it was */
+    {
+        struct md_ledger_input d2[] = { in_v("a", 9), in_v("b", 9),
+            in_v("b", 10) };
+        struct md_ledger_input c9 = in_v("c", 9);
+
+        assert_int_equal(md_ledger_apply(l, 1, 0, MD_FIRST_BASELINE,
+            AT(1, 0, 30), d2, 3, &r, &err), MD_EPARSE);
+        assert_non_null(strstr(err.msg, "twice"));
+        assert_int_equal(md_ledger_staged_series_count(l), 0);
+        assert_int_equal(value_of(l, 1, "a"), 1);
+        assert_int_equal(value_of(l, 1, "b"), 2);
+        /* the same series twice in a row */
+        d2[1] = in_v("a", 9);
+        assert_int_equal(md_ledger_apply(l, 1, 0, MD_FIRST_BASELINE,
+            AT(1, 0, 30), d2, 2, &r, &err), MD_EPARSE);
+        /* and a good scrape right after bills from the old checkpoints */
+        r = scrape(l, 1, 0, MD_FIRST_BASELINE, AT(1, 0, 40), &c9, 1);
+        assert_int_equal(r.billed, 6);
+    }
     assert_int_equal(md_ledger_apply(l, 2, 0, MD_FIRST_BASELINE, AT(1, 0, 0),
         &four[3], 1, &r, &err), MD_ELIMIT);
     assert_non_null(strstr(err.msg, "series_max"));
@@ -851,9 +994,12 @@ test_rollback(void **state)
     s2[0].value = 8;
     s2[0].has_created = 1;
     s2[0].created = 12.0;
+    s2[1] = in_v("d", 9);
+    /* a and d (new in this transaction) change again: they see the staged
+     * values 5 and 7 */
     assert_int_equal(md_ledger_apply(l, 1, 0, MD_FIRST_BASELINE, AT(9, 6, 0),
-        s2, 1, &r, &err), MD_OK);
-    assert_int_equal(r.billed, 3);       /* sees the staged value 5 */
+        s2, 2, &r, &err), MD_OK);
+    assert_int_equal(r.billed, 3 + 2);
     s1[2].value = 1;                      /* c returns: dropped, so in full */
     assert_int_equal(md_ledger_apply(l, 1, 0, MD_FIRST_BASELINE, AT(9, 7, 0),
         &s1[2], 1, &r, &err), MD_OK);
@@ -1084,8 +1230,22 @@ test_restore_identical(void **state)
                 assert_memory_equal(&d.rows[i], &sorted.rows[i],
                     sizeof(d.rows[i]));
         }
-        if (step == 60)
+        if (step == 60) {
+            struct dump da, db;
+
             b = store_restore(&st, 0x1234);      /* a "meterd restart" */
+            dump_ledger(a, &da);
+            dump_ledger(b, &db);
+            assert_same_dump(&da, &db, "restored");
+            assert_int_equal(md_ledger_target_count(b), 3);
+            for (uint32_t t = 1; t <= 3; t++) {
+                struct md_ledger_target_state ta, tb;
+
+                assert_int_equal(md_ledger_get_target(a, t, &ta), MD_OK);
+                assert_int_equal(md_ledger_get_target(b, t, &tb), MD_OK);
+                assert_int_equal(ta.last_scrape_ns, tb.last_scrape_ns);
+            }
+        }
     }
     assert_non_null(b);
     md_ledger_free(a);
@@ -1217,6 +1377,7 @@ test_alloc_torture(void **state)
         if (enomem == 0)
             break;      /* N is past the last allocation: all covered */
     }
+    print_message("ledger: allocation failure injected at 1..%d\n", n - 1);
     assert_true(n > 10);        /* the run really allocates */
     unsetenv("MD_FAIL_ALLOC_AT");
     md_alloc_reset();
@@ -1276,6 +1437,7 @@ main(void)
         cmocka_unit_test(test_spread_table),
         cmocka_unit_test(test_spread_property),
         cmocka_unit_test(test_apply_spread),
+        cmocka_unit_test(test_churn),
         cmocka_unit_test(test_rejects),
         cmocka_unit_test(test_rollback),
         cmocka_unit_test(test_restore_identical),
