@@ -156,6 +156,30 @@ struct canon_label {
     const struct md_str *value;
 };
 
+struct md_attrib_scratch {
+    struct md_buf      key;
+    struct canon_label labels[LABELS_MAX];
+};
+
+struct md_attrib_scratch *
+md_attrib_scratch_new(void)
+{
+    struct md_attrib_scratch *sc = md_malloc(sizeof(*sc));
+
+    if (sc != NULL)
+        md_buf_init(&sc->key, MD_ATTRIB_KEY_MAX);
+    return sc;
+}
+
+void
+md_attrib_scratch_free(struct md_attrib_scratch *sc)
+{
+    if (sc == NULL)
+        return;
+    md_buf_fini(&sc->key);
+    md_free(sc);
+}
+
 static int
 cmp_canon(const void *x, const void *y)
 {
@@ -171,10 +195,11 @@ cmp_canon(const void *x, const void *y)
 /* "<instrument>\x1f<role>\x1e<name>=<value>\x1e..." with canonical names,
  * sorted, `le` excluded (buckets are not billed). */
 static int
-series_key(const struct md_sample *s, enum md_instrument inst, int role, struct md_buf *out,
-    struct md_err *err)
+series_key(const struct md_sample *s, enum md_instrument inst, int role,
+    struct md_attrib_scratch *sc, struct md_err *err)
 {
-    static _Thread_local struct canon_label labels[LABELS_MAX];
+    struct canon_label *labels = sc->labels;
+    struct md_buf *out = &sc->key;
     size_t n = 0;
     int rc;
 
@@ -229,10 +254,9 @@ set_dim_label(const char **dims, size_t *lens, enum md_dim d, const struct md_st
 
 int
 md_attrib_sample(const struct md_attrib *a, const struct md_attrib_target *t,
-    const struct md_sample *s, struct md_batch *b, struct md_err *err)
+    const struct md_sample *s, struct md_batch *b, struct md_attrib_scratch *sc,
+    struct md_err *err)
 {
-    static _Thread_local struct md_buf key;
-    static _Thread_local int key_init;
     const char *dims[MD_DIM_COUNT];
     size_t lens[MD_DIM_COUNT];
     const struct md_str *tt, *op, *dept, *ov;
@@ -241,10 +265,6 @@ md_attrib_sample(const struct md_attrib *a, const struct md_attrib_target *t,
     enum md_kind kind;
     int overflow, rc;
 
-    if (!key_init) {
-        md_buf_init(&key, MD_ATTRIB_KEY_MAX);
-        key_init = 1;
-    }
     char detail[64];
 
     if (md_normalize_name(s->name, &inst, &role, detail, sizeof(detail)) != MD_OK ||
@@ -303,7 +323,7 @@ md_attrib_sample(const struct md_attrib *a, const struct md_attrib_target *t,
         }
     }
     /* _created shares the identity of the _sum/_count it belongs to */
-    rc = series_key(s, inst, kind == ROLE_CREATED_KIND ? -1 : (int)role, &key, err);
+    rc = series_key(s, inst, kind == ROLE_CREATED_KIND ? -1 : (int)role, sc, err);
     if (rc != MD_OK)
         return rc;
 
@@ -340,7 +360,7 @@ md_attrib_sample(const struct md_attrib *a, const struct md_attrib_target *t,
         set_dim_label(dims, lens, MD_DIM_OPERATION, op, UNKNOWN);
         set_dim_label(dims, lens, MD_DIM_TOKEN_TYPE, tt, UNKNOWN);
     }
-    return md_batch_add(b, key.data, key.len, dims, lens, kind, s->value, s->has_ts, s->ts_ms,
+    return md_batch_add(b, sc->key.data, sc->key.len, dims, lens, kind, s->value, s->has_ts, s->ts_ms,
         0, 0.0, overflow);
 }
 

@@ -16,6 +16,12 @@
 #define MD_ATTRIB_KEY_MAX (64u << 10)   /* bytes of one series identity */
 
 struct md_attrib;
+/* Per-thread working memory of md_attrib_sample (series identity, sorted
+ * labels): one per scraping thread, reused across samples. */
+struct md_attrib_scratch;
+
+struct md_attrib_scratch *md_attrib_scratch_new(void);
+void                      md_attrib_scratch_free(struct md_attrib_scratch *sc);   /* NULL ok */
 
 /* What the scrape knows of the target a sample came from. */
 struct md_attrib_target {
@@ -28,7 +34,8 @@ void              md_attrib_free(struct md_attrib *a);      /* NULL ok */
 /* Classifies one sample and adds it to b (or counts its drop reason).
  * Returns MD_OK, or MD_ELIMIT / MD_ENOMEM from the batch (the scrape fails). */
 int md_attrib_sample(const struct md_attrib *a, const struct md_attrib_target *t,
-    const struct md_sample *s, struct md_batch *b, struct md_err *err);
+    const struct md_sample *s, struct md_batch *b, struct md_attrib_scratch *sc,
+    struct md_err *err);
 /* After the whole body parsed: moves OpenMetrics _created values onto the
  * entries of the same series and removes the _created entries. */
 int md_attrib_finish(struct md_batch *b, struct md_err *err);

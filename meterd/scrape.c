@@ -80,6 +80,7 @@ struct md_scrape {
     CURLM               *multi;
     struct curl_slist   *headers;
     struct md_attrib    *attrib;
+    struct md_attrib_scratch *scratch; /* scrape thread's attribution memory */
     struct md_config    *cfg;         /* reference held by the thread */
     int                  store_fresh;
     int                  first_sync_done;
@@ -285,6 +286,7 @@ start_scrape(struct md_scrape *s, struct target *t, uint64_t now)
 
 struct parse_ctx {
     const struct md_attrib        *attrib;
+    struct md_attrib_scratch      *scratch;
     struct md_attrib_target        at;
     struct md_batch               *batch;
     struct md_err                  err;
@@ -297,7 +299,7 @@ on_sample(void *arg, const struct md_sample *smp)
     struct parse_ctx *pc = arg;
 
     pc->samples++;
-    return md_attrib_sample(pc->attrib, &pc->at, smp, pc->batch, &pc->err);
+    return md_attrib_sample(pc->attrib, &pc->at, smp, pc->batch, pc->scratch, &pc->err);
 }
 
 static void
@@ -371,6 +373,7 @@ finish_scrape(struct md_scrape *s, struct target *t, CURLcode cc, uint64_t now)
     curl_easy_getinfo(t->easy, CURLINFO_CONTENT_TYPE, &ct);
     memset(&pc, 0, sizeof(pc));
     pc.attrib = s->attrib;
+    pc.scratch = s->scratch;
     pc.at.namespace = t->namespace;
     pc.batch = md_batch_new(t->key, t->initial, t->started_wall_ns);
     if (pc.batch == NULL) {
@@ -481,6 +484,11 @@ md_scrape_start(struct md_app *app, int store_fresh, struct md_scrape **out, str
         md_free(s);
         return md_err_set(err, MD_ENOMEM, "curl_multi_init failed");
     }
+    s->scratch = md_attrib_scratch_new();
+    if (s->scratch == NULL) {
+        md_scrape_stop(s);
+        return md_err_set(err, MD_ENOMEM, "out of memory");
+    }
     curl_multi_setopt(s->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, 256L);
     curl_multi_setopt(s->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 4L);
     if (sync_config(s) != MD_OK) {
@@ -513,6 +521,7 @@ md_scrape_stop(struct md_scrape *s)
     curl_slist_free_all(s->headers);
     curl_multi_cleanup(s->multi);
     md_attrib_free(s->attrib);
+    md_attrib_scratch_free(s->scratch);
     md_config_unref(s->cfg);
     pthread_mutex_destroy(&s->status_mu);
     md_free(s);
