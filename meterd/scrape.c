@@ -2,7 +2,10 @@
  *
  * Threads: one scrape thread owns the CURLM handle, every target (easy
  * handle, body buffer, schedule, attribution rules) and runs
- * curl_multi_poll.  Other threads touch only: `wake` flags (atomics) plus
+ * curl_multi_poll.  When kubernetes.enabled, a discovery thread lists pods
+ * every kubernetes.refresh (a slow API server must not stall scrapes) and
+ * publishes its result under disc_mu; the scrape thread merges it with the
+ * static targets on its next turn.  Other threads touch only: `wake` flags (atomics) plus
  * curl_multi_wakeup, and the published status (targets[].st and the global
  * counters) under status_mu.  The targets array itself changes only in the
  * scrape thread, with status_mu held, so readers see a consistent list.
@@ -22,11 +25,13 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "../exporters/prom_text.h"
 #include "attrib.h"
 #include "batch.h"
 #include "config.h"
+#include "discovery.h"
 #include "expfmt.h"
 #include "log.h"
 #include "store.h"
@@ -87,6 +92,16 @@ struct md_scrape {
     atomic_int           stop;
     atomic_int           reload;
 
+    /* discovery: the thread and its latest result (guarded by disc_mu) */
+    pthread_t            disc_thread;
+    int                  disc_started;
+    pthread_mutex_t      disc_mu;
+    pthread_cond_t       disc_cv;
+    struct md_discovery_result disc;     /* latest successful list */
+    int                  disc_have;      /* a list succeeded at least once */
+    atomic_int           disc_new;       /* disc changed since the last sync */
+    int                  initial_open;   /* fresh db: first target set not complete yet */
+
     pthread_mutex_t      status_mu;
     struct target      **targets;     /* array changes only in the scrape thread */
     size_t               ntargets;
@@ -146,41 +161,104 @@ find_target(struct md_scrape *s, const char *key)
     return NULL;
 }
 
+struct want {
+    const char *key;          /* identity */
+    const char *url;
+    const char *namespace;
+    uint64_t    interval_ms, timeout_ms;
+};
+
 static int
 sync_config(struct md_scrape *s)
 {
     struct md_config *cfg = md_app_config(s->app);
     const struct md_target_cfg *tc = cfg->targets.v;
-    struct target **next;
+    struct md_discovery_result disc;
+    struct target **next = NULL;
+    struct want *want = NULL;
     struct md_attrib *attrib;
     struct md_err err = {0};
-    size_t n = cfg->targets.count, kept = 0;
+    size_t n = 0, kept = 0, ndisc;
     uint64_t now = md_now_monotonic_ns();
+    char **keys = NULL;
+    int disc_ready;
+
+    md_discovery_result_init(&disc);
+    pthread_mutex_lock(&s->disc_mu);
+    disc_ready = !cfg->kubernetes.enabled || s->disc_have;
+    ndisc = cfg->kubernetes.enabled ? s->disc.count : 0;
+    atomic_store(&s->disc_new, 0);
+    /* copy what we need of the published list (the thread may replace it) */
+    keys = md_calloc(ndisc ? ndisc : 1, sizeof(char *));
+    if (keys != NULL) {
+        for (size_t i = 0; i < ndisc; i++) {
+            const struct md_discovered *d = &s->disc.v[i];
+            size_t kl = strlen(d->url) + strlen(d->uid) + strlen(d->namespace) + 3;
+
+            keys[i] = md_malloc(kl);
+            if (keys[i] == NULL)
+                break;
+            /* "url#uid\0namespace": a new pod with a reused IP is a new target */
+            (void)snprintf(keys[i], kl, "%s#%s", d->url, d->uid);
+            memcpy(keys[i] + strlen(keys[i]) + 1, d->namespace, strlen(d->namespace) + 1);
+        }
+    }
+    pthread_mutex_unlock(&s->disc_mu);
 
     attrib = md_attrib_new(cfg, &err);
-    next = md_calloc(n ? n : 1, sizeof(*next));
-    if (attrib == NULL || next == NULL) {
-        md_attrib_free(attrib);
-        md_free(next);
-        md_config_unref(cfg);
-        md_log_err("reload: out of memory; keeping the current targets");
-        return MD_ENOMEM;
+    want = md_calloc(cfg->targets.count + ndisc + 1, sizeof(*want));
+    next = md_calloc(cfg->targets.count + ndisc + 1, sizeof(*next));
+    if (attrib == NULL || want == NULL || next == NULL || keys == NULL)
+        goto nomem;
+    for (size_t i = 0; i < ndisc; i++)
+        if (keys[i] == NULL)
+            goto nomem;
+    for (size_t i = 0; i < cfg->targets.count; i++) {
+        want[n].key = tc[i].url;
+        want[n].url = tc[i].url;
+        want[n].namespace = tc[i].namespace ? tc[i].namespace : "";
+        want[n].interval_ms = tc[i].interval_ms ? tc[i].interval_ms : cfg->scrape.interval_ms;
+        want[n].timeout_ms = tc[i].timeout_ms ? tc[i].timeout_ms : cfg->scrape.timeout_ms;
+        n++;
+    }
+    for (size_t i = 0; i < ndisc; i++) {
+        int dup = 0;
+
+        want[n].key = keys[i];
+        want[n].url = keys[i];       /* the URL is the part before '#' */
+        want[n].namespace = keys[i] + strlen(keys[i]) + 1;
+        want[n].interval_ms = cfg->scrape.interval_ms;
+        want[n].timeout_ms = cfg->scrape.timeout_ms;
+        for (size_t j = 0; j < cfg->targets.count && !dup; j++)
+            dup = strncmp(tc[j].url, keys[i], strlen(tc[j].url)) == 0 &&
+                  keys[i][strlen(tc[j].url)] == '#';
+        if (!dup)                    /* a static target wins over the same pod */
+            n++;
+    }
+    if (n > MD_SCRAPE_TARGETS_MAX) {
+        md_log_err("%zu targets, more than %d; keeping the current targets", n,
+            MD_SCRAPE_TARGETS_MAX);
+        goto fail;
     }
     for (size_t i = 0; i < n; i++) {
-        struct target *t = find_target(s, tc[i].url);
-        uint64_t interval_ms = tc[i].interval_ms ? tc[i].interval_ms : cfg->scrape.interval_ms;
+        struct target *t = find_target(s, want[i].key);
+        uint64_t interval_ms = want[i].interval_ms;
 
         if (t == NULL) {
+            const char *hash = strchr(want[i].url, '#');
+            size_t ulen = hash ? (size_t)(hash - want[i].url) : strlen(want[i].url);
+
             t = md_calloc(1, sizeof(*t));
             if (t == NULL)
                 goto nomem;
-            t->key = md_strdup(tc[i].url);
-            t->url = md_strdup(tc[i].url);
+            t->key = md_strdup(want[i].key);
+            t->url = md_strndup(want[i].url, ulen);
             t->st.up = -1;
-            /* initial: present when a fresh database first started */
-            t->initial = s->store_fresh && !s->first_sync_done;
+            /* initial: present in the first complete target set of a fresh
+             * database (ledger.first_scrape); later targets count in full */
+            t->initial = s->store_fresh && s->initial_open;
             /* a stable, per-target offset inside the interval */
-            t->next_due_ns = now + (fnv1a(tc[i].url) % (interval_ms * 1000000ULL));
+            t->next_due_ns = now + (fnv1a(want[i].key) % (interval_ms * 1000000ULL));
             if (t->key == NULL || t->url == NULL) {
                 target_free(t);
                 goto nomem;
@@ -189,19 +267,19 @@ sync_config(struct md_scrape *s)
             kept++;
         }
         md_free(t->namespace);
-        t->namespace = md_strdup(tc[i].namespace ? tc[i].namespace : "");
+        t->namespace = md_strdup(want[i].namespace);
         if (t->namespace == NULL)
             goto nomem;
         t->interval_ns = interval_ms * 1000000ULL;
-        t->timeout_ms = tc[i].timeout_ms ? tc[i].timeout_ms : cfg->scrape.timeout_ms;
-        if (t->timeout_ms > interval_ms)
-            t->timeout_ms = interval_ms;
-        md_buf_fini(&t->body);
-        md_buf_init(&t->body, (size_t)cfg->scrape.body_size_limit);
+        t->timeout_ms = want[i].timeout_ms > interval_ms ? interval_ms : want[i].timeout_ms;
+        if (t->body.cap != (size_t)cfg->scrape.body_size_limit) {
+            md_buf_fini(&t->body);
+            md_buf_init(&t->body, (size_t)cfg->scrape.body_size_limit);
+        }
         next[i] = t;
     }
-    /* targets no longer configured stop being scraped; their ledger state
-     * stays in the database */
+    /* targets no longer wanted stop being scraped; their ledger state stays
+     * in the database */
     pthread_mutex_lock(&s->status_mu);
     for (size_t i = 0; i < s->ntargets; i++) {
         int still = 0;
@@ -211,7 +289,7 @@ sync_config(struct md_scrape *s)
         if (!still) {
             if (s->targets[i]->in_flight)
                 curl_multi_remove_handle(s->multi, s->targets[i]->easy);
-            md_log_info("target \"%s\" removed; its last state is kept", s->targets[i]->url);
+            md_log_info("target \"%s\" removed; its last state is kept", s->targets[i]->key);
             target_free(s->targets[i]);
         }
     }
@@ -219,32 +297,96 @@ sync_config(struct md_scrape *s)
     s->targets = next;
     s->ntargets = n;
     pthread_mutex_unlock(&s->status_mu);
+    next = NULL;
 
     md_attrib_free(s->attrib);
     s->attrib = attrib;
+    attrib = NULL;
     md_config_unref(s->cfg);
     s->cfg = cfg;
+    cfg = NULL;
     curl_slist_free_all(s->headers);
     s->headers = NULL;
     {
         char accept[600];
 
-        (void)snprintf(accept, sizeof(accept), "Accept: %s", cfg->scrape.accept);
+        (void)snprintf(accept, sizeof(accept), "Accept: %s", s->cfg->scrape.accept);
         s->headers = curl_slist_append(s->headers, accept);
     }
-    s->first_sync_done = 1;
-    md_log_info("scraping %zu targets (%zu kept, %zu new)", n, kept, n - kept);
+    if (disc_ready)
+        s->initial_open = 0;
+    md_log_info("scraping %zu targets (%zu kept, %zu new; %zu discovered)", n, kept, n - kept,
+        ndisc);
+    for (size_t i = 0; i < ndisc; i++)
+        md_free(keys[i]);
+    md_free(keys);
+    md_free(want);
+    md_discovery_result_fini(&disc);
     return MD_OK;
 nomem:
+    md_log_err("reload: out of memory; keeping the current targets");
+fail:
     /* free only the targets that are new (not in s->targets) */
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; next != NULL && i < n; i++)
         if (next[i] != NULL && find_target(s, next[i]->key) != next[i])
             target_free(next[i]);
     md_free(next);
+    for (size_t i = 0; keys != NULL && i < ndisc; i++)
+        md_free(keys[i]);
+    md_free(keys);
+    md_free(want);
     md_attrib_free(attrib);
     md_config_unref(cfg);
-    md_log_err("reload: out of memory; keeping the current targets");
+    md_discovery_result_fini(&disc);
     return MD_ENOMEM;
+}
+
+/* ---- discovery thread ---- */
+
+static void *
+discovery_main(void *arg)
+{
+    struct md_scrape *s = arg;
+    struct md_complaint complaint = {0};
+
+    while (!atomic_load(&s->stop)) {
+        struct md_config *cfg = md_app_config(s->app);
+        struct md_discovery_result res;
+        struct md_err err = {0};
+        struct timespec until;
+        uint64_t refresh_ms = cfg->kubernetes.refresh_ms;
+        int enabled = cfg->kubernetes.enabled, rc = MD_OK;
+
+        md_discovery_result_init(&res);
+        if (enabled)
+            rc = md_discovery_list(cfg, &res, &err);
+        md_config_unref(cfg);
+        if (enabled && rc != MD_OK) {
+            /* keep scraping the last known pods */
+            md_complain(&complaint, MD_LOG_WARN, MD_MODULE, "kubernetes: %s", err.msg);
+        } else if (enabled) {
+            md_release(&complaint, MD_MODULE, "kubernetes: listing pods again");
+            pthread_mutex_lock(&s->disc_mu);
+            md_discovery_result_move(&s->disc, &res);
+            s->disc_have = 1;
+            pthread_mutex_unlock(&s->disc_mu);
+            atomic_store(&s->disc_new, 1);
+            curl_multi_wakeup(s->multi);
+        }
+        md_discovery_result_fini(&res);
+        (void)clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += (time_t)(refresh_ms / 1000);
+        until.tv_nsec += (long)(refresh_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&s->disc_mu);
+        if (!atomic_load(&s->stop))
+            (void)pthread_cond_timedwait(&s->disc_cv, &s->disc_mu, &until);
+        pthread_mutex_unlock(&s->disc_mu);
+    }
+    return NULL;
 }
 
 /* ---- one scrape ---- */
@@ -428,7 +570,7 @@ scrape_main(void *arg)
         struct CURLMsg *m;
         int running = 0, left = 0;
 
-        if (atomic_exchange(&s->reload, 0))
+        if (atomic_exchange(&s->reload, 0) | atomic_exchange(&s->disc_new, 0))
             (void)sync_config(s);
         for (size_t i = 0; i < s->ntargets; i++) {
             struct target *t = s->targets[i];
@@ -478,7 +620,11 @@ md_scrape_start(struct md_app *app, int store_fresh, struct md_scrape **out, str
     s->app = app;
     s->store = app->store;
     s->store_fresh = store_fresh;
+    s->initial_open = 1;
     pthread_mutex_init(&s->status_mu, NULL);
+    pthread_mutex_init(&s->disc_mu, NULL);
+    pthread_cond_init(&s->disc_cv, NULL);
+    md_discovery_result_init(&s->disc);
     s->multi = curl_multi_init();
     if (s->multi == NULL) {
         md_free(s);
@@ -501,6 +647,13 @@ md_scrape_start(struct md_app *app, int store_fresh, struct md_scrape **out, str
         return md_err_set(err, MD_ENOMEM, "cannot start scrape thread: %s", strerror(e));
     }
     s->thread_started = 1;
+    /* the discovery thread always runs: a reload may enable kubernetes */
+    e = pthread_create(&s->disc_thread, NULL, discovery_main, s);
+    if (e != 0) {
+        md_scrape_stop(s);
+        return md_err_set(err, MD_ENOMEM, "cannot start discovery thread: %s", strerror(e));
+    }
+    s->disc_started = 1;
     *out = s;
     return MD_OK;
 }
@@ -511,6 +664,12 @@ md_scrape_stop(struct md_scrape *s)
     if (s == NULL)
         return;
     atomic_store(&s->stop, 1);
+    if (s->disc_started) {
+        pthread_mutex_lock(&s->disc_mu);
+        pthread_cond_broadcast(&s->disc_cv);
+        pthread_mutex_unlock(&s->disc_mu);
+        pthread_join(s->disc_thread, NULL);
+    }
     if (s->thread_started) {
         curl_multi_wakeup(s->multi);
         pthread_join(s->thread, NULL);
@@ -523,6 +682,9 @@ md_scrape_stop(struct md_scrape *s)
     md_attrib_free(s->attrib);
     md_attrib_scratch_free(s->scratch);
     md_config_unref(s->cfg);
+    md_discovery_result_fini(&s->disc);
+    pthread_cond_destroy(&s->disc_cv);
+    pthread_mutex_destroy(&s->disc_mu);
     pthread_mutex_destroy(&s->status_mu);
     md_free(s);
 }
@@ -532,6 +694,10 @@ md_scrape_reload(struct md_scrape *s)
 {
     atomic_store(&s->reload, 1);
     curl_multi_wakeup(s->multi);
+    /* list pods again now: the selector or namespaces may have changed */
+    pthread_mutex_lock(&s->disc_mu);
+    pthread_cond_broadcast(&s->disc_cv);
+    pthread_mutex_unlock(&s->disc_mu);
 }
 
 /* ---- status ---- */
