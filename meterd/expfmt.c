@@ -711,7 +711,7 @@ parse_number(int om, const char *s, size_t n, double *out)
     if (endp != buf + n)
         return MD_EPARSE;
     if (isinf(v))
-        return MD_ELIMIT;   /* out of range, like Go's ErrRange */
+        return MD_EPARSE;   /* out of range: Go ParseFloat fails with ErrRange */
     *out = v;
     return MD_OK;
 }
@@ -2095,10 +2095,57 @@ put_utf8(char *o, unsigned cp)
     return 4;
 }
 
+/* VALUES: "U__" prefix, "__" -> "_", "_<hex>_" -> code point; -1 when
+ * in[0..len) is not a valid values-escaped name */
+static long
+values_decode(const char *in, size_t len, char *out)
+{
+    size_t o = 0, i;
+
+    if (len <= 3 || memcmp(in, "U__", 3) != 0)
+        return -1;
+    for (i = 3; i < len;) {
+        unsigned cp = 0;
+        size_t j;
+
+        if (in[i] != '_') {
+            if (!(cls[(unsigned char)in[i]] & 8))
+                return -1;
+            out[o++] = in[i++];
+            continue;
+        }
+        if (i + 1 < len && in[i + 1] == '_') {
+            out[o++] = '_';
+            i += 2;
+            continue;
+        }
+        for (j = i + 1; j < len && in[j] != '_' && j - i <= 7; j++) {
+            int h = hexval(in[j]);
+
+            if (h < 0)
+                return -1;
+            cp = cp * 16 + (unsigned)h;
+        }
+        if (j >= len || in[j] != '_' || j == i + 1 || cp == 0 || cp > 0x10ffff ||
+            (cp >= 0xd800 && cp <= 0xdfff))
+            return -1;
+        /* "_<hex>_" is at least 3 bytes, the code point at most 4 and only
+         * when the escape had >= 5 hex digits: out never outgrows in */
+        o += put_utf8(out + o, cp);
+        i = j + 1;
+    }
+    return (long)o;
+}
+
 size_t
 md_expfmt_unescape_name(enum md_expfmt_escaping esc, const char *in, size_t len, char *out)
 {
+    /* sample suffixes are appended after the family name was escaped */
+    static const char *const sfx[] = {
+        "_bucket", "_sum", "_count", "_total", "_created", "_info", "_gsum", "_gcount",
+    };
     size_t o = 0, i;
+    long n;
 
     (void)pthread_once(&cls_once, init_cls);
     if (esc == MD_ESC_DOTS) {
@@ -2115,50 +2162,22 @@ md_expfmt_unescape_name(enum md_expfmt_escaping esc, const char *in, size_t len,
         }
         return o;
     }
-    if (esc == MD_ESC_VALUES && len > 3 && memcmp(in, "U__", 3) == 0) {
-        for (i = 3; i < len;) {
-            if (in[i] != '_') {
-                if (!(cls[(unsigned char)in[i]] & 8))
-                    goto invalid;
-                out[o++] = in[i++];
-                continue;
-            }
-            if (i + 1 < len && in[i + 1] == '_') {
-                out[o++] = '_';
-                i += 2;
-                continue;
-            }
-            {
-                unsigned cp = 0;
-                size_t j = i + 1;
+    if (esc == MD_ESC_VALUES) {
+        n = values_decode(in, len, out);
+        if (n >= 0)
+            return (size_t)n;
+        for (i = 0; i < sizeof(sfx) / sizeof(sfx[0]); i++) {
+            size_t sl = strlen(sfx[i]);
 
-                while (j < len && in[j] != '_' && j - i <= 7) {
-                    int h = hexval(in[j]);
-
-                    if (h < 0)
-                        goto invalid;
-                    cp = cp * 16 + (unsigned)h;
-                    j++;
+            if (len > sl + 3 && memcmp(in + len - sl, sfx[i], sl) == 0) {
+                n = values_decode(in, len - sl, out);
+                if (n >= 0) {
+                    memcpy(out + n, sfx[i], sl);
+                    return (size_t)n + sl;
                 }
-                if (j >= len || in[j] != '_' || j == i + 1 || cp > 0x10ffff ||
-                    (cp >= 0xd800 && cp <= 0xdfff))
-                    goto invalid;
-                if (cp == 0)
-                    goto invalid;
-                {
-                    char tmp[4];
-                    size_t n = put_utf8(tmp, cp);
-
-                    /* the encoded form is at least 3 bytes for a <= 4 byte rune */
-                    memcpy(out + o, tmp, n);
-                    o += n;
-                }
-                i = j + 1;
             }
         }
-        return o;
     }
-invalid:
     memmove(out, in, len);
     return len;
 }
