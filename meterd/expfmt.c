@@ -1906,6 +1906,10 @@ md_expfmt_parser_run(struct md_expfmt_parser *ps, const char *body, size_t len,
     (void)pthread_once(&cls_once, init_cls);
     if (err != NULL)
         memset(err, 0, sizeof(*err));
+    if (body == NULL) {
+        body = "";
+        len = 0;
+    }
     if (fmt == MD_EXPFMT_AUTO)
         fmt = md_expfmt_detect(body, len);
     ps->body = body;
@@ -1995,12 +1999,14 @@ void
 md_expfmt_content_type(const char *ct, size_t len, enum md_expfmt_format *fmt,
     enum md_expfmt_escaping *esc)
 {
-    const char *p = ct, *e = ct + len, *te, *t;
+    const char *p, *e, *te, *t;
 
     *fmt = MD_EXPFMT_AUTO;
     *esc = MD_ESC_UNDERSCORES;
     if (ct == NULL || len == 0)
         return;
+    p = ct;
+    e = ct + len;
     t = ct_token(p, e, &te);
     if (ci_eq(t, trim_len(t, te), "text/plain"))
         *fmt = MD_EXPFMT_TEXT;
