@@ -182,6 +182,7 @@ struct md_expfmt_parser {
     struct name_cache *ncache;  /* label names of the previous line by index */
     size_t *lend;               /* offset in the line after label i's closing quote */
     uint64_t *psum;             /* sum of label terms 0..i */
+    uint64_t *pmask;            /* name-hash bit mask of labels 0..i */
     size_t labels_cap;
     size_t first_dec;           /* first label of this line with a decoded string */
     /* the previous sample line, for prefix reuse */
@@ -192,7 +193,8 @@ struct md_expfmt_parser {
     /* series hashes of this body, checked for duplicates at the end */
     struct series_rec *recs, *recs_tmp;
     size_t nrecs, recs_cap;
-    size_t radix_cnt[8][256];
+    uint32_t *buckets;
+    size_t bucket_cap;
     size_t prev_n;
     struct name_cache mcache[MCACHE_N];   /* recent metric names */
     unsigned mcache_next;
@@ -249,7 +251,7 @@ static int
 grow_labels(struct md_expfmt_parser *ps, size_t need)
 {
     size_t cap = ps->labels_cap ? ps->labels_cap : 32;
-    void *a, *b, *c, *d, *e, *f;
+    void *a, *b, *c, *d, *e, *f, *g;
 
     if (need <= ps->labels_cap)
         return MD_OK;
@@ -273,7 +275,10 @@ grow_labels(struct md_expfmt_parser *ps, size_t need)
     f = md_realloc(ps->psum, cap * sizeof(*ps->psum));
     if (f != NULL)
         ps->psum = f;
-    if (a == NULL || b == NULL || c == NULL || d == NULL || e == NULL || f == NULL)
+    g = md_realloc(ps->pmask, cap * sizeof(*ps->pmask));
+    if (g != NULL)
+        ps->pmask = g;
+    if (a == NULL || b == NULL || c == NULL || d == NULL || e == NULL || f == NULL || g == NULL)
         return MD_ENOMEM;
     memset(ps->ncache + ps->labels_cap, 0, (cap - ps->labels_cap) * sizeof(*ps->ncache));
     ps->labels_cap = cap;
@@ -1064,12 +1069,18 @@ ltab_dup(struct md_expfmt_parser *ps, size_t i)
 }
 
 static int
-dup_label(struct md_expfmt_parser *ps, size_t base, size_t i, int *dup)
+dup_label(struct md_expfmt_parser *ps, size_t base, size_t i, uint64_t *mask, int *dup)
 {
     size_t n = i - base;
+    uint64_t bit = 1ULL << (ps->lname_h[i] >> 58);
 
     *dup = 0;
     if (n < LINEAR_DUP_MAX) {
+        /* a name whose hash bit is new on this line cannot repeat */
+        if ((*mask & bit) == 0) {
+            *mask |= bit;
+            return MD_OK;
+        }
         for (size_t j = base; j < i; j++) {
             if (ps->lname_h[j] == ps->lname_h[i] &&
                 ps->labels[j].name.len == ps->labels[i].name.len &&
@@ -1101,6 +1112,7 @@ dup_label(struct md_expfmt_parser *ps, size_t base, size_t i, int *dup)
 struct line_labels {
     size_t   n;
     uint64_t sum;
+    uint64_t mask;           /* name-hash bits, for the duplicate check */
     int      le, quantile;   /* index or -1 */
 };
 
@@ -1128,6 +1140,7 @@ parse_labels(struct md_expfmt_parser *ps, const char **qp, const char *eol, size
         }
     } else {
         ll->sum = 0;
+        ll->mask = 0;
         ll->le = ll->quantile = -1;
     }
     for (;;) {
@@ -1250,7 +1263,7 @@ parse_labels(struct md_expfmt_parser *ps, const char **qp, const char *eol, size
                     ps->lim.label_value_max);
         }
         ps->lname_h[i] = nh;
-        rc = dup_label(ps, base, i, &dup);
+        rc = dup_label(ps, base, i, &ll->mask, &dup);
         if (rc != MD_OK)
             return perr(ps, at, MD_ENOMEM, "out of memory");
         if (dup)
@@ -1259,6 +1272,7 @@ parse_labels(struct md_expfmt_parser *ps, const char **qp, const char *eol, size
         ll->sum += ps->lterm[i];
         ps->lend[i] = (size_t)(q - ps->lbase);
         ps->psum[i] = ll->sum;
+        ps->pmask[i] = ll->mask;
         if (nm.len == 2 && nm.p[0] == 'l' && nm.p[1] == 'e')
             ll->le = (int)(i - base);
         else if (nm.len == 8 && memcmp(nm.p, "quantile", 8) == 0)
@@ -1288,6 +1302,23 @@ common_prefix(const char *a, size_t an, const char *b, size_t bn)
     size_t n = an < bn ? an : bn, i = 0;
 
 #ifdef __SSE2__
+    while (n - i >= 32) {
+        __m128i x0 = _mm_loadu_si128((const __m128i *)(const void *)(a + i));
+        __m128i y0 = _mm_loadu_si128((const __m128i *)(const void *)(b + i));
+        __m128i x1 = _mm_loadu_si128((const __m128i *)(const void *)(a + i + 16));
+        __m128i y1 = _mm_loadu_si128((const __m128i *)(const void *)(b + i + 16));
+        __m128i e0 = _mm_cmpeq_epi8(x0, y0), e1 = _mm_cmpeq_epi8(x1, y1);
+
+        if (_mm_movemask_epi8(_mm_and_si128(e0, e1)) != 0xffff) {
+            unsigned m = (unsigned)_mm_movemask_epi8(e0) ^ 0xffffu;
+
+            if (m != 0)
+                return i + (size_t)__builtin_ctz(m);
+            m = (unsigned)_mm_movemask_epi8(e1) ^ 0xffffu;
+            return i + 16 + (size_t)__builtin_ctz(m);
+        }
+        i += 32;
+    }
     while (n - i >= 16) {
         __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(a + i));
         __m128i y = _mm_loadu_si128((const __m128i *)(const void *)(b + i));
@@ -1498,7 +1529,7 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
 {
     const char *q = skip_blanks(ps->om, p, eol), *vs, *name_at = q;
     struct md_str name = { NULL, 0 };
-    struct line_labels ll = { 0, 0, -1, -1 };
+    struct line_labels ll = { 0, 0, 0, -1, -1 };
     struct md_sample s;
     uint64_t name_h;
     enum sfx sx;
@@ -1513,8 +1544,10 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
         for (size_t j = 0; j < MCACHE_N; j++) {
             struct name_cache *e = &ps->mcache[j];
 
-            if (e->len > 0 && (size_t)(eol - q) > e->len && memcmp(q, e->raw, e->len) == 0 &&
-                !(cls[(unsigned char)q[e->len]] & 2)) {
+            /* the byte after a cached name must end it: a cheap reject first */
+            if (e->len > 0 && (size_t)(eol - q) > e->len &&
+                !(cls[(unsigned char)q[e->len]] & 2) && q[e->len - 1] == e->raw[e->len - 1] &&
+                memcmp(q, e->raw, e->len) == 0) {
                 c = e;
                 break;
             }
@@ -1562,6 +1595,7 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
                         ps->labels[i].value.p += delta;
                     }
                     ll.sum = ps->psum[k - 1];
+                    ll.mask = ps->pmask[k - 1];
                     ll.le = ps->pl_le >= 0 && (size_t)ps->pl_le < k ? ps->pl_le : -1;
                     ll.quantile = ps->pl_quantile >= 0 && (size_t)ps->pl_quantile < k ?
                         ps->pl_quantile : -1;
@@ -1720,47 +1754,70 @@ grow_recs(struct md_expfmt_parser *ps)
     return MD_OK;
 }
 
-/* Stable LSD radix sort of the series hashes (8 passes of 8 bits; a pass
- * where every key has the same byte is skipped); equal neighbours are then
- * the same series twice.  Reports the earliest line repeating a series. */
+static int
+cmp_rec(const void *a, const void *b)
+{
+    const struct series_rec *x = a, *y = b;
+
+    if (x->h != y->h)
+        return x->h < y->h ? -1 : 1;
+    return x->line < y->line ? -1 : x->line > y->line;
+}
+
+/* Duplicate series: one stable counting-scatter pass of the hashes into
+ * about n/4 buckets by their top bits (sequential reads, one write each),
+ * then each bucket is checked on its own: pairwise when small, sorted when
+ * large (so crafted top-bit collisions cost n log n, never n^2).  Reports
+ * the earliest line that repeats a series. */
 static int
 check_duplicates(struct md_expfmt_parser *ps)
 {
-    size_t (*cnt)[256] = ps->radix_cnt;
     struct series_rec *src = ps->recs, *dst = ps->recs_tmp;
-    size_t n = ps->nrecs;
+    size_t n = ps->nrecs, nb = 256;
+    unsigned shift = 56;
     uint64_t dup_line = 0;
+    uint32_t *cnt;
 
     if (n < 2)
         return MD_OK;
-    memset(ps->radix_cnt, 0, sizeof(ps->radix_cnt));
-    for (size_t i = 0; i < n; i++)
-        for (int b = 0; b < 8; b++)
-            cnt[b][(src[i].h >> (8 * b)) & 0xff]++;
-    for (int b = 0; b < 8; b++) {
-        size_t sum = 0;
-
-        if (cnt[b][(src[0].h >> (8 * b)) & 0xff] == n)
-            continue;
-        for (int d = 0; d < 256; d++) {
-            size_t c = cnt[b][d];
-
-            cnt[b][d] = sum;
-            sum += c;
-        }
-        for (size_t i = 0; i < n; i++)
-            dst[cnt[b][(src[i].h >> (8 * b)) & 0xff]++] = src[i];
-        {
-            struct series_rec *t = src;
-
-            src = dst;
-            dst = t;
-        }
+    while (nb < n / 4 && shift > 40) {
+        nb *= 2;
+        shift--;
     }
-    for (size_t i = 1; i < n; i++) {
-        /* stable: within equal hashes lines ascend, so [i] repeats [i-1] */
-        if (src[i].h == src[i - 1].h && (dup_line == 0 || src[i].line < dup_line))
-            dup_line = src[i].line;
+    if (nb + 1 > ps->bucket_cap) {
+        uint32_t *c = md_realloc(ps->buckets, (nb + 1) * sizeof(*c));
+
+        if (c == NULL)
+            return perr(ps, NULL, MD_ENOMEM, "out of memory");
+        ps->buckets = c;
+        ps->bucket_cap = nb + 1;
+    }
+    cnt = ps->buckets;
+    memset(cnt, 0, (nb + 1) * sizeof(*cnt));
+    for (size_t i = 0; i < n; i++)
+        cnt[(src[i].h >> shift) + 1]++;
+    for (size_t d = 1; d <= nb; d++)
+        cnt[d] += cnt[d - 1];
+    /* cnt[d] is now the start of bucket d; scatter advances it to the end */
+    for (size_t i = 0; i < n; i++)
+        dst[cnt[src[i].h >> shift]++] = src[i];
+    for (size_t d = 0, start = 0; d < nb; d++) {
+        size_t end = cnt[d], m = end - start;
+        struct series_rec *r = dst + start;
+
+        if (m > 32) {
+            qsort(r, m, sizeof(*r), cmp_rec);
+            for (size_t i = 1; i < m; i++)
+                if (r[i].h == r[i - 1].h && (dup_line == 0 || r[i].line < dup_line))
+                    dup_line = r[i].line;
+        } else {
+            /* in body order: the later record of an equal pair repeats */
+            for (size_t i = 1; i < m; i++)
+                for (size_t j = 0; j < i; j++)
+                    if (r[i].h == r[j].h && (dup_line == 0 || r[i].line < dup_line))
+                        dup_line = r[i].line;
+        }
+        start = end;
     }
     if (dup_line != 0) {
         ps->line = (unsigned)dup_line;
@@ -1874,12 +1931,14 @@ md_expfmt_parser_free(struct md_expfmt_parser *ps)
     md_free(ps->ncache);
     md_free(ps->lend);
     md_free(ps->psum);
+    md_free(ps->pmask);
     md_free(ps->scratch);
     md_free(ps->ltab_idx);
     md_free(ps->ltab_gen);
     md_free(ps->set);
     md_free(ps->recs);
     md_free(ps->recs_tmp);
+    md_free(ps->buckets);
     md_free(ps->fam);
     md_free(ps);
 }
