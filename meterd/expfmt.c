@@ -132,6 +132,8 @@ struct name_cache {
     const char *raw;    /* view into the body of the previous line */
     size_t      len;    /* 0: no entry */
     uint64_t    h;
+    uint64_t    fam_gen;    /* metric names: sx is valid for this family */
+    int         sx;
 };
 
 struct group {
@@ -216,6 +218,7 @@ struct md_expfmt_parser {
     enum md_metric_type fam_type;
     int fam_help, fam_typed, fam_unit, fam_deliver;
     uint64_t fam_samples;
+    uint64_t fam_gen;           /* bumped whenever the family or its type changes */
     struct group g;
     struct le_cache lec[LE_CACHE_N];
 };
@@ -830,6 +833,7 @@ family_open(struct md_expfmt_parser *ps, struct md_str name, uint64_t name_h, co
     ps->fam_samples = 0;
     ps->fam_deliver = 1;
     ps->fam_open = 1;
+    ps->fam_gen++;
     return MD_OK;
 }
 
@@ -993,8 +997,10 @@ comment_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
                          "summary or unknown"
                        : "counter, gauge, histogram, summary or untyped");
         rc = metadata(ps, kind, name, at);
-        if (rc == MD_OK)
+        if (rc == MD_OK) {
             ps->fam_type = type_names[i].t;
+            ps->fam_gen++;
+        }
         return rc;
     } else {
         /* UNIT: the family name MUST end with _<unit> (OpenMetrics 1.0) */
@@ -1535,6 +1541,7 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
     enum sfx sx;
     int rc, quoted = 0, ins;
     size_t k = 0;
+    struct name_cache *nc = NULL;   /* the metric-name cache entry used */
 
     ps->first_dec = SIZE_MAX;
     /* metric name (unless it is quoted inside the braces) */
@@ -1552,6 +1559,7 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
                 break;
             }
         }
+        nc = c;
         if (c != NULL) {
             /* byte-identical to a name already validated in this body */
             name.p = q;
@@ -1568,6 +1576,8 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
                 c->raw = name_at;
                 c->len = (size_t)(q - name_at);
                 c->h = name_h;
+                c->fam_gen = 0;
+                nc = c;
             }
         }
         if (quoted)
@@ -1643,7 +1653,10 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
     s.has_ts = 0;
     s.ts_ms = 0;
     /* family */
-    sx = match_family(ps, name);
+    if (nc != NULL && nc->fam_gen == ps->fam_gen && ps->fam_open)
+        sx = (enum sfx)nc->sx;
+    else
+        sx = match_family(ps, name);
     if (sx == SFX_N || !(allowed_sfx(ps->om, ps->fam_type) & B(sx))) {
         if (sx == SFX_NONE)
             return perr(ps, name_at, MD_EPARSE, "sample \"%.*s\" is not valid in a %s family "
@@ -1655,6 +1668,10 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
         if (rc != MD_OK)
             return rc;
         sx = SFX_NONE;
+    }
+    if (nc != NULL) {
+        nc->fam_gen = ps->fam_gen;
+        nc->sx = sx;
     }
     if (ps->fam_samples++ == 0 && ps->ffn != NULL)
         ps->fam_deliver = ps->ffn(ps->farg, (struct md_str){ ps->fam, ps->fam_len },
