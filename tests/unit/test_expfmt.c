@@ -902,6 +902,29 @@ test_100k_labels(void **state)
     md_buf_fini(&b);
 }
 
+/* many series: the bucketed duplicate check finds the earliest repeat */
+static void
+test_many_series_duplicates(void **state)
+{
+    struct md_buf b;
+    struct md_expfmt_error err;
+    size_t n = 0;
+
+    (void)state;
+    md_buf_init(&b, 16u << 20);
+    for (size_t i = 0; i < 50000; i++)
+        assert_int_equal(md_buf_printf(&b, "m{d=\"dept-%zu\",t=\"input\"} %zu\n", i, i), MD_OK);
+    assert_int_equal(md_expfmt_parse(b.data, b.len, T, NULL, count_fn, &n, &err), MD_OK);
+    assert_int_equal(n, 50000);
+    /* series 7 again at line 50001, series 3 again (labels swapped) at 50002 */
+    assert_int_equal(md_buf_puts(&b, "m{d=\"dept-7\",t=\"input\"} 1\n"
+        "m{t=\"input\",d=\"dept-3\"} 1\n"), MD_OK);
+    assert_int_equal(md_expfmt_parse(b.data, b.len, T, NULL, NULL, NULL, &err), MD_EPARSE);
+    assert_int_equal(err.line, 50001);
+    assert_non_null(strstr(err.msg, "duplicate series"));
+    md_buf_fini(&b);
+}
+
 /* ---- Content-Type ---- */
 
 static void
@@ -1170,6 +1193,7 @@ main(void)
         cmocka_unit_test(test_hash_order_independent),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_100k_labels),
+        cmocka_unit_test(test_many_series_duplicates),
         cmocka_unit_test(test_content_type),
         cmocka_unit_test(test_abort_and_filter),
         cmocka_unit_test(test_round_trip),
