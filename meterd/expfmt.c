@@ -192,6 +192,12 @@ struct md_expfmt_parser {
     const char *pl_brace;
     size_t pl_len, pl_n;
     int pl_ok, pl_le, pl_quantile;
+    /* quoted metric name inside the braces: offsets from '{' */
+    int pl_qname;
+    size_t pl_qname_off, pl_qname_len, pl_qname_end;
+    uint64_t pl_qname_h;
+    size_t qname_end;           /* this line: after the name's closing quote */
+    int qname_dec;
     /* series hashes of this body, checked for duplicates at the end */
     struct series_rec *recs, *recs_tmp;
     size_t nrecs, recs_cap;
@@ -1127,15 +1133,15 @@ struct line_labels {
  * without '=' is taken as the metric name (Prometheus 3 UTF-8 syntax). */
 static int
 parse_labels(struct md_expfmt_parser *ps, const char **qp, const char *eol, size_t base,
-    int use_cache, struct md_str *mname, struct line_labels *ll, size_t resume)
+    int use_cache, struct md_str *mname, struct line_labels *ll, size_t resume, int resumed)
 {
     const char *q = *qp + 1;
     size_t i = base;
     int rc, first = 1, after_comma = 0;
 
-    if (resume > 0) {
-        /* labels 0..resume-1 taken over from the previous line; *qp is
-         * just after the closing quote of label resume-1 */
+    if (resumed) {
+        /* the metric name and labels 0..resume-1 were taken over from the
+         * previous line; *qp is just after the last closing quote taken */
         q = *qp;
         i = resume;
         first = 0;
@@ -1186,6 +1192,8 @@ parse_labels(struct md_expfmt_parser *ps, const char **qp, const char *eol, size
                         return perr(ps, at, MD_ELIMIT, "metric name is %zu bytes, over the "
                             "limit name_max=%zu", nm.len, ps->lim.name_max);
                     *mname = nm;
+                    ps->qname_end = (size_t)(q - ps->lbase);
+                    ps->qname_dec = dec;
                     q = r;
                     first = 0;
                     after_comma = 0;
@@ -1497,7 +1505,7 @@ exemplar(struct md_expfmt_parser *ps, const char **qp, const char *eol, size_t b
     q += 3;
     if (q >= eol || *q != '{')
         return perr(ps, q, MD_EPARSE, "expected '{' to open the exemplar's labels");
-    rc = parse_labels(ps, &q, eol, base, 0, NULL, &ll, 0);
+    rc = parse_labels(ps, &q, eol, base, 0, NULL, &ll, 0, 0);
     if (rc != MD_OK)
         return rc;
     for (size_t i = base; i < base + ll.n; i++) {
@@ -1588,7 +1596,9 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
             if (r < eol && *r == '{') {
                 q = r;
                 ps->lbase = r;
-                if (ps->pl_ok) {
+                /* the previous line's label section must not start with a
+                 * quoted metric name: here one would be an error */
+                if (ps->pl_ok && !ps->pl_qname) {
                     /* bytes equal to the previous line's label section parse
                      * the same: take over every label whose closing quote
                      * lies in the common prefix */
@@ -1611,25 +1621,69 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
                         ps->pl_quantile : -1;
                     q = r + ps->lend[k - 1];
                 }
-                rc = parse_labels(ps, &q, eol, 0, 1, &name, &ll, k);
+                rc = parse_labels(ps, &q, eol, 0, 1, &name, &ll, k, k > 0);
                 if (rc != MD_OK)
                     return rc;
             }
         }
     } else {
+        int resumed = 0;
+
         ps->lbase = q;
-        rc = parse_labels(ps, &q, eol, 0, 1, &name, &ll, 0);
+        ps->qname_end = 0;
+        if (ps->pl_ok && ps->pl_qname) {
+            /* {"quoted.name",...}: the name is the first item of the prefix */
+            size_t L = common_prefix(q, (size_t)(eol - q), ps->pl_brace, ps->pl_len);
+
+            if (L >= ps->pl_qname_end) {
+                const char *r = q;
+
+                name.p = r + ps->pl_qname_off;
+                name.len = ps->pl_qname_len;
+                name_h = ps->pl_qname_h;
+                while (k < ps->pl_n && ps->lend[k] <= L)
+                    k++;
+                if (k > 0) {
+                    ptrdiff_t delta = r - ps->pl_brace;
+
+                    for (size_t i = 0; i < k; i++) {
+                        ps->labels[i].name.p += delta;
+                        ps->labels[i].value.p += delta;
+                    }
+                    ll.sum = ps->psum[k - 1];
+                    ll.mask = ps->pmask[k - 1];
+                    ll.le = ps->pl_le >= 0 && (size_t)ps->pl_le < k ? ps->pl_le : -1;
+                    ll.quantile = ps->pl_quantile >= 0 && (size_t)ps->pl_quantile < k ?
+                        ps->pl_quantile : -1;
+                    q = r + ps->lend[k - 1];
+                } else {
+                    q = r + ps->pl_qname_end;
+                }
+                ps->qname_end = ps->pl_qname_end;
+                ps->qname_dec = 0;
+                resumed = 1;
+            }
+        }
+        rc = parse_labels(ps, &q, eol, 0, 1, &name, &ll, k, resumed);
         if (rc != MD_OK)
             return rc;
         if (name.p == NULL)
             return perr(ps, name_at, MD_EPARSE, "no metric name (expected a name before '{' "
                 "or a quoted name as the first item inside)");
-        name_h = hbytes(name.p, name.len, 0);
+        if (!resumed)
+            name_h = hbytes(name.p, name.len, 0);
         quoted = 1;
     }
     ps->prev_n = ll.n;
-    ps->pl_ok = !quoted && !ps->decode_names && ll.n > 0 && ll.n <= LINEAR_DUP_MAX &&
-        ps->first_dec >= ll.n;
+    ps->pl_ok = !ps->decode_names && ll.n > 0 && ll.n <= LINEAR_DUP_MAX &&
+        ps->first_dec >= ll.n && (!quoted || (ps->qname_end > 0 && !ps->qname_dec));
+    ps->pl_qname = quoted;
+    if (ps->pl_ok && quoted) {
+        ps->pl_qname_off = (size_t)(name.p - ps->lbase);
+        ps->pl_qname_len = name.len;
+        ps->pl_qname_end = ps->qname_end;
+        ps->pl_qname_h = name_h;
+    }
     if (ps->pl_ok) {
         ps->pl_brace = ps->lbase;
         ps->pl_len = (size_t)(eol - ps->lbase);
