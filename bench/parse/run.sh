@@ -2,6 +2,7 @@
 # run.sh [MB] [RUNS]: the parser throughput benchmark of issue 3.
 #   1. generates a realistic EAIG v0.4-shaped exposition of MB megabytes
 #      (default 100; cached in $BENCH_DIR, default /tmp/meterd-bench),
+#      and the same exposition in the allow-utf-8 spelling (quoted names),
 #   2. builds bench_parse with -O2 from the sources (no sanitizers),
 #   3. runs it RUNS times (default 5): memchr newline scan, reused parser,
 #      fresh parser, medians, allocations per sample,
@@ -17,11 +18,17 @@ dir=${BENCH_DIR:-/tmp/meterd-bench}
 mkdir -p "$dir"
 file=$dir/eaig_${mb}mb.prom
 [ -s "$file" ] || python3 "$here/gen.py" "$file" "$mb"
+ufile=$dir/eaig_${mb}mb_utf8.txt
+[ -s "$ufile" ] || python3 "$here/gen.py" "$ufile" "$mb" utf8
 ${CC:-cc} -O2 -std=c11 -D_DEFAULT_SOURCE -I "$root/meterd" -I "$root" \
     "$here/bench_parse.c" "$root/meterd/expfmt.c" "$root/meterd/util.c" \
     -lm -lpthread -o "$dir/bench_parse"
 echo "host: $(nproc) cores, $(uname -m), $(${CC:-cc} --version | head -n 1)"
 "$dir/bench_parse" "$file" "$runs"
+echo
+echo "same exposition, allow-utf-8 spelling (quoted dotted names):"
+"$dir/bench_parse" "$ufile" "$runs"
+echo
 if /usr/bin/python3 -c 'import prometheus_client' 2>/dev/null; then
     /usr/bin/python3 "$here/py_parse.py" "$file" 3
 else
