@@ -134,6 +134,11 @@ struct name_cache {
     uint64_t    h;
     uint64_t    fam_gen;    /* metric names: sx is valid for this family */
     int         sx;
+    /* label names: the escape-free value last seen at this index, its term */
+    const char *vraw;
+    size_t      vlen;
+    uint64_t    vh, vterm;
+    int         vok;
 };
 
 struct group {
@@ -1159,8 +1164,9 @@ parse_labels(struct md_expfmt_parser *ps, const char **qp, const char *eol, size
         struct md_label *l;
         const char *at;
         struct md_str nm;
+        struct name_cache *vc;
         uint64_t nh;
-        int dec = 0, dup;
+        int dec = 0, dup, vhit;
 
         q = skip_blanks(ps->om, q, eol);
         if (q >= eol)
@@ -1261,7 +1267,19 @@ parse_labels(struct md_expfmt_parser *ps, const char **qp, const char *eol, size
         }
         l = &ps->labels[i];
         l->name = nm;
-        {
+        vc = use_cache ? &ps->ncache[i] : NULL;
+        vhit = 0;
+        if (vc != NULL && vc->vok && vc->vh == nh && (size_t)(eol - q) > vc->vlen + 1 &&
+            q[1 + vc->vlen] == '"' && memcmp(q + 1, vc->vraw, vc->vlen) == 0) {
+            /* byte-identical to the escape-free value at this index on an
+             * earlier line: already validated and hashed */
+            l->value.p = q + 1;
+            l->value.len = vc->vlen;
+            q += vc->vlen + 2;
+            vhit = 1;
+            if ((dec || ps->decode_names) && i < ps->first_dec)
+                ps->first_dec = i;
+        } else {
             const char *vs = q;
 
             int ndec = dec;
@@ -1271,6 +1289,12 @@ parse_labels(struct md_expfmt_parser *ps, const char **qp, const char *eol, size
                 return rc;
             if ((dec || ndec || ps->decode_names) && i < ps->first_dec)
                 ps->first_dec = i;
+            if (vc != NULL) {
+                vc->vok = !dec;
+                vc->vraw = l->value.p;
+                vc->vlen = l->value.len;
+                vc->vh = nh;
+            }
             if (l->value.len > ps->lim.label_value_max)
                 return perr(ps, vs, MD_ELIMIT, "value of label \"%.*s\" is %zu bytes, over "
                     "the limit label_value_max=%zu", SHOW(nm), l->value.len,
@@ -1282,7 +1306,13 @@ parse_labels(struct md_expfmt_parser *ps, const char **qp, const char *eol, size
             return perr(ps, at, MD_ENOMEM, "out of memory");
         if (dup)
             return perr(ps, at, MD_EPARSE, "duplicate label name \"%.*s\"", SHOW(nm));
-        ps->lterm[i] = label_term(nh, l->value.p, l->value.len);
+        if (vhit) {
+            ps->lterm[i] = vc->vterm;
+        } else {
+            ps->lterm[i] = label_term(nh, l->value.p, l->value.len);
+            if (vc != NULL)
+                vc->vterm = ps->lterm[i];
+        }
         ll->sum += ps->lterm[i];
         ps->lend[i] = (size_t)(q - ps->lbase);
         ps->psum[i] = ll->sum;
@@ -2063,8 +2093,10 @@ md_expfmt_parser_run(struct md_expfmt_parser *ps, const char *body, size_t len,
     ps->prev_n = 0;
     for (size_t i = 0; i < MCACHE_N; i++)
         ps->mcache[i].len = 0;
-    for (size_t i = 0; i < ps->labels_cap; i++)
+    for (size_t i = 0; i < ps->labels_cap; i++) {
         ps->ncache[i].len = 0;
+        ps->ncache[i].vok = 0;
+    }
     for (size_t i = 0; i < LE_CACHE_N; i++)
         ps->lec[i].p = NULL;
     if (ps->set_count > 0)
