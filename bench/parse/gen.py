@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""gen.py OUT [MB] [utf8]: writes a realistic EAIG v0.4-shaped exposition of
+"""gen.py OUT [MB] [utf8|unique]: writes a realistic EAIG v0.4-shaped exposition of
 about MB megabytes (default 100): the token and duration histograms over many
 departments, models, providers and operations, sorted like client_golang,
 values printed like Go's FormatFloat('g', -1).  Names are underscored, or with
 `utf8` quoted and dotted as EAIG v0.4 answers an allow-utf-8 scraper
-(extproc_utf8.txt).  Deterministic (fixed seed), so runs compare."""
+(extproc_utf8.txt); `unique` writes the worst case for the parser's
+line-to-line reuse instead (see unique()).  Deterministic (fixed seed), so runs compare."""
 import random
 from decimal import Decimal
 import sys
@@ -32,9 +33,33 @@ def gofmt(v):
     return format(d, "f")
 
 
+def unique(out, target):
+    """worst case for reuse between lines: gauges whose FIRST label differs on
+    every line (EAIG's own label order puts department first, but its
+    histogram lines share everything up to le)"""
+    rnd = random.Random(1)
+    n = i = 0
+    with open(out, "w") as f:
+        f.write("# TYPE m gauge\n")
+        while n < target:
+            s = ('m{id="%08d",department_id="dept-%03d",gen_ai_operation_name="chat",'
+                 'gen_ai_original_model="gpt-4o-mini",gen_ai_provider_name="openai",'
+                 'gen_ai_request_model="gpt-4o-mini",gen_ai_response_model='
+                 '"gpt-4o-mini-2024-07-18",gen_ai_token_type="input",otel_scope_name='
+                 '"envoyproxy/ai-gateway",otel_scope_schema_url="",otel_scope_version=""} %d\n'
+                 % (i, i % 400, rnd.randint(0, 10 ** 6)))
+            f.write(s)
+            n += len(s)
+            i += 1
+    print("%s: %d samples" % (out, i), file=sys.stderr)
+
+
 def main():
     out = sys.argv[1]
     target = int(float(sys.argv[2]) * 1e6) if len(sys.argv) > 2 else 100_000_000
+    if len(sys.argv) > 3 and sys.argv[3] == "unique":
+        unique(out, target)
+        return
     rnd = random.Random(42)
     depts = ["dept-%03d" % i for i in range(400)]
     models = [("gpt-4o-mini", "gpt-4o-mini", "gpt-4o-mini-2024-07-18", "openai", "chat"),
