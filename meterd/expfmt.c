@@ -1164,7 +1164,8 @@ parse_labels(struct md_expfmt_parser *ps, const char **qp, const char *eol, size
         struct md_label *l;
         const char *at;
         struct md_str nm;
-        struct name_cache *vc;
+        struct name_cache *vc, *qc;
+        const char *eq;
         uint64_t nh;
         int dec = 0, dup, vhit;
 
@@ -1180,7 +1181,17 @@ parse_labels(struct md_expfmt_parser *ps, const char **qp, const char *eol, size
         if (!first && !after_comma)
             return perr(ps, q, MD_EPARSE, "expected ',' or '}' after a label");
         at = q;
-        if (*q == '"') {
+        qc = use_cache && i < ps->labels_cap ? &ps->ncache[i] : NULL;
+        if (*q == '"' && qc != NULL && qc->len > 2 && qc->raw[0] == '"' &&
+            (size_t)(eol - q) > qc->len && memcmp(q, qc->raw, qc->len) == 0 &&
+            (eq = skip_blanks(ps->om, q + qc->len, eol)) < eol && *eq == '=') {
+            /* the same escape-free quoted label name as at this index on an
+             * earlier line, followed by '=' (so not a metric name) */
+            nm.p = q + 1;
+            nm.len = qc->len - 2;
+            nh = qc->h;
+            q += qc->len;
+        } else if (*q == '"') {
             rc = read_quoted(ps, &q, eol, &nm, &dec, "quoted label name");
             if (rc != MD_OK)
                 return rc;
@@ -1211,10 +1222,15 @@ parse_labels(struct md_expfmt_parser *ps, const char **qp, const char *eol, size
                 }
             }
             nh = hbytes(nm.p, nm.len, 0);
+            if (use_cache && !dec && i < ps->labels_cap) {
+                ps->ncache[i].raw = at;
+                ps->ncache[i].len = (size_t)(q - at);
+                ps->ncache[i].h = nh;
+            }
         } else {
             struct name_cache *c = use_cache && i < ps->prev_n ? &ps->ncache[i] : NULL;
 
-            if (c != NULL && c->len > 0 && (size_t)(eol - q) > c->len &&
+            if (c != NULL && c->len > 0 && (size_t)(eol - q) > c->len && c->raw[0] != '"' &&
                 memcmp(q, c->raw, c->len) == 0 && !(cls[(unsigned char)q[c->len]] & 8)) {
                 /* same name as on the previous line: already validated */
                 nm.p = q;

@@ -481,6 +481,13 @@ static const struct gcase {
     { T, BODY("# TYPE \"a.b\" gauge\n# HELP \"a.b\" x\n{\"a.b\"} 1\n"), MD_OK, 0, 1,
       "quoted name in metadata" },
     { T, BODY("{\"a\"} 1\nb 1\n"), MD_OK, 0, 2, "quoted legacy name" },
+    { T, BODY("x{\"a.b\"=\"1\"} 1\n{\"a.b\" , \"c\"=\"d\"} 1\n"), MD_OK, 0, 2,
+      "quoted name seen before as a label, now the metric name" },
+    { T, BODY("{\"a.b\",\"c.d\"=\"1\",le=\"1\"} 1\n{\"a.b\",\"c.d\"=\"2\",le=\"1\"} 1\n"
+              "{\"a.b\",\"c.d\"=\"2\",le=\"2\"} 1\n"), MD_OK, 0, 3,
+      "quoted names repeated line to line" },
+    { T, BODY("{\"a.b\",\"c.d\"=\"1\"} 1\n{\"a.b\",\"c.d\"=\"1\",\"c.d\"=\"2\"} 1\n"),
+      MD_EPARSE, 2, ANY, "duplicate quoted label after reuse" },
     { T, BODY("# TYPE a counter\na_total 1\n"), MD_OK, 0, 1,
       "text: a_total is its own (untyped) family" },
 
