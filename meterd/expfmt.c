@@ -10,16 +10,25 @@
  *   never move while a line is parsed).
  * - Label values are scanned 16 bytes at a time (SSE2) for the bytes that
  *   need attention: '"', '\\', NUL and non-ASCII (validated as UTF-8).
- * - Label names repeat from line to line: a name byte-identical to the one
- *   at the same position on the previous line (already validated and hashed)
- *   is taken from a cache.
+ * - Identical bytes parse identically: the label section of a line is
+ *   compared with the previous sample line's (32 bytes at a time) and the
+ *   results for the common prefix (views, label hashes, the partial label-set
+ *   hash, the duplicate-check mask) are taken over; consecutive histogram
+ *   lines share everything up to `le`.  Metric names, label names and
+ *   escape-free label values byte-identical to ones already validated (same
+ *   index on an earlier line) come from small caches.  Reuse never crosses
+ *   the two metric-name forms (`name{` vs `{"name",`) or decoded strings.
  * - A label set is hashed once: the series hash is the name hash combined
  *   with the SUM of per-label terms, so it does not depend on label order,
  *   and a histogram series key is the same sum minus the `le` term.
- * - Duplicate series and non-contiguous families/histogram series are found
- *   with one open-addressing hash set (grown by doubling, kept between runs);
- *   duplicate label names with a linear check up to 16 labels and a
+ * - Duplicate series: (hash, line) records are appended per sample and
+ *   checked once at the end with a counting-scatter pass into ~n/4 buckets
+ *   (sequential memory, n log n worst case).  Non-contiguous families and
+ *   histogram series use a small open-addressing set.  Duplicate label names:
+ *   a 64-bit name-hash mask, then a linear check up to 16 labels and a
  *   per-line hash table above (never quadratic).
+ * - Memory is kept in the parser between bodies: a reused parser allocates
+ *   nothing in the steady state.
  * Invariants: nothing is read outside [body, body+len); every error names
  * line, column and what was expected; a limit error names the limit. */
 #include "expfmt.h"
@@ -217,7 +226,7 @@ struct md_expfmt_parser {
     size_t ltab_cap;
     uint32_t gen;
 
-    /* series / family / group keys seen in this body */
+    /* family and histogram-series keys seen in this body */
     uint64_t *set;
     size_t set_cap, set_count;
 
@@ -1593,7 +1602,7 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
     struct md_sample s;
     uint64_t name_h;
     enum sfx sx;
-    int rc, quoted = 0, ins;
+    int rc, quoted = 0;
     size_t k = 0;
     struct name_cache *nc = NULL;   /* the metric-name cache entry used */
 
@@ -1833,7 +1842,6 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
     ps->recs[ps->nrecs].h = s.hash;
     ps->recs[ps->nrecs].line = ps->line;
     ps->nrecs++;
-    (void)ins;
     if (ps->lim.samples_max != 0 && ps->nsamples >= ps->lim.samples_max)
         return perr(ps, name_at, MD_ELIMIT, "more than %llu samples (samples_max)",
             (unsigned long long)ps->lim.samples_max);
