@@ -6,7 +6,7 @@ ASAN_BUILD ?= build-asan
 CONFIG     ?= config/meterd.yaml
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps deps-test build build-asan run test test-unit test-long clean
+.PHONY: all deps deps-test build build-asan run test test-unit test-long clean bench-parse
 
 all: build
 
@@ -42,6 +42,10 @@ test: deps-test
 
 test-unit: build
 	cd $(BUILD) && ctest -L unit --output-on-failure
+
+# Parser throughput (issue 3); results go to bench/RESULTS.md by hand.
+bench-parse:
+	@sh bench/parse/run.sh
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

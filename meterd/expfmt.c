@@ -10,16 +10,25 @@
  *   never move while a line is parsed).
  * - Label values are scanned 16 bytes at a time (SSE2) for the bytes that
  *   need attention: '"', '\\', NUL and non-ASCII (validated as UTF-8).
- * - Label names repeat from line to line: a name byte-identical to the one
- *   at the same position on the previous line (already validated and hashed)
- *   is taken from a cache.
+ * - Identical bytes parse identically: the label section of a line is
+ *   compared with the previous sample line's (32 bytes at a time) and the
+ *   results for the common prefix (views, label hashes, the partial label-set
+ *   hash, the duplicate-check mask) are taken over; consecutive histogram
+ *   lines share everything up to `le`.  Metric names, label names and
+ *   escape-free label values byte-identical to ones already validated (same
+ *   index on an earlier line) come from small caches.  Reuse never crosses
+ *   the two metric-name forms (`name{` vs `{"name",`) or decoded strings.
  * - A label set is hashed once: the series hash is the name hash combined
  *   with the SUM of per-label terms, so it does not depend on label order,
  *   and a histogram series key is the same sum minus the `le` term.
- * - Duplicate series and non-contiguous families/histogram series are found
- *   with one open-addressing hash set (grown by doubling, kept between runs);
- *   duplicate label names with a linear check up to 16 labels and a
+ * - Duplicate series: (hash, line) records are appended per sample and
+ *   checked once at the end with a counting-scatter pass into ~n/4 buckets
+ *   (sequential memory, n log n worst case).  Non-contiguous families and
+ *   histogram series use a small open-addressing set.  Duplicate label names:
+ *   a 64-bit name-hash mask, then a linear check up to 16 labels and a
  *   per-line hash table above (never quadratic).
+ * - Memory is kept in the parser between bodies: a reused parser allocates
+ *   nothing in the steady state.
  * Invariants: nothing is read outside [body, body+len); every error names
  * line, column and what was expected; a limit error names the limit. */
 #include "expfmt.h"
@@ -132,6 +141,13 @@ struct name_cache {
     const char *raw;    /* view into the body of the previous line */
     size_t      len;    /* 0: no entry */
     uint64_t    h;
+    uint64_t    fam_gen;    /* metric names: sx is valid for this family */
+    int         sx;
+    /* label names: the escape-free value last seen at this index, its term */
+    const char *vraw;
+    size_t      vlen;
+    uint64_t    vh, vterm;
+    int         vok;
 };
 
 struct group {
@@ -182,6 +198,7 @@ struct md_expfmt_parser {
     struct name_cache *ncache;  /* label names of the previous line by index */
     size_t *lend;               /* offset in the line after label i's closing quote */
     uint64_t *psum;             /* sum of label terms 0..i */
+    uint64_t *pmask;            /* name-hash bit mask of labels 0..i */
     size_t labels_cap;
     size_t first_dec;           /* first label of this line with a decoded string */
     /* the previous sample line, for prefix reuse */
@@ -189,10 +206,17 @@ struct md_expfmt_parser {
     const char *pl_brace;
     size_t pl_len, pl_n;
     int pl_ok, pl_le, pl_quantile;
+    /* quoted metric name inside the braces: offsets from '{' */
+    int pl_qname;
+    size_t pl_qname_off, pl_qname_len, pl_qname_end;
+    uint64_t pl_qname_h;
+    size_t qname_end;           /* this line: after the name's closing quote */
+    int qname_dec;
     /* series hashes of this body, checked for duplicates at the end */
     struct series_rec *recs, *recs_tmp;
     size_t nrecs, recs_cap;
-    size_t radix_cnt[8][256];
+    uint32_t *buckets;
+    size_t bucket_cap;
     size_t prev_n;
     struct name_cache mcache[MCACHE_N];   /* recent metric names */
     unsigned mcache_next;
@@ -202,7 +226,7 @@ struct md_expfmt_parser {
     size_t ltab_cap;
     uint32_t gen;
 
-    /* series / family / group keys seen in this body */
+    /* family and histogram-series keys seen in this body */
     uint64_t *set;
     size_t set_cap, set_count;
 
@@ -214,6 +238,7 @@ struct md_expfmt_parser {
     enum md_metric_type fam_type;
     int fam_help, fam_typed, fam_unit, fam_deliver;
     uint64_t fam_samples;
+    uint64_t fam_gen;           /* bumped whenever the family or its type changes */
     struct group g;
     struct le_cache lec[LE_CACHE_N];
 };
@@ -249,7 +274,7 @@ static int
 grow_labels(struct md_expfmt_parser *ps, size_t need)
 {
     size_t cap = ps->labels_cap ? ps->labels_cap : 32;
-    void *a, *b, *c, *d, *e, *f;
+    void *a, *b, *c, *d, *e, *f, *g;
 
     if (need <= ps->labels_cap)
         return MD_OK;
@@ -273,7 +298,10 @@ grow_labels(struct md_expfmt_parser *ps, size_t need)
     f = md_realloc(ps->psum, cap * sizeof(*ps->psum));
     if (f != NULL)
         ps->psum = f;
-    if (a == NULL || b == NULL || c == NULL || d == NULL || e == NULL || f == NULL)
+    g = md_realloc(ps->pmask, cap * sizeof(*ps->pmask));
+    if (g != NULL)
+        ps->pmask = g;
+    if (a == NULL || b == NULL || c == NULL || d == NULL || e == NULL || f == NULL || g == NULL)
         return MD_ENOMEM;
     memset(ps->ncache + ps->labels_cap, 0, (cap - ps->labels_cap) * sizeof(*ps->ncache));
     ps->labels_cap = cap;
@@ -711,7 +739,7 @@ parse_number(int om, const char *s, size_t n, double *out)
     if (endp != buf + n)
         return MD_EPARSE;
     if (isinf(v))
-        return MD_ELIMIT;   /* out of range, like Go's ErrRange */
+        return MD_EPARSE;   /* out of range: Go ParseFloat fails with ErrRange */
     *out = v;
     return MD_OK;
 }
@@ -825,6 +853,7 @@ family_open(struct md_expfmt_parser *ps, struct md_str name, uint64_t name_h, co
     ps->fam_samples = 0;
     ps->fam_deliver = 1;
     ps->fam_open = 1;
+    ps->fam_gen++;
     return MD_OK;
 }
 
@@ -988,8 +1017,10 @@ comment_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
                          "summary or unknown"
                        : "counter, gauge, histogram, summary or untyped");
         rc = metadata(ps, kind, name, at);
-        if (rc == MD_OK)
+        if (rc == MD_OK) {
             ps->fam_type = type_names[i].t;
+            ps->fam_gen++;
+        }
         return rc;
     } else {
         /* UNIT: the family name MUST end with _<unit> (OpenMetrics 1.0) */
@@ -1064,12 +1095,18 @@ ltab_dup(struct md_expfmt_parser *ps, size_t i)
 }
 
 static int
-dup_label(struct md_expfmt_parser *ps, size_t base, size_t i, int *dup)
+dup_label(struct md_expfmt_parser *ps, size_t base, size_t i, uint64_t *mask, int *dup)
 {
     size_t n = i - base;
+    uint64_t bit = 1ULL << (ps->lname_h[i] >> 58);
 
     *dup = 0;
     if (n < LINEAR_DUP_MAX) {
+        /* a name whose hash bit is new on this line cannot repeat */
+        if ((*mask & bit) == 0) {
+            *mask |= bit;
+            return MD_OK;
+        }
         for (size_t j = base; j < i; j++) {
             if (ps->lname_h[j] == ps->lname_h[i] &&
                 ps->labels[j].name.len == ps->labels[i].name.len &&
@@ -1101,6 +1138,7 @@ dup_label(struct md_expfmt_parser *ps, size_t base, size_t i, int *dup)
 struct line_labels {
     size_t   n;
     uint64_t sum;
+    uint64_t mask;           /* name-hash bits, for the duplicate check */
     int      le, quantile;   /* index or -1 */
 };
 
@@ -1109,15 +1147,15 @@ struct line_labels {
  * without '=' is taken as the metric name (Prometheus 3 UTF-8 syntax). */
 static int
 parse_labels(struct md_expfmt_parser *ps, const char **qp, const char *eol, size_t base,
-    int use_cache, struct md_str *mname, struct line_labels *ll, size_t resume)
+    int use_cache, struct md_str *mname, struct line_labels *ll, size_t resume, int resumed)
 {
     const char *q = *qp + 1;
     size_t i = base;
     int rc, first = 1, after_comma = 0;
 
-    if (resume > 0) {
-        /* labels 0..resume-1 taken over from the previous line; *qp is
-         * just after the closing quote of label resume-1 */
+    if (resumed) {
+        /* the metric name and labels 0..resume-1 were taken over from the
+         * previous line; *qp is just after the last closing quote taken */
         q = *qp;
         i = resume;
         first = 0;
@@ -1128,14 +1166,17 @@ parse_labels(struct md_expfmt_parser *ps, const char **qp, const char *eol, size
         }
     } else {
         ll->sum = 0;
+        ll->mask = 0;
         ll->le = ll->quantile = -1;
     }
     for (;;) {
         struct md_label *l;
         const char *at;
         struct md_str nm;
+        struct name_cache *vc, *qc;
+        const char *eq;
         uint64_t nh;
-        int dec = 0, dup;
+        int dec = 0, dup, vhit;
 
         q = skip_blanks(ps->om, q, eol);
         if (q >= eol)
@@ -1149,7 +1190,17 @@ parse_labels(struct md_expfmt_parser *ps, const char **qp, const char *eol, size
         if (!first && !after_comma)
             return perr(ps, q, MD_EPARSE, "expected ',' or '}' after a label");
         at = q;
-        if (*q == '"') {
+        qc = use_cache && i < ps->labels_cap ? &ps->ncache[i] : NULL;
+        if (*q == '"' && qc != NULL && qc->len > 2 && qc->raw[0] == '"' &&
+            (size_t)(eol - q) > qc->len && memcmp(q, qc->raw, qc->len) == 0 &&
+            (eq = skip_blanks(ps->om, q + qc->len, eol)) < eol && *eq == '=') {
+            /* the same escape-free quoted label name as at this index on an
+             * earlier line, followed by '=' (so not a metric name) */
+            nm.p = q + 1;
+            nm.len = qc->len - 2;
+            nh = qc->h;
+            q += qc->len;
+        } else if (*q == '"') {
             rc = read_quoted(ps, &q, eol, &nm, &dec, "quoted label name");
             if (rc != MD_OK)
                 return rc;
@@ -1167,6 +1218,8 @@ parse_labels(struct md_expfmt_parser *ps, const char **qp, const char *eol, size
                         return perr(ps, at, MD_ELIMIT, "metric name is %zu bytes, over the "
                             "limit name_max=%zu", nm.len, ps->lim.name_max);
                     *mname = nm;
+                    ps->qname_end = (size_t)(q - ps->lbase);
+                    ps->qname_dec = dec;
                     q = r;
                     first = 0;
                     after_comma = 0;
@@ -1178,10 +1231,15 @@ parse_labels(struct md_expfmt_parser *ps, const char **qp, const char *eol, size
                 }
             }
             nh = hbytes(nm.p, nm.len, 0);
+            if (use_cache && !dec && i < ps->labels_cap) {
+                ps->ncache[i].raw = at;
+                ps->ncache[i].len = (size_t)(q - at);
+                ps->ncache[i].h = nh;
+            }
         } else {
             struct name_cache *c = use_cache && i < ps->prev_n ? &ps->ncache[i] : NULL;
 
-            if (c != NULL && c->len > 0 && (size_t)(eol - q) > c->len &&
+            if (c != NULL && c->len > 0 && (size_t)(eol - q) > c->len && c->raw[0] != '"' &&
                 memcmp(q, c->raw, c->len) == 0 && !(cls[(unsigned char)q[c->len]] & 8)) {
                 /* same name as on the previous line: already validated */
                 nm.p = q;
@@ -1234,7 +1292,19 @@ parse_labels(struct md_expfmt_parser *ps, const char **qp, const char *eol, size
         }
         l = &ps->labels[i];
         l->name = nm;
-        {
+        vc = use_cache ? &ps->ncache[i] : NULL;
+        vhit = 0;
+        if (vc != NULL && vc->vok && vc->vh == nh && (size_t)(eol - q) > vc->vlen + 1 &&
+            q[1 + vc->vlen] == '"' && memcmp(q + 1, vc->vraw, vc->vlen) == 0) {
+            /* byte-identical to the escape-free value at this index on an
+             * earlier line: already validated and hashed */
+            l->value.p = q + 1;
+            l->value.len = vc->vlen;
+            q += vc->vlen + 2;
+            vhit = 1;
+            if ((dec || ps->decode_names) && i < ps->first_dec)
+                ps->first_dec = i;
+        } else {
             const char *vs = q;
 
             int ndec = dec;
@@ -1244,21 +1314,34 @@ parse_labels(struct md_expfmt_parser *ps, const char **qp, const char *eol, size
                 return rc;
             if ((dec || ndec || ps->decode_names) && i < ps->first_dec)
                 ps->first_dec = i;
+            if (vc != NULL) {
+                vc->vok = !dec;
+                vc->vraw = l->value.p;
+                vc->vlen = l->value.len;
+                vc->vh = nh;
+            }
             if (l->value.len > ps->lim.label_value_max)
                 return perr(ps, vs, MD_ELIMIT, "value of label \"%.*s\" is %zu bytes, over "
                     "the limit label_value_max=%zu", SHOW(nm), l->value.len,
                     ps->lim.label_value_max);
         }
         ps->lname_h[i] = nh;
-        rc = dup_label(ps, base, i, &dup);
+        rc = dup_label(ps, base, i, &ll->mask, &dup);
         if (rc != MD_OK)
             return perr(ps, at, MD_ENOMEM, "out of memory");
         if (dup)
             return perr(ps, at, MD_EPARSE, "duplicate label name \"%.*s\"", SHOW(nm));
-        ps->lterm[i] = label_term(nh, l->value.p, l->value.len);
+        if (vhit) {
+            ps->lterm[i] = vc->vterm;
+        } else {
+            ps->lterm[i] = label_term(nh, l->value.p, l->value.len);
+            if (vc != NULL)
+                vc->vterm = ps->lterm[i];
+        }
         ll->sum += ps->lterm[i];
         ps->lend[i] = (size_t)(q - ps->lbase);
         ps->psum[i] = ll->sum;
+        ps->pmask[i] = ll->mask;
         if (nm.len == 2 && nm.p[0] == 'l' && nm.p[1] == 'e')
             ll->le = (int)(i - base);
         else if (nm.len == 8 && memcmp(nm.p, "quantile", 8) == 0)
@@ -1288,6 +1371,23 @@ common_prefix(const char *a, size_t an, const char *b, size_t bn)
     size_t n = an < bn ? an : bn, i = 0;
 
 #ifdef __SSE2__
+    while (n - i >= 32) {
+        __m128i x0 = _mm_loadu_si128((const __m128i *)(const void *)(a + i));
+        __m128i y0 = _mm_loadu_si128((const __m128i *)(const void *)(b + i));
+        __m128i x1 = _mm_loadu_si128((const __m128i *)(const void *)(a + i + 16));
+        __m128i y1 = _mm_loadu_si128((const __m128i *)(const void *)(b + i + 16));
+        __m128i e0 = _mm_cmpeq_epi8(x0, y0), e1 = _mm_cmpeq_epi8(x1, y1);
+
+        if (_mm_movemask_epi8(_mm_and_si128(e0, e1)) != 0xffff) {
+            unsigned m = (unsigned)_mm_movemask_epi8(e0) ^ 0xffffu;
+
+            if (m != 0)
+                return i + (size_t)__builtin_ctz(m);
+            m = (unsigned)_mm_movemask_epi8(e1) ^ 0xffffu;
+            return i + 16 + (size_t)__builtin_ctz(m);
+        }
+        i += 32;
+    }
     while (n - i >= 16) {
         __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(a + i));
         __m128i y = _mm_loadu_si128((const __m128i *)(const void *)(b + i));
@@ -1460,7 +1560,7 @@ exemplar(struct md_expfmt_parser *ps, const char **qp, const char *eol, size_t b
     q += 3;
     if (q >= eol || *q != '{')
         return perr(ps, q, MD_EPARSE, "expected '{' to open the exemplar's labels");
-    rc = parse_labels(ps, &q, eol, base, 0, NULL, &ll, 0);
+    rc = parse_labels(ps, &q, eol, base, 0, NULL, &ll, 0, 0);
     if (rc != MD_OK)
         return rc;
     for (size_t i = base; i < base + ll.n; i++) {
@@ -1498,12 +1598,13 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
 {
     const char *q = skip_blanks(ps->om, p, eol), *vs, *name_at = q;
     struct md_str name = { NULL, 0 };
-    struct line_labels ll = { 0, 0, -1, -1 };
+    struct line_labels ll = { 0, 0, 0, -1, -1 };
     struct md_sample s;
     uint64_t name_h;
     enum sfx sx;
-    int rc, quoted = 0, ins;
+    int rc, quoted = 0;
     size_t k = 0;
+    struct name_cache *nc = NULL;   /* the metric-name cache entry used */
 
     ps->first_dec = SIZE_MAX;
     /* metric name (unless it is quoted inside the braces) */
@@ -1513,12 +1614,15 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
         for (size_t j = 0; j < MCACHE_N; j++) {
             struct name_cache *e = &ps->mcache[j];
 
-            if (e->len > 0 && (size_t)(eol - q) > e->len && memcmp(q, e->raw, e->len) == 0 &&
-                !(cls[(unsigned char)q[e->len]] & 2)) {
+            /* the byte after a cached name must end it: a cheap reject first */
+            if (e->len > 0 && (size_t)(eol - q) > e->len &&
+                !(cls[(unsigned char)q[e->len]] & 2) && q[e->len - 1] == e->raw[e->len - 1] &&
+                memcmp(q, e->raw, e->len) == 0) {
                 c = e;
                 break;
             }
         }
+        nc = c;
         if (c != NULL) {
             /* byte-identical to a name already validated in this body */
             name.p = q;
@@ -1535,6 +1639,8 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
                 c->raw = name_at;
                 c->len = (size_t)(q - name_at);
                 c->h = name_h;
+                c->fam_gen = 0;
+                nc = c;
             }
         }
         if (quoted)
@@ -1545,7 +1651,9 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
             if (r < eol && *r == '{') {
                 q = r;
                 ps->lbase = r;
-                if (ps->pl_ok) {
+                /* the previous line's label section must not start with a
+                 * quoted metric name: here one would be an error */
+                if (ps->pl_ok && !ps->pl_qname) {
                     /* bytes equal to the previous line's label section parse
                      * the same: take over every label whose closing quote
                      * lies in the common prefix */
@@ -1562,30 +1670,75 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
                         ps->labels[i].value.p += delta;
                     }
                     ll.sum = ps->psum[k - 1];
+                    ll.mask = ps->pmask[k - 1];
                     ll.le = ps->pl_le >= 0 && (size_t)ps->pl_le < k ? ps->pl_le : -1;
                     ll.quantile = ps->pl_quantile >= 0 && (size_t)ps->pl_quantile < k ?
                         ps->pl_quantile : -1;
                     q = r + ps->lend[k - 1];
                 }
-                rc = parse_labels(ps, &q, eol, 0, 1, &name, &ll, k);
+                rc = parse_labels(ps, &q, eol, 0, 1, &name, &ll, k, k > 0);
                 if (rc != MD_OK)
                     return rc;
             }
         }
     } else {
+        int resumed = 0;
+
         ps->lbase = q;
-        rc = parse_labels(ps, &q, eol, 0, 1, &name, &ll, 0);
+        ps->qname_end = 0;
+        if (ps->pl_ok && ps->pl_qname) {
+            /* {"quoted.name",...}: the name is the first item of the prefix */
+            size_t L = common_prefix(q, (size_t)(eol - q), ps->pl_brace, ps->pl_len);
+
+            if (L >= ps->pl_qname_end) {
+                const char *r = q;
+
+                name.p = r + ps->pl_qname_off;
+                name.len = ps->pl_qname_len;
+                name_h = ps->pl_qname_h;
+                while (k < ps->pl_n && ps->lend[k] <= L)
+                    k++;
+                if (k > 0) {
+                    ptrdiff_t delta = r - ps->pl_brace;
+
+                    for (size_t i = 0; i < k; i++) {
+                        ps->labels[i].name.p += delta;
+                        ps->labels[i].value.p += delta;
+                    }
+                    ll.sum = ps->psum[k - 1];
+                    ll.mask = ps->pmask[k - 1];
+                    ll.le = ps->pl_le >= 0 && (size_t)ps->pl_le < k ? ps->pl_le : -1;
+                    ll.quantile = ps->pl_quantile >= 0 && (size_t)ps->pl_quantile < k ?
+                        ps->pl_quantile : -1;
+                    q = r + ps->lend[k - 1];
+                } else {
+                    q = r + ps->pl_qname_end;
+                }
+                ps->qname_end = ps->pl_qname_end;
+                ps->qname_dec = 0;
+                resumed = 1;
+            }
+        }
+        rc = parse_labels(ps, &q, eol, 0, 1, &name, &ll, k, resumed);
         if (rc != MD_OK)
             return rc;
         if (name.p == NULL)
             return perr(ps, name_at, MD_EPARSE, "no metric name (expected a name before '{' "
                 "or a quoted name as the first item inside)");
-        name_h = hbytes(name.p, name.len, 0);
+        if (!resumed)
+            name_h = hbytes(name.p, name.len, 0);
         quoted = 1;
     }
     ps->prev_n = ll.n;
-    ps->pl_ok = !quoted && !ps->decode_names && ll.n > 0 && ll.n <= LINEAR_DUP_MAX &&
-        ps->first_dec >= ll.n;
+    ps->pl_ok = !ps->decode_names && ll.n > 0 && ll.n <= LINEAR_DUP_MAX &&
+        ps->first_dec >= ll.n && (!quoted || (ps->qname_end > 0 && !ps->qname_dec));
+    ps->pl_qname = quoted;
+    if (ps->pl_ok && quoted) {
+        ps->pl_qname_off = (size_t)(name.p - ps->lbase);
+        ps->pl_qname_len = name.len;
+        ps->pl_qname_end = ps->qname_end;
+        ps->pl_qname_h = name_h;
+    }
     if (ps->pl_ok) {
         ps->pl_brace = ps->lbase;
         ps->pl_len = (size_t)(eol - ps->lbase);
@@ -1609,7 +1762,10 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
     s.has_ts = 0;
     s.ts_ms = 0;
     /* family */
-    sx = match_family(ps, name);
+    if (nc != NULL && nc->fam_gen == ps->fam_gen && ps->fam_open)
+        sx = (enum sfx)nc->sx;
+    else
+        sx = match_family(ps, name);
     if (sx == SFX_N || !(allowed_sfx(ps->om, ps->fam_type) & B(sx))) {
         if (sx == SFX_NONE)
             return perr(ps, name_at, MD_EPARSE, "sample \"%.*s\" is not valid in a %s family "
@@ -1621,6 +1777,10 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
         if (rc != MD_OK)
             return rc;
         sx = SFX_NONE;
+    }
+    if (nc != NULL) {
+        nc->fam_gen = ps->fam_gen;
+        nc->sx = sx;
     }
     if (ps->fam_samples++ == 0 && ps->ffn != NULL)
         ps->fam_deliver = ps->ffn(ps->farg, (struct md_str){ ps->fam, ps->fam_len },
@@ -1682,7 +1842,6 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
     ps->recs[ps->nrecs].h = s.hash;
     ps->recs[ps->nrecs].line = ps->line;
     ps->nrecs++;
-    (void)ins;
     if (ps->lim.samples_max != 0 && ps->nsamples >= ps->lim.samples_max)
         return perr(ps, name_at, MD_ELIMIT, "more than %llu samples (samples_max)",
             (unsigned long long)ps->lim.samples_max);
@@ -1720,47 +1879,70 @@ grow_recs(struct md_expfmt_parser *ps)
     return MD_OK;
 }
 
-/* Stable LSD radix sort of the series hashes (8 passes of 8 bits; a pass
- * where every key has the same byte is skipped); equal neighbours are then
- * the same series twice.  Reports the earliest line repeating a series. */
+static int
+cmp_rec(const void *a, const void *b)
+{
+    const struct series_rec *x = a, *y = b;
+
+    if (x->h != y->h)
+        return x->h < y->h ? -1 : 1;
+    return x->line < y->line ? -1 : x->line > y->line;
+}
+
+/* Duplicate series: one stable counting-scatter pass of the hashes into
+ * about n/4 buckets by their top bits (sequential reads, one write each),
+ * then each bucket is checked on its own: pairwise when small, sorted when
+ * large (so crafted top-bit collisions cost n log n, never n^2).  Reports
+ * the earliest line that repeats a series. */
 static int
 check_duplicates(struct md_expfmt_parser *ps)
 {
-    size_t (*cnt)[256] = ps->radix_cnt;
     struct series_rec *src = ps->recs, *dst = ps->recs_tmp;
-    size_t n = ps->nrecs;
+    size_t n = ps->nrecs, nb = 256;
+    unsigned shift = 56;
     uint64_t dup_line = 0;
+    uint32_t *cnt;
 
     if (n < 2)
         return MD_OK;
-    memset(ps->radix_cnt, 0, sizeof(ps->radix_cnt));
-    for (size_t i = 0; i < n; i++)
-        for (int b = 0; b < 8; b++)
-            cnt[b][(src[i].h >> (8 * b)) & 0xff]++;
-    for (int b = 0; b < 8; b++) {
-        size_t sum = 0;
-
-        if (cnt[b][(src[0].h >> (8 * b)) & 0xff] == n)
-            continue;
-        for (int d = 0; d < 256; d++) {
-            size_t c = cnt[b][d];
-
-            cnt[b][d] = sum;
-            sum += c;
-        }
-        for (size_t i = 0; i < n; i++)
-            dst[cnt[b][(src[i].h >> (8 * b)) & 0xff]++] = src[i];
-        {
-            struct series_rec *t = src;
-
-            src = dst;
-            dst = t;
-        }
+    while (nb < n / 4 && shift > 40) {
+        nb *= 2;
+        shift--;
     }
-    for (size_t i = 1; i < n; i++) {
-        /* stable: within equal hashes lines ascend, so [i] repeats [i-1] */
-        if (src[i].h == src[i - 1].h && (dup_line == 0 || src[i].line < dup_line))
-            dup_line = src[i].line;
+    if (nb + 1 > ps->bucket_cap) {
+        uint32_t *c = md_realloc(ps->buckets, (nb + 1) * sizeof(*c));
+
+        if (c == NULL)
+            return perr(ps, NULL, MD_ENOMEM, "out of memory");
+        ps->buckets = c;
+        ps->bucket_cap = nb + 1;
+    }
+    cnt = ps->buckets;
+    memset(cnt, 0, (nb + 1) * sizeof(*cnt));
+    for (size_t i = 0; i < n; i++)
+        cnt[(src[i].h >> shift) + 1]++;
+    for (size_t d = 1; d <= nb; d++)
+        cnt[d] += cnt[d - 1];
+    /* cnt[d] is now the start of bucket d; scatter advances it to the end */
+    for (size_t i = 0; i < n; i++)
+        dst[cnt[src[i].h >> shift]++] = src[i];
+    for (size_t d = 0, start = 0; d < nb; d++) {
+        size_t end = cnt[d], m = end - start;
+        struct series_rec *r = dst + start;
+
+        if (m > 32) {
+            qsort(r, m, sizeof(*r), cmp_rec);
+            for (size_t i = 1; i < m; i++)
+                if (r[i].h == r[i - 1].h && (dup_line == 0 || r[i].line < dup_line))
+                    dup_line = r[i].line;
+        } else {
+            /* in body order: the later record of an equal pair repeats */
+            for (size_t i = 1; i < m; i++)
+                for (size_t j = 0; j < i; j++)
+                    if (r[i].h == r[j].h && (dup_line == 0 || r[i].line < dup_line))
+                        dup_line = r[i].line;
+        }
+        start = end;
     }
     if (dup_line != 0) {
         ps->line = (unsigned)dup_line;
@@ -1874,12 +2056,14 @@ md_expfmt_parser_free(struct md_expfmt_parser *ps)
     md_free(ps->ncache);
     md_free(ps->lend);
     md_free(ps->psum);
+    md_free(ps->pmask);
     md_free(ps->scratch);
     md_free(ps->ltab_idx);
     md_free(ps->ltab_gen);
     md_free(ps->set);
     md_free(ps->recs);
     md_free(ps->recs_tmp);
+    md_free(ps->buckets);
     md_free(ps->fam);
     md_free(ps);
 }
@@ -1906,6 +2090,10 @@ md_expfmt_parser_run(struct md_expfmt_parser *ps, const char *body, size_t len,
     (void)pthread_once(&cls_once, init_cls);
     if (err != NULL)
         memset(err, 0, sizeof(*err));
+    if (body == NULL) {
+        body = "";
+        len = 0;
+    }
     if (fmt == MD_EXPFMT_AUTO)
         fmt = md_expfmt_detect(body, len);
     ps->body = body;
@@ -1929,8 +2117,10 @@ md_expfmt_parser_run(struct md_expfmt_parser *ps, const char *body, size_t len,
     ps->prev_n = 0;
     for (size_t i = 0; i < MCACHE_N; i++)
         ps->mcache[i].len = 0;
-    for (size_t i = 0; i < ps->labels_cap; i++)
+    for (size_t i = 0; i < ps->labels_cap; i++) {
         ps->ncache[i].len = 0;
+        ps->ncache[i].vok = 0;
+    }
     for (size_t i = 0; i < LE_CACHE_N; i++)
         ps->lec[i].p = NULL;
     if (ps->set_count > 0)
@@ -1995,12 +2185,14 @@ void
 md_expfmt_content_type(const char *ct, size_t len, enum md_expfmt_format *fmt,
     enum md_expfmt_escaping *esc)
 {
-    const char *p = ct, *e = ct + len, *te, *t;
+    const char *p, *e, *te, *t;
 
     *fmt = MD_EXPFMT_AUTO;
     *esc = MD_ESC_UNDERSCORES;
     if (ct == NULL || len == 0)
         return;
+    p = ct;
+    e = ct + len;
     t = ct_token(p, e, &te);
     if (ci_eq(t, trim_len(t, te), "text/plain"))
         *fmt = MD_EXPFMT_TEXT;
@@ -2095,10 +2287,57 @@ put_utf8(char *o, unsigned cp)
     return 4;
 }
 
+/* VALUES: "U__" prefix, "__" -> "_", "_<hex>_" -> code point; -1 when
+ * in[0..len) is not a valid values-escaped name */
+static long
+values_decode(const char *in, size_t len, char *out)
+{
+    size_t o = 0, i;
+
+    if (len <= 3 || memcmp(in, "U__", 3) != 0)
+        return -1;
+    for (i = 3; i < len;) {
+        unsigned cp = 0;
+        size_t j;
+
+        if (in[i] != '_') {
+            if (!(cls[(unsigned char)in[i]] & 8))
+                return -1;
+            out[o++] = in[i++];
+            continue;
+        }
+        if (i + 1 < len && in[i + 1] == '_') {
+            out[o++] = '_';
+            i += 2;
+            continue;
+        }
+        for (j = i + 1; j < len && in[j] != '_' && j - i <= 7; j++) {
+            int h = hexval(in[j]);
+
+            if (h < 0)
+                return -1;
+            cp = cp * 16 + (unsigned)h;
+        }
+        if (j >= len || in[j] != '_' || j == i + 1 || cp == 0 || cp > 0x10ffff ||
+            (cp >= 0xd800 && cp <= 0xdfff))
+            return -1;
+        /* "_<hex>_" is at least 3 bytes, the code point at most 4 and only
+         * when the escape had >= 5 hex digits: out never outgrows in */
+        o += put_utf8(out + o, cp);
+        i = j + 1;
+    }
+    return (long)o;
+}
+
 size_t
 md_expfmt_unescape_name(enum md_expfmt_escaping esc, const char *in, size_t len, char *out)
 {
+    /* sample suffixes are appended after the family name was escaped */
+    static const char *const sfx[] = {
+        "_bucket", "_sum", "_count", "_total", "_created", "_info", "_gsum", "_gcount",
+    };
     size_t o = 0, i;
+    long n;
 
     (void)pthread_once(&cls_once, init_cls);
     if (esc == MD_ESC_DOTS) {
@@ -2115,50 +2354,22 @@ md_expfmt_unescape_name(enum md_expfmt_escaping esc, const char *in, size_t len,
         }
         return o;
     }
-    if (esc == MD_ESC_VALUES && len > 3 && memcmp(in, "U__", 3) == 0) {
-        for (i = 3; i < len;) {
-            if (in[i] != '_') {
-                if (!(cls[(unsigned char)in[i]] & 8))
-                    goto invalid;
-                out[o++] = in[i++];
-                continue;
-            }
-            if (i + 1 < len && in[i + 1] == '_') {
-                out[o++] = '_';
-                i += 2;
-                continue;
-            }
-            {
-                unsigned cp = 0;
-                size_t j = i + 1;
+    if (esc == MD_ESC_VALUES) {
+        n = values_decode(in, len, out);
+        if (n >= 0)
+            return (size_t)n;
+        for (i = 0; i < sizeof(sfx) / sizeof(sfx[0]); i++) {
+            size_t sl = strlen(sfx[i]);
 
-                while (j < len && in[j] != '_' && j - i <= 7) {
-                    int h = hexval(in[j]);
-
-                    if (h < 0)
-                        goto invalid;
-                    cp = cp * 16 + (unsigned)h;
-                    j++;
+            if (len > sl + 3 && memcmp(in + len - sl, sfx[i], sl) == 0) {
+                n = values_decode(in, len - sl, out);
+                if (n >= 0) {
+                    memcpy(out + n, sfx[i], sl);
+                    return (size_t)n + sl;
                 }
-                if (j >= len || in[j] != '_' || j == i + 1 || cp > 0x10ffff ||
-                    (cp >= 0xd800 && cp <= 0xdfff))
-                    goto invalid;
-                if (cp == 0)
-                    goto invalid;
-                {
-                    char tmp[4];
-                    size_t n = put_utf8(tmp, cp);
-
-                    /* the encoded form is at least 3 bytes for a <= 4 byte rune */
-                    memcpy(out + o, tmp, n);
-                    o += n;
-                }
-                i = j + 1;
             }
         }
-        return o;
     }
-invalid:
     memmove(out, in, len);
     return len;
 }

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "expfmt.h"
+#include "util.h"
 
 extern void *__libc_malloc(size_t n);
 extern void *__libc_calloc(size_t c, size_t n);
@@ -94,12 +95,16 @@ main(int argc, char **argv)
     FILE *fp;
     char *buf;
     long sz;
-    int runs = argc > 2 ? atoi(argv[2]) : 5;
+    uint64_t runs_u = 5;
+    int runs;
     double t_scan[64], t_reuse[64], t_fresh[64];
     unsigned long long allocs_fresh = 0, allocs_reuse = 0;
     uint64_t samples = 0, lines = 0;
     struct md_expfmt_parser *ps;
 
+    if (argc > 2 && md_parse_u64(argv[2], strlen(argv[2]), 64, &runs_u) != MD_OK)
+        runs_u = 0;
+    runs = (int)runs_u;
     if (argc < 2 || runs < 1 || runs > 64) {
         fprintf(stderr, "usage: bench_parse FILE [RUNS<=64]\n");
         return 2;

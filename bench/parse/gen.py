@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""gen.py OUT [MB]: writes a realistic EAIG v0.4-shaped exposition of about MB
-megabytes (default 100): the four GenAI histograms over many departments,
-models, providers and operations, underscored names, sorted like
-client_golang, values printed like Go's FormatFloat('g', -1).  Deterministic
-(fixed seed), so runs compare."""
+"""gen.py OUT [MB] [utf8|unique]: writes a realistic EAIG v0.4-shaped exposition of
+about MB megabytes (default 100): the token and duration histograms over many
+departments, models, providers and operations, sorted like client_golang,
+values printed like Go's FormatFloat('g', -1).  Names are underscored, or with
+`utf8` quoted and dotted as EAIG v0.4 answers an allow-utf-8 scraper
+(extproc_utf8.txt); `unique` writes the worst case for the parser's
+line-to-line reuse instead (see unique()).  Deterministic (fixed seed), so runs compare."""
 import random
 from decimal import Decimal
 import sys
@@ -31,9 +33,33 @@ def gofmt(v):
     return format(d, "f")
 
 
+def unique(out, target):
+    """worst case for reuse between lines: gauges whose FIRST label differs on
+    every line (EAIG's own label order puts department first, but its
+    histogram lines share everything up to le)"""
+    rnd = random.Random(1)
+    n = i = 0
+    with open(out, "w") as f:
+        f.write("# TYPE m gauge\n")
+        while n < target:
+            s = ('m{id="%08d",department_id="dept-%03d",gen_ai_operation_name="chat",'
+                 'gen_ai_original_model="gpt-4o-mini",gen_ai_provider_name="openai",'
+                 'gen_ai_request_model="gpt-4o-mini",gen_ai_response_model='
+                 '"gpt-4o-mini-2024-07-18",gen_ai_token_type="input",otel_scope_name='
+                 '"envoyproxy/ai-gateway",otel_scope_schema_url="",otel_scope_version=""} %d\n'
+                 % (i, i % 400, rnd.randint(0, 10 ** 6)))
+            f.write(s)
+            n += len(s)
+            i += 1
+    print("%s: %d samples" % (out, i), file=sys.stderr)
+
+
 def main():
     out = sys.argv[1]
     target = int(float(sys.argv[2]) * 1e6) if len(sys.argv) > 2 else 100_000_000
+    if len(sys.argv) > 3 and sys.argv[3] == "unique":
+        unique(out, target)
+        return
     rnd = random.Random(42)
     depts = ["dept-%03d" % i for i in range(400)]
     models = [("gpt-4o-mini", "gpt-4o-mini", "gpt-4o-mini-2024-07-18", "openai", "chat"),
@@ -115,7 +141,52 @@ def main():
         f.write('target_info{service_name="unknown_service:app",telemetry_sdk_language="go",'
                 'telemetry_sdk_name="opentelemetry",telemetry_sdk_version="1.38.0"} 1\n')
         n += 1
+    if len(sys.argv) > 3 and sys.argv[3] == "utf8":
+        to_utf8(out)
     print("%s: %d samples" % (out, n), file=sys.stderr)
+
+
+UTF8_LABELS = ["department_id", "gen_ai_operation_name", "gen_ai_original_model",
+               "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_response_model",
+               "gen_ai_token_type"]
+
+
+def utf8_name(n):
+    for fam, dotted in (("gen_ai_client_token_usage_token", "gen_ai.client.token.usage_token"),
+                        ("gen_ai_server_request_duration_seconds",
+                         "gen_ai.server.request.duration_seconds")):
+        if n.startswith(fam):
+            return dotted + n[len(fam):]
+    return n
+
+
+def to_utf8(path):
+    """rewrites the file in the allow-utf-8 spelling (FACTS.md 6.3)"""
+    with open(path) as f:
+        lines = f.read().split("\n")
+    out = []
+    for line in lines:
+        if not line:
+            continue
+        if line.startswith("#"):
+            parts = line.split(" ", 3)
+            if parts[2].startswith("gen_ai"):
+                parts[2] = '"%s"' % utf8_name(parts[2])
+            out.append(" ".join(parts))
+            continue
+        name, rest = line.split("{", 1)
+        if not name.startswith("gen_ai"):
+            out.append(line)
+            continue
+        for k in UTF8_LABELS:
+            rest = rest.replace(k + "=", '"%s"=' % k.replace("_id", ".id").replace(
+                "gen_ai_", "gen_ai.").replace("_name", ".name").replace(
+                "_model", ".model").replace("_type", ".type").replace(
+                "operation_", "operation.").replace("provider_", "provider.").replace(
+                "token_", "token."))
+        out.append('{"%s",%s' % (utf8_name(name), rest))
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
 
 
 if __name__ == "__main__":
