@@ -86,6 +86,7 @@ struct md_scrape {
     struct curl_slist   *headers;
     struct md_attrib    *attrib;
     struct md_attrib_scratch *scratch; /* scrape thread's attribution memory */
+    struct md_expfmt_parser *parser;   /* reused: no allocation per body */
     struct md_config    *cfg;         /* reference held by the thread */
     int                  store_fresh;
     int                  first_sync_done;
@@ -524,9 +525,15 @@ finish_scrape(struct md_scrape *s, struct target *t, CURLcode cc, uint64_t now)
     }
     md_expfmt_limits_default(&lim);
     lim.samples_max = s->cfg->scrape.sample_limit;
-    rc = md_expfmt_parse(t->body.data ? t->body.data : "", t->body.len,
-        md_expfmt_format_from_content_type(ct ? ct : "", ct ? strlen(ct) : 0), &lim,
-        on_sample, &pc, &perr);
+    {
+        struct md_expfmt_opts opts = {0};
+        enum md_expfmt_format fmt;
+
+        /* the escaping= the exporter declares decodes dots/values names */
+        md_expfmt_content_type(ct, ct ? strlen(ct) : 0, &fmt, &opts.escaping);
+        rc = md_expfmt_parser_run(s->parser, t->body.data ? t->body.data : "", t->body.len,
+            fmt, &lim, &opts, on_sample, &pc, &perr);
+    }
     if (rc == MD_OK)
         rc = md_attrib_finish(pc.batch, &pc.err);
     if (rc != MD_OK) {
@@ -631,7 +638,8 @@ md_scrape_start(struct md_app *app, int store_fresh, struct md_scrape **out, str
         return md_err_set(err, MD_ENOMEM, "curl_multi_init failed");
     }
     s->scratch = md_attrib_scratch_new();
-    if (s->scratch == NULL) {
+    s->parser = md_expfmt_parser_new();
+    if (s->scratch == NULL || s->parser == NULL) {
         md_scrape_stop(s);
         return md_err_set(err, MD_ENOMEM, "out of memory");
     }
@@ -681,6 +689,7 @@ md_scrape_stop(struct md_scrape *s)
     curl_multi_cleanup(s->multi);
     md_attrib_free(s->attrib);
     md_attrib_scratch_free(s->scratch);
+    md_expfmt_parser_free(s->parser);
     md_config_unref(s->cfg);
     md_discovery_result_fini(&s->disc);
     pthread_cond_destroy(&s->disc_cv);

@@ -199,8 +199,35 @@ def test_baseline_policy_bills_only_new_usage():
         sim.cleanup()
 
 
+def test_exact_for_every_naming():
+    """EAIG v0.4 classic names, v0.4 answering with quoted UTF-8 names, and
+    v0.5+ names with five token types: the same exactness."""
+    for args in (["--naming", "v04", "--names", "classic"],
+                 ["--naming", "v04", "--names", "utf8"],
+                 ["--naming", "v05"]):
+        sim = simctl.Sim(simctl.binary(harness.ARGS.build), targets=1, tick_ms=50, seed=4,
+                         args=args + ["--new-series-every", "1"]).start()
+        namespaces = ["team-a"]
+        m = Meterd(extra_yaml="scrape:\n  interval: 200ms\n  timeout: 200ms\n"
+                              "ledger:\n  first_scrape: count\n" + targets_yaml(sim, namespaces))
+        try:
+            m.start()
+            time.sleep(1.5)
+            settle_and_compare(m, sim, namespaces)
+            got, _ = usage_by(m, "token_type")
+            types = {k[0] for k in got}
+            want = {"input", "cached_input", "output"} | (
+                {"cache_creation_input", "reasoning"} if "v05" in args else set())
+            assert types == want, (args, types)
+            assert m.stop() == 0
+        finally:
+            m.cleanup()
+            sim.cleanup()
+
+
 if __name__ == "__main__":
     harness.main([
+        test_exact_for_every_naming,
         test_exact_with_resets_faults_new_series,
         test_exact_across_kill9,
         test_baseline_policy_bills_only_new_usage,
