@@ -97,6 +97,14 @@ static const struct md_cfg_key http_keys[] = {
 };
 static const struct md_cfg_section http_section = { .name = "http", .keys = http_keys };
 
+static const struct md_cfg_key pricing_keys[] = {
+    { .name = "file", .type = MD_CFG_STR, .off = OFF(pricing.file), .max = 1024,
+      .def = "config/pricing.yaml", .check = check_nonempty,
+      .help = "pricing models YAML (meterd/pricing.h; `meterd pricing check FILE`)" },
+    END,
+};
+static const struct md_cfg_section pricing_section = { .name = "pricing", .keys = pricing_keys };
+
 static const struct md_cfg_key root_keys[] = {
     { .name = "cluster", .type = MD_CFG_STR, .off = OFF(cluster), .max = 253, .def = "default",
       .check = check_nonempty, .help = "name of the cluster stamped on every usage row" },
@@ -110,6 +118,8 @@ static const struct md_cfg_key root_keys[] = {
     { .name = "targets", .type = MD_CFG_LIST, .off = OFF(targets), .max = 100000,
       .sub = &target_section, .help = "static scrape targets" },
     { .name = "log", .type = MD_CFG_SECTION, .sub = &log_section, .help = "logging" },
+    { .name = "pricing", .type = MD_CFG_SECTION, .sub = &pricing_section,
+      .help = "pricing models for bills" },
     { .name = "http", .type = MD_CFG_SECTION, .sub = &http_section,
       .help = "HTTP server limits" },
     END,

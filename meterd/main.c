@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "app.h"
+#include "cmd_pricing.h"
 #include "config.h"
 #include "http.h"
 #include "log.h"
@@ -29,6 +30,7 @@ usage(FILE *fp)
           "commands:\n"
           "  run -c FILE           run the daemon with configuration FILE\n"
           "  check-config -c FILE  validate FILE; print every error as FILE:LINE:COL: message\n"
+          "  pricing check|show|import ...  validate, print or import pricing (-h)\n"
           "  version               print the version\n"
           "\n"
           "options:\n"
@@ -257,6 +259,8 @@ main(int argc, char **argv)
         return cmd_run(argc - 2, argv + 2);
     if (strcmp(argv[1], "check-config") == 0)
         return cmd_check_config(argc - 2, argv + 2);
+    if (strcmp(argv[1], "pricing") == 0)
+        return md_cmd_pricing(argc - 2, argv + 2);
     fprintf(stderr, "meterd: unknown command \"%s\"\n\n", argv[1]);
     usage(stderr);
     return 2;
