@@ -27,7 +27,7 @@ struct md_cfg_ctx {
 
 /* ---- errors ---- */
 
-static void
+static void __attribute__((format(printf, 4, 0)))
 verr_at(struct md_cfg_ctx *c, const yaml_mark_t *m, const char *path, const char *fmt, va_list ap)
 {
     struct md_cfg_errors *e = c->errs;

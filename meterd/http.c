@@ -264,7 +264,7 @@ request_done(void *cls, struct MHD_Connection *c, void **req_cls,
     *req_cls = NULL;
 }
 
-static void
+static void __attribute__((format(printf, 2, 0)))
 mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char msg[512];

@@ -405,7 +405,7 @@ md_litellm_to_yaml(const char *json, size_t len, const struct md_litellm_opts *o
     json_decref(root);
     rc = header(out, o);
     if (rc != MD_OK)
-        return md_err_set(err, rc, "output larger than its limit");
+        return md_err_set(err, (enum md_rc)rc, "output larger than its limit");
     if (expect(&sc, '{') != MD_OK)
         return md_err_set(err, MD_EPARSE, "the price map must be a JSON object");
     while (peek(&sc) == '"') {
@@ -470,7 +470,7 @@ md_litellm_to_yaml(const char *json, size_t len, const struct md_litellm_opts *o
                         rc = md_buf_printf(out, "          %s: \"%s\"\n", price_keys[t].type,
                             prices[t]);
                 if (rc != MD_OK)
-                    return md_err_set(err, rc, "output larger than its limit");
+                    return md_err_set(err, (enum md_rc)rc, "output larger than its limit");
                 st.models++;
             }
         }
