@@ -423,33 +423,59 @@ validate_item(struct md_cfg_ctx *c, int node, const char *path, void *obj)
     }
 }
 
+/* Duplicate detection sorts references instead of comparing all pairs, so a
+ * large document (thousands of items or adjustments) validates in
+ * O(n log n).  a and b locate the string (item and pattern index, model and
+ * cluster index...); within equal strings the first in file order is the
+ * original and every later one is reported. */
+struct ref {
+    const char *s;
+    size_t      a, b;
+    int32_t     from, to;       /* overlap check only */
+};
+
+static int
+cmp_ref(const void *x, const void *y)
+{
+    const struct ref *p = x, *q = y;
+    int c = strcmp(p->s, q->s);
+
+    if (c != 0)
+        return c;
+    if (p->from != q->from)
+        return p->from < q->from ? -1 : 1;
+    if (p->a != q->a)
+        return p->a < q->a ? -1 : 1;
+    return p->b < q->b ? -1 : (p->b > q->b);
+}
+
+static int32_t
+end_day(const struct model_cfg *m)
+{
+    return m->to.set ? m->to.day : INT32_MAX;
+}
+
 static void
 validate_model(struct md_cfg_ctx *c, int node, const char *path, void *obj)
 {
     struct model_cfg *m = obj;
     struct item_cfg *items = m->items.v;
     struct adj_cfg *adj = m->adjustments.v;
+    int clusters = md_cfgtab_key_node(c, node, "clusters", 1);
+    int adjs = md_cfgtab_key_node(c, node, "adjustments", 1);
+    int itemsn = md_cfgtab_key_node(c, node, "items", 1);
+    size_t npat = 0, n, cap;
+    struct ref *r;
     char epath[400];
 
     if (m->clusters.count == 0)
-        md_cfgtab_error(c, md_cfgtab_key_node(c, node, "clusters", 1), path,
+        md_cfgtab_error(c, clusters, path,
             "clusters is empty: a pricing model linked to no cluster bills nothing");
-    for (size_t i = 1; i < m->clusters.count; i++) {
-        for (size_t j = 0; j < i; j++) {
-            if (strcmp(m->clusters.v[i], m->clusters.v[j]) != 0)
-                continue;
-            (void)snprintf(epath, sizeof(epath), "%.200s.clusters[%zu]", path, i);
-            md_cfgtab_error(c, md_cfgtab_item_node(c, md_cfgtab_key_node(c, node, "clusters", 1),
-                i), epath, "\"%s\" is listed twice", m->clusters.v[i]);
-            break;
-        }
-    }
     if (m->to.set && m->to.day <= m->from.day)
         md_cfgtab_error(c, md_cfgtab_key_node(c, node, "effective_to", 1), path,
             "effective_to must be after effective_from (it is exclusive)");
     if (m->items.count == 0)
-        md_cfgtab_error(c, md_cfgtab_key_node(c, node, "items", 1), path,
-            "items is empty: the model would price nothing");
+        md_cfgtab_error(c, itemsn, path, "items is empty: the model would price nothing");
     for (size_t i = 0; i < m->providers.count; i++) {
         const char *v = m->providers.vals[i];
 
@@ -460,62 +486,63 @@ validate_model(struct md_cfg_ctx *c, int node, const char *path, void *obj)
             m->providers.keys[i], 1), epath,
             "\"%.40s\" is not true or false (is cache included in input?)", v);
     }
-    for (size_t i = 1; i < m->adjustments.count; i++) {
-        for (size_t j = 0; j < i; j++) {
-            if (strcmp(adj[i].namespace, adj[j].namespace) != 0)
-                continue;
-            (void)snprintf(epath, sizeof(epath), "%.200s.adjustments[%zu].namespace", path, i);
-            md_cfgtab_error(c, md_cfgtab_key_node(c, md_cfgtab_item_node(c,
-                md_cfgtab_key_node(c, node, "adjustments", 1), i), "namespace", 1), epath,
-                "\"%s\" already has adjustments[%zu]", adj[i].namespace, j);
-            break;
+    for (size_t i = 0; i < m->items.count; i++)
+        npat += items[i].models.count;
+    cap = npat;
+    if (cap < m->clusters.count)
+        cap = m->clusters.count;
+    if (cap < m->adjustments.count)
+        cap = m->adjustments.count;
+    if (cap == 0)
+        return;
+    r = md_calloc(cap, sizeof(*r));
+    if (r == NULL) {
+        md_cfgtab_error(c, node, path, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < m->clusters.count; i++)
+        r[i] = (struct ref){ .s = m->clusters.v[i], .a = i };
+    qsort(r, m->clusters.count, sizeof(*r), cmp_ref);
+    for (size_t i = 1, first = 0; i < m->clusters.count; i++) {
+        if (strcmp(r[i].s, r[first].s) != 0) {
+            first = i;
+            continue;
         }
+        (void)snprintf(epath, sizeof(epath), "%.200s.clusters[%zu]", path, r[i].a);
+        md_cfgtab_error(c, md_cfgtab_item_node(c, clusters, r[i].a), epath,
+            "\"%s\" is listed twice", r[i].s);
+    }
+    for (size_t i = 0; i < m->adjustments.count; i++)
+        r[i] = (struct ref){ .s = adj[i].namespace, .a = i };
+    qsort(r, m->adjustments.count, sizeof(*r), cmp_ref);
+    for (size_t i = 1, first = 0; i < m->adjustments.count; i++) {
+        if (strcmp(r[i].s, r[first].s) != 0) {
+            first = i;
+            continue;
+        }
+        (void)snprintf(epath, sizeof(epath), "%.200s.adjustments[%zu].namespace", path, r[i].a);
+        md_cfgtab_error(c, md_cfgtab_key_node(c, md_cfgtab_item_node(c, adjs, r[i].a),
+            "namespace", 1), epath, "\"%s\" already has adjustments[%zu]", r[i].s, r[first].a);
     }
     /* a pattern repeated in one model can never match the second time */
-    for (size_t i = 0; i < m->items.count; i++) {
-        int inode = md_cfgtab_item_node(c, md_cfgtab_key_node(c, node, "items", 1), i);
-
-        for (size_t k = 0; k < items[i].models.count; k++) {
-            const char *pat = items[i].models.v[k];
-            int dup = 0;
-
-            for (size_t j = 0; j <= i && !dup; j++) {
-                size_t kmax = j == i ? k : items[j].models.count;
-
-                for (size_t l = 0; l < kmax && !dup; l++) {
-                    if (strcmp(items[j].models.v[l], pat) != 0)
-                        continue;
-                    dup = 1;
-                    (void)snprintf(epath, sizeof(epath), "%.200s.items[%zu].models[%zu]",
-                        path, i, k);
-                    md_cfgtab_error(c, md_cfgtab_item_node(c,
-                        md_cfgtab_key_node(c, inode, "models", 1), k), epath,
-                        "\"%.80s\" is already items[%zu].models[%zu]: it could never match here",
-                        pat, j, l);
-                }
-            }
+    n = 0;
+    for (size_t i = 0; i < m->items.count; i++)
+        for (size_t k = 0; k < items[i].models.count; k++)
+            r[n++] = (struct ref){ .s = items[i].models.v[k], .a = i, .b = k };
+    qsort(r, n, sizeof(*r), cmp_ref);
+    for (size_t i = 1, first = 0; i < n; i++) {
+        if (strcmp(r[i].s, r[first].s) != 0) {
+            first = i;
+            continue;
         }
+        (void)snprintf(epath, sizeof(epath), "%.200s.items[%zu].models[%zu]", path, r[i].a,
+            r[i].b);
+        md_cfgtab_error(c, md_cfgtab_item_node(c, md_cfgtab_key_node(c,
+            md_cfgtab_item_node(c, itemsn, r[i].a), "models", 1), r[i].b), epath,
+            "\"%.80s\" is already items[%zu].models[%zu]: it could never match here",
+            r[i].s, r[first].a, r[first].b);
     }
-}
-
-static int
-share_cluster(const struct model_cfg *a, const struct model_cfg *b, const char **which)
-{
-    for (size_t i = 0; i < a->clusters.count; i++) {
-        for (size_t j = 0; j < b->clusters.count; j++) {
-            if (strcmp(a->clusters.v[i], b->clusters.v[j]) == 0) {
-                *which = a->clusters.v[i];
-                return 1;
-            }
-        }
-    }
-    return 0;
-}
-
-static int32_t
-end_day(const struct model_cfg *m)
-{
-    return m->to.set ? m->to.day : INT32_MAX;
+    md_free(r);
 }
 
 static void
@@ -524,34 +551,60 @@ validate_doc(struct md_cfg_ctx *c, int node, const char *path, void *obj)
     struct doc_cfg *d = obj;
     struct model_cfg *m = d->models.v;
     int list = md_cfgtab_key_node(c, node, "pricing_models", 1);
+    size_t n = 0;
+    struct ref *r;
     char epath[64];
 
     (void)path;
-    for (size_t i = 1; i < d->models.count; i++) {
-        int at = md_cfgtab_item_node(c, list, i);
-
-        for (size_t j = 0; j < i; j++) {
-            const char *cl = NULL;
-
-            if (strcmp(m[i].name, m[j].name) == 0) {
-                (void)snprintf(epath, sizeof(epath), "pricing_models[%zu].name", i);
-                md_cfgtab_error(c, md_cfgtab_key_node(c, at, "name", 1), epath,
-                    "\"%s\" is already pricing_models[%zu]", m[i].name, j);
-            }
-            /* [from, to) ranges overlap when each starts before the other ends */
-            if (m[i].from.day < end_day(&m[j]) && m[j].from.day < end_day(&m[i]) &&
-                share_cluster(&m[i], &m[j], &cl)) {
-                char f[16];
-
-                md_pricing_day_fmt(m[i].from.day > m[j].from.day ? m[i].from.day : m[j].from.day,
-                    f, sizeof(f));
-                (void)snprintf(epath, sizeof(epath), "pricing_models[%zu].effective_from", i);
-                md_cfgtab_error(c, md_cfgtab_key_node(c, at, "effective_from", 1), epath,
-                    "overlaps pricing_models[%zu] (\"%s\") on cluster \"%s\" from %s: "
-                    "one model per cluster and day", j, m[j].name, cl, f);
-            }
-        }
+    for (size_t i = 0; i < d->models.count; i++)
+        n += m[i].clusters.count;
+    r = md_calloc(n > d->models.count ? n : d->models.count, sizeof(*r));
+    if (r == NULL) {
+        if (n > 0 || d->models.count > 0)
+            md_cfgtab_error(c, node, "", "out of memory");
+        return;
     }
+    for (size_t i = 0; i < d->models.count; i++)
+        r[i] = (struct ref){ .s = m[i].name, .a = i };
+    qsort(r, d->models.count, sizeof(*r), cmp_ref);
+    for (size_t i = 1, first = 0; i < d->models.count; i++) {
+        if (strcmp(r[i].s, r[first].s) != 0) {
+            first = i;
+            continue;
+        }
+        (void)snprintf(epath, sizeof(epath), "pricing_models[%zu].name", r[i].a);
+        md_cfgtab_error(c, md_cfgtab_key_node(c, md_cfgtab_item_node(c, list, r[i].a), "name", 1),
+            epath, "\"%s\" is already pricing_models[%zu]", r[i].s, r[first].a);
+    }
+    /* one model per (cluster, day): sorted by cluster and start, a model
+     * overlaps when it starts before the latest end seen in its cluster */
+    n = 0;
+    for (size_t i = 0; i < d->models.count; i++)
+        for (size_t k = 0; k < m[i].clusters.count; k++)
+            r[n++] = (struct ref){ .s = m[i].clusters.v[k], .a = i, .b = k,
+                                   .from = m[i].from.day, .to = end_day(&m[i]) };
+    qsort(r, n, sizeof(*r), cmp_ref);
+    for (size_t i = 1, last = 0; i < n; i++) {
+        char f[16];
+
+        if (strcmp(r[i].s, r[last].s) != 0) {
+            last = i;
+            continue;
+        }
+        if (r[i].from >= r[last].to) {
+            last = i;
+            continue;
+        }
+        md_pricing_day_fmt(r[i].from, f, sizeof(f));
+        (void)snprintf(epath, sizeof(epath), "pricing_models[%zu].effective_from", r[i].a);
+        md_cfgtab_error(c, md_cfgtab_key_node(c, md_cfgtab_item_node(c, list, r[i].a),
+            "effective_from", 1), epath,
+            "overlaps pricing_models[%zu] (\"%s\") on cluster \"%s\" from %s: "
+            "one model per cluster and day", r[last].a, m[r[last].a].name, r[i].s, f);
+        if (r[i].to > r[last].to)
+            last = i;
+    }
+    md_free(r);
 }
 
 /* ---- load ---- */

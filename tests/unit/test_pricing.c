@@ -726,8 +726,8 @@ test_errors_collected(void **state)
         "    effective_from: 2026-03-01\n"
         "    items: [{models: [x], per_million: {input: \"1\"}}]\n";
     static const char *const want_overlap[] = {
-        "t.yaml:11:21: pricing_models[1].effective_from: overlaps pricing_models[0] (\"a\") on cluster \"c2\" from 2026-02-01: one model per cluster and day",
         "t.yaml:13:11: pricing_models[2].name: \"a\" is already pricing_models[0]",
+        "t.yaml:11:21: pricing_models[1].effective_from: overlaps pricing_models[0] (\"a\") on cluster \"c2\" from 2026-02-01: one model per cluster and day",
     };
 
     (void)state;
@@ -746,6 +746,21 @@ test_errors_collected(void **state)
             "    effective_from: 2026-01-01\n"
             "    items: []\n", w, 1);
     }
+    /* the sweep compares with the longest-running model, not just the previous one */
+    {
+        static const char *const w[] = {
+            "t.yaml:4:61: pricing_models[1].effective_from: overlaps pricing_models[0] (\"a\") on cluster \"k\" from 2026-02-01: one model per cluster and day",
+            "t.yaml:6:61: pricing_models[2].effective_from: overlaps pricing_models[0] (\"a\") on cluster \"k\" from 2026-04-01: one model per cluster and day",
+        };
+
+        expect_errors("pricing_models:\n"
+            "  - {name: a, currency: USD, clusters: [k], effective_from: 2026-01-01,\n"
+            "     effective_to: 2026-12-31, items: [{models: [x], per_million: {input: \"1\"}}]}\n"
+            "  - {name: b, currency: USD, clusters: [k], effective_from: 2026-02-01,\n"
+            "     effective_to: 2026-03-01, items: [{models: [x], per_million: {input: \"1\"}}]}\n"
+            "  - {name: c, currency: USD, clusters: [k], effective_from: 2026-04-01,\n"
+            "     items: [{models: [x], per_million: {input: \"1\"}}]}\n", w, 2);
+    }
     /* an empty document and a missing list are errors, an empty list is not */
     {
         static const char *const w[] = { "t.yaml: pricing_models: missing required key \"pricing_models\"" };
@@ -756,6 +771,55 @@ test_errors_collected(void **state)
         assert_int_equal(md_pricing_model_count(p), 0);
         md_pricing_free(p);
     }
+}
+
+/* ---- size ---- */
+
+static void
+test_large_document(void **state)
+{
+    const size_t n = MD_PRICING_ITEMS_MAX - 1;
+    size_t cap = n * 120 + 1024, off = 0;
+    char *y = malloc(cap);
+    struct md_pricing *p;
+    struct md_price_match m;
+    char model[32], ns[32];
+
+    (void)state;
+    assert_non_null(y);
+    off += (size_t)snprintf(y + off, cap - off,
+        "pricing_models:\n  - name: big\n    currency: USD\n    clusters: [c1]\n"
+        "    effective_from: 2026-01-01\n    adjustments:\n");
+    for (size_t i = 0; i < n; i++)
+        off += (size_t)snprintf(y + off, cap - off,
+            "      - {namespace: ns-%zu, percent: \"-1\"}\n", i);
+    off += (size_t)snprintf(y + off, cap - off, "    items:\n");
+    for (size_t i = 0; i < n; i++)
+        off += (size_t)snprintf(y + off, cap - off,
+            "      - {models: [m-%zu], per_million: {input: \"%zu\"}}\n", i, i + 1);
+    assert_true(off < cap);
+    p = load_ok(y);
+    (void)snprintf(model, sizeof(model), "m-%zu", n - 1);
+    (void)snprintf(ns, sizeof(ns), "ns-%zu", n - 1);
+    assert_int_equal(md_pricing_lookup(p, "c1", day("2026-01-01"), NULL, model, ns, &m),
+        MD_OK);
+    assert_int_equal(m.item, (long)(n - 1));
+    assert_true(m.price_nanos[MD_TOK_INPUT] == (int64_t)n * 1000000000);
+    assert_true(m.adjust_percent_nanos == -1000000000);
+    md_pricing_free(p);
+    /* one repeated pattern at the very end is still found (item 10000 of 10000) */
+    (void)snprintf(y + off, cap - off, "      - {models: [m-17], per_million: {input: \"1\"}}\n");
+    {
+        char want[200];
+
+        (void)snprintf(want, sizeof(want),
+            "t.yaml:%zu:19: pricing_models[0].items[%zu].models[0]: \"m-17\" is already "
+            "items[17].models[0]: it could never match here", 2 * n + 8, n);
+        assert_int_equal(md_pricing_load_buf("t.yaml", y, strlen(y), &p, &errs), MD_ECONFIG);
+        assert_int_equal(errs.count, 1);
+        assert_string_equal(errs.msgs[0], want);
+    }
+    free(y);
 }
 
 /* ---- files and JSON ---- */
@@ -862,6 +926,7 @@ main(void)
         cmocka_unit_test(test_overflow),
         cmocka_unit_test(test_errors_one_by_one),
         cmocka_unit_test(test_errors_collected),
+        cmocka_unit_test(test_large_document),
         cmocka_unit_test(test_shipped_example),
         cmocka_unit_test(test_json_round_trip),
     };
