@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "money.h"
 #include "pricing.h"
 #include "util.h"
@@ -867,6 +868,25 @@ test_shipped_example(void **state)
     assert_non_null(strstr(errs.msgs[0], "/nonexistent/pricing.yaml: cannot open"));
 }
 
+/* meterd.yaml names the pricing file: pricing.file, default config/pricing.yaml */
+static void
+test_config_key(void **state)
+{
+    static const char yaml[] = "pricing:\n  file: /etc/meterd/pricing.yaml\n";
+    struct md_config *c = NULL;
+
+    (void)state;
+    assert_int_equal(md_config_load_buf("m.yaml", "", 0, &c, &errs), MD_OK);
+    assert_string_equal(c->pricing.file, "config/pricing.yaml");
+    md_config_unref(c);
+    assert_int_equal(md_config_load_buf("m.yaml", yaml, strlen(yaml), &c, &errs), MD_OK);
+    assert_string_equal(c->pricing.file, "/etc/meterd/pricing.yaml");
+    md_config_unref(c);
+    assert_int_equal(md_config_load_buf("m.yaml", "pricing: {file: \"\"}\n", 20, &c, &errs),
+        MD_ECONFIG);
+    assert_string_equal(errs.msgs[0], "m.yaml:1:17: pricing.file: \"\": must not be empty");
+}
+
 static void
 test_json_round_trip(void **state)
 {
@@ -928,6 +948,7 @@ main(void)
         cmocka_unit_test(test_errors_collected),
         cmocka_unit_test(test_large_document),
         cmocka_unit_test(test_shipped_example),
+        cmocka_unit_test(test_config_key),
         cmocka_unit_test(test_json_round_trip),
     };
 
