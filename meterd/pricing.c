@@ -468,6 +468,13 @@ validate_model(struct md_cfg_ctx *c, int node, const char *path, void *obj)
     struct ref *r;
     char epath[400];
 
+    /* an allocation that failed inside cfgtab leaves NULL strings behind and
+     * fails the load anyway: nothing to cross-check then */
+    if (m->name == NULL || m->currency == NULL)
+        return;
+    for (size_t i = 0; i < m->adjustments.count; i++)
+        if (adj[i].namespace == NULL)
+            return;
     if (m->clusters.count == 0)
         md_cfgtab_error(c, clusters, path,
             "clusters is empty: a pricing model linked to no cluster bills nothing");
@@ -556,8 +563,11 @@ validate_doc(struct md_cfg_ctx *c, int node, const char *path, void *obj)
     char epath[64];
 
     (void)path;
-    for (size_t i = 0; i < d->models.count; i++)
+    for (size_t i = 0; i < d->models.count; i++) {
+        if (m[i].name == NULL)
+            return;     /* a failed allocation; the load fails anyway */
         n += m[i].clusters.count;
+    }
     r = md_calloc(n > d->models.count ? n : d->models.count, sizeof(*r));
     if (r == NULL) {
         if (n > 0 || d->models.count > 0)

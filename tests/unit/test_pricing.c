@@ -823,6 +823,38 @@ test_large_document(void **state)
     free(y);
 }
 
+/* Allocation failure at every md_alloc call of a load: never a crash or a
+ * leak (ASan checks), always an error or a complete document. */
+static void
+test_alloc_failures(void **state)
+{
+    size_t n;
+
+    (void)state;
+    for (n = 1; n < 5000; n++) {
+        struct md_pricing *p = NULL;
+        char at[32];
+        int rc;
+
+        (void)snprintf(at, sizeof(at), "%zu", n);
+        setenv("MD_FAIL_ALLOC_AT", at, 1);
+        md_alloc_reset();
+        rc = md_pricing_load_buf("t.yaml", cache_yaml, strlen(cache_yaml), &p, &errs);
+        unsetenv("MD_FAIL_ALLOC_AT");
+        md_alloc_reset();
+        if (rc == MD_OK) {
+            md_pricing_free(p);
+            break;
+        }
+        assert_null(p);
+        if (rc == MD_ECONFIG && (errs.count != 1 || strstr(errs.msgs[0], "out of memory") == NULL))
+            fail_msg("allocation %zu: %s", n, errs.count ? errs.msgs[0] : "(no error)");
+        else if (rc != MD_ECONFIG && rc != MD_ENOMEM)
+            fail_msg("allocation %zu: rc %d", n, rc);
+    }
+    assert_true(n > 20 && n < 5000);    /* the loop reached a successful load */
+}
+
 /* ---- files and JSON ---- */
 
 static void
@@ -947,6 +979,7 @@ main(void)
         cmocka_unit_test(test_errors_one_by_one),
         cmocka_unit_test(test_errors_collected),
         cmocka_unit_test(test_large_document),
+        cmocka_unit_test(test_alloc_failures),
         cmocka_unit_test(test_shipped_example),
         cmocka_unit_test(test_config_key),
         cmocka_unit_test(test_json_round_trip),
