@@ -56,6 +56,7 @@ struct model_cfg {
     struct md_strmap   providers;   /* pattern -> "true" | "false" */
     struct md_cfg_list adjustments; /* struct adj_cfg */
     struct md_cfg_list items;       /* struct item_cfg */
+    struct adj_cfg   **adj_sorted;  /* by namespace, for bsearch; validate_model */
 };
 
 struct doc_cfg {
@@ -235,6 +236,7 @@ static void validate_item(struct md_cfg_ctx *c, int node, const char *path, void
 static void validate_model(struct md_cfg_ctx *c, int node, const char *path, void *obj);
 static void validate_doc(struct md_cfg_ctx *c, int node, const char *path, void *obj);
 static void free_item(void *obj);
+static void free_model(void *obj);
 
 /* ---- key tables ---- */
 
@@ -312,7 +314,7 @@ static const struct md_cfg_key model_keys[] = {
 };
 static const struct md_cfg_section model_section = {
     .name = "pricing_models[]", .keys = model_keys, .size = sizeof(struct model_cfg),
-    .validate = validate_model
+    .validate = validate_model, .free_extra = free_model
 };
 
 static const struct md_cfg_key doc_keys[] = {
@@ -365,6 +367,31 @@ free_item(void *obj)
     md_free(it->pats);
     it->pats = NULL;
     it->pat_count = 0;
+}
+
+static void
+free_model(void *obj)
+{
+    struct model_cfg *m = obj;
+
+    md_free(m->adj_sorted);
+    m->adj_sorted = NULL;
+}
+
+static int
+cmp_adj(const void *x, const void *y)
+{
+    const struct adj_cfg *const *p = x, *const *q = y;
+
+    return strcmp((*p)->namespace, (*q)->namespace);
+}
+
+static int
+cmp_adj_key(const void *key, const void *y)
+{
+    const struct adj_cfg *const *q = y;
+
+    return strcmp(key, (*q)->namespace);
 }
 
 static void
@@ -530,6 +557,17 @@ validate_model(struct md_cfg_ctx *c, int node, const char *path, void *obj)
         (void)snprintf(epath, sizeof(epath), "%.200s.adjustments[%zu].namespace", path, r[i].a);
         md_cfgtab_error(c, md_cfgtab_key_node(c, md_cfgtab_item_node(c, adjs, r[i].a),
             "namespace", 1), epath, "\"%s\" already has adjustments[%zu]", r[i].s, r[first].a);
+    }
+    if (m->adjustments.count > 0) {
+        /* lookups bsearch the namespace: the rater asks once per usage key */
+        m->adj_sorted = md_calloc(m->adjustments.count, sizeof(*m->adj_sorted));
+        if (m->adj_sorted == NULL) {
+            md_cfgtab_error(c, node, path, "out of memory");
+        } else {
+            for (size_t i = 0; i < m->adjustments.count; i++)
+                m->adj_sorted[i] = &adj[i];
+            qsort(m->adj_sorted, m->adjustments.count, sizeof(*m->adj_sorted), cmp_adj);
+        }
     }
     /* a pattern repeated in one model can never match the second time */
     n = 0;
@@ -715,6 +753,8 @@ md_pricing_lookup(const struct md_pricing *p, const char *cluster, int32_t day,
     memset(out, 0, sizeof(*out));
     out->item = -1;
     out->cache_included = 1;   /* EAIG v0.5+ semantics when nothing applies */
+    if (cluster == NULL || model == NULL)
+        return MD_ENOTFOUND;
     for (size_t i = 0; i < p->doc.models.count && m == NULL; i++) {
         if (day < models[i].from.day || day >= end_day(&models[i]))
             continue;
@@ -736,13 +776,12 @@ md_pricing_lookup(const struct md_pricing *p, const char *cluster, int32_t day,
             break;
         }
     }
-    for (size_t i = 0; namespace != NULL && i < m->adjustments.count; i++) {
-        const struct adj_cfg *a = (const struct adj_cfg *)m->adjustments.v + i;
+    if (namespace != NULL && m->adj_sorted != NULL) {
+        struct adj_cfg *const *a = bsearch(namespace, m->adj_sorted, m->adjustments.count,
+            sizeof(*m->adj_sorted), cmp_adj_key);
 
-        if (strcmp(a->namespace, namespace) == 0) {
-            out->adjust_percent_nanos = a->percent_nanos;
-            break;
-        }
+        if (a != NULL)
+            out->adjust_percent_nanos = (*a)->percent_nanos;
     }
     items = m->items.v;
     for (size_t i = 0; i < m->items.count && out->item < 0; i++) {

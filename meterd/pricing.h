@@ -156,7 +156,11 @@ struct md_price_match {
  * item matched; MD_ENOTFOUND otherwise (out is then still filled: the
  * applying model, if any, with item -1, so unpriced usage can be split by
  * its cache rule).  namespace and provider may be NULL (no adjustment;
- * the model's default cache rule). */
+ * the model's default cache rule); NULL cluster or model finds nothing.
+ * Cost: models and items are scanned in order (patterns are cheap: exact,
+ * glob, or JIT regex with a match limit); adjustments by binary search.  A
+ * rater pricing millions of keys may cache results per (cluster, day,
+ * provider, model, namespace) for the life of one md_pricing. */
 int md_pricing_lookup(const struct md_pricing *p, const char *cluster, int32_t day,
     const char *provider, const char *model, const char *namespace,
     struct md_price_match *out);
