@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "money.h"
+#include "pricing.h"
 
 #define KEY_MAX 1024     /* bytes of a decoded model name or key */
 
@@ -230,6 +231,8 @@ string(struct scan *sc, char *out, size_t *out_len)
                         return MD_EPARSE;
                     sc->pos += 6;
                     cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                } else if (cp >= 0xdc00 && cp <= 0xdfff) {
+                    return MD_EPARSE;   /* a lone low surrogate is no character */
                 }
                 k = put_utf8(tmp, cp);
                 break;
@@ -306,20 +309,38 @@ number(struct scan *sc, const char **start, size_t *len)
 
 /* ---- YAML output ---- */
 
+/* A YAML double-quoted scalar.  YAML allows only printable characters in a
+ * document (no C0/C1 controls but tab and NEL, no U+FFFE/U+FFFF), so others
+ * are written as escapes; valid UTF-8 (jansson checked it) passes as is. */
 static int
 yaml_quoted(struct md_buf *out, const char *s)
 {
+    const unsigned char *p = (const unsigned char *)s;
     int rc = md_buf_putc(out, '"');
 
-    for (; rc == MD_OK && *s != '\0'; s++) {
-        unsigned char c = (unsigned char)*s;
+    while (rc == MD_OK && *p != '\0') {
+        unsigned cp = *p;
+        size_t k = 1;
 
-        if (c == '"' || c == '\\')
-            rc = md_buf_printf(out, "\\%c", c);
-        else if (c < 0x20 || c == 0x7f)
-            rc = md_buf_printf(out, "\\x%02x", c);
+        if (cp >= 0xf0 && p[1] && p[2] && p[3]) {
+            cp = ((cp & 0x07u) << 18) | ((p[1] & 0x3fu) << 12) | ((p[2] & 0x3fu) << 6) |
+                (p[3] & 0x3fu);
+            k = 4;
+        } else if (cp >= 0xe0 && p[1] && p[2]) {
+            cp = ((cp & 0x0fu) << 12) | ((p[1] & 0x3fu) << 6) | (p[2] & 0x3fu);
+            k = 3;
+        } else if (cp >= 0xc0 && p[1]) {
+            cp = ((cp & 0x1fu) << 6) | (p[1] & 0x3fu);
+            k = 2;
+        }
+        if (cp == '"' || cp == '\\')
+            rc = md_buf_printf(out, "\\%c", (char)cp);
+        else if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp <= 0x9f && cp != 0x85) ||
+                 cp == 0xfffe || cp == 0xffff)
+            rc = md_buf_printf(out, "\\u%04x", cp);
         else
-            rc = md_buf_putc(out, (char)c);
+            rc = md_buf_append(out, p, k);
+        p += k;
     }
     return rc == MD_OK ? md_buf_putc(out, '"') : rc;
 }
@@ -331,6 +352,7 @@ exact_pattern(const char *name, char *pat, size_t pat_len)
 {
     size_t n = 0;
 
+    pat[0] = '\0';
     if (strpbrk(name, "*?") == NULL && strncmp(name, "re:", 3) != 0) {
         if (strlen(name) >= pat_len)
             return MD_ELIMIT;
@@ -344,8 +366,10 @@ exact_pattern(const char *name, char *pat, size_t pat_len)
         int plain = c >= 0x80 || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
             (c >= '0' && c <= '9') || c == '_' || c == '-';
 
-        if (n + 3 >= pat_len)
+        if (n + 3 >= pat_len) {
+            pat[n] = '\0';
             return MD_ELIMIT;
+        }
         if (!plain)
             pat[n++] = '\\';   /* backslash + ASCII punctuation is a literal in PCRE2 */
         pat[n++] = (char)c;
@@ -456,10 +480,12 @@ md_litellm_to_yaml(const char *json, size_t len, const struct md_litellm_opts *o
             if (have == 0) {
                 st.skipped++;
             } else {
-                char pat[3 * KEY_MAX + 8];
+                char pat[MD_PRICING_PATTERN_MAX + 1];
 
                 if (exact_pattern(mname, pat, sizeof(pat)) != MD_OK)
-                    return md_err_set(err, MD_ELIMIT, "model name too long");
+                    return md_err_set(err, MD_ELIMIT, "\"%.80s\": model name longer than a "
+                        "pattern may be (%d bytes, counting regex escapes)", mname,
+                        MD_PRICING_PATTERN_MAX);
                 rc = md_buf_puts(out, "      - models: [");
                 if (rc == MD_OK)
                     rc = yaml_quoted(out, pat);

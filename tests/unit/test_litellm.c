@@ -124,6 +124,49 @@ test_fixture(void **state)
     md_free(want);
 }
 
+#define PLUS10 "++++++++++"
+#define PLUS100 PLUS10 PLUS10 PLUS10 PLUS10 PLUS10 PLUS10 PLUS10 PLUS10 PLUS10 PLUS10
+#define PLUS600 PLUS100 PLUS100 PLUS100 PLUS100 PLUS100 PLUS100
+
+/* names with characters YAML may not carry raw are escaped, and still match
+ * exactly themselves (C1 control found by fuzz_litellm) */
+static void
+test_odd_names(void **state)
+{
+    static struct md_cfg_errors errs;
+    static const char json[] =
+        "{\"a\\u009eb\\u0007\\\"c\\\\\": {\"input_cost_per_token\": 2E-7}}";
+    static const char want_line[] = "      - models: [\"a\\u009eb\\u0007\\\"c\\\\\"]\n";
+    struct md_err err = {0};
+    struct md_pricing *p = NULL;
+    struct md_price_match m;
+    struct md_buf out;
+    int32_t d = 0;
+
+    (void)state;
+    md_buf_init(&out, 1u << 16);
+    assert_int_equal(md_litellm_to_yaml(json, strlen(json), &opts, &out, NULL, &err), MD_OK);
+    if (strstr(out.data, want_line) == NULL)
+        fail_msg("no line %s in:\n%s", want_line, out.data);
+    if (md_pricing_load_buf("gen", out.data, out.len, &p, &errs) != MD_OK)
+        fail_msg("%s", errs.msgs[0]);
+    assert_int_equal(md_pricing_day_parse("2026-02-01", 10, &d), MD_OK);
+    assert_int_equal(md_pricing_lookup(p, "local", d, NULL, "a\xc2\x9e" "b\x07\"c\\", NULL, &m),
+        MD_OK);
+    assert_true(m.price_nanos[0] == 200000000);
+    md_pricing_free(p);
+    md_buf_fini(&out);
+    /* a lone low surrogate is refused */
+    md_buf_init(&out, 1u << 16);
+    {
+        static const char lone[] = "{\"\\udc00\": {\"input_cost_per_token\": 1}}";
+
+        assert_int_equal(md_litellm_to_yaml(lone, strlen(lone), &opts, &out, NULL, &err),
+            MD_EPARSE);
+    }
+    md_buf_fini(&out);
+}
+
 static void
 test_errors(void **state)
 {
@@ -138,6 +181,9 @@ test_errors(void **state)
         { "{\"a\": {\"input_cost_per_token\": 1.23456789e-9}}", MD_EPARSE,
           "more than 9" },
         { "{\"a\": {\"mode\": \"chat\"}, \"b\": 3}", MD_EPARSE, "no model in the map" },
+        /* 600 '+' fit as a name but not once each is escaped (found by fuzz_litellm) */
+        { "{\"*" PLUS600 "\": {\"input_cost_per_token\": 1e-7}}", MD_ELIMIT,
+          "model name longer than a pattern may be (1024 bytes" },
     };
 
     (void)state;
@@ -171,6 +217,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shift6),
         cmocka_unit_test(test_fixture),
+        cmocka_unit_test(test_odd_names),
         cmocka_unit_test(test_errors),
     };
 
