@@ -257,6 +257,15 @@ string(struct scan *sc, char *out, size_t *out_len)
     return MD_OK;
 }
 
+/* Ends a bare token (number, true, false, null).  Not strchr: that would
+ * also "find" a NUL byte, and jansson lets NUL through in some positions. */
+static int
+is_delim(char c)
+{
+    return c == ',' || c == ':' || c == ']' || c == '}' || c == ' ' || c == '\t' ||
+        c == '\r' || c == '\n';
+}
+
 /* Skips any value; strings are skipped as strings so brackets inside them
  * do not count. */
 static int
@@ -285,8 +294,12 @@ skip_value(struct scan *sc)
                 return MD_EPARSE;
             sc->pos++;
         } else {
-            while (sc->pos < sc->len && strchr(",:]} \t\r\n", sc->s[sc->pos]) == NULL)
+            size_t from = sc->pos;
+
+            while (sc->pos < sc->len && !is_delim(sc->s[sc->pos]))
                 sc->pos++;
+            if (sc->pos == from)
+                return MD_EPARSE;   /* no progress: not JSON after all */
         }
     } while (depth > 0);
     return MD_OK;
@@ -301,7 +314,7 @@ number(struct scan *sc, const char **start, size_t *len)
     if (!(c == '-' || (c >= '0' && c <= '9')))
         return MD_EPARSE;
     *start = sc->s + sc->pos;
-    while (sc->pos < sc->len && strchr(",]} \t\r\n", sc->s[sc->pos]) == NULL)
+    while (sc->pos < sc->len && !is_delim(sc->s[sc->pos]))
         sc->pos++;
     *len = (size_t)(sc->s + sc->pos - *start);
     return MD_OK;

@@ -199,6 +199,23 @@ test_errors(void **state)
                 cases[i].rc, cases[i].msg);
         md_buf_fini(&out);
     }
+    /* jansson lets a NUL byte follow a number; the scanner must neither hang
+     * on it (found by fuzz_litellm) nor take it as part of a price */
+    {
+        static const char skip[] = "{\"a\": {\"x\": 0.0\0, \"input_cost_per_token\": 1e-7}}";
+        static const char price[] = "{\"a\": {\"input_cost_per_token\": 1e-7\0}}";
+        struct md_err err = {0};
+        struct md_buf out;
+
+        md_buf_init(&out, 1u << 16);
+        assert_int_equal(md_litellm_to_yaml(skip, sizeof(skip) - 1, &opts, &out, NULL, &err),
+            MD_OK);
+        assert_non_null(strstr(out.data, "          input: \"0.1\"\n"));
+        md_buf_reset(&out);
+        assert_int_equal(md_litellm_to_yaml(price, sizeof(price) - 1, &opts, &out, NULL, &err),
+            MD_EPARSE);
+        md_buf_fini(&out);
+    }
     /* the output cap is a limit, not a truncation */
     {
         struct md_err err = {0};
