@@ -56,8 +56,12 @@ def test_discovered_pods_are_scraped_into_their_namespaces():
         time.sleep(1.0)
         sim.pause()
         before = {t["port"]: t["meterd_scrapes"] for t in sim.truth()["targets"]}
-        wait_until(lambda: all(t["meterd_scrapes"] >= before[t["port"]] + 2
-                               for t in sim.truth()["targets"]), 15, "two more scrapes")
+        try:
+            wait_until(lambda: all(t["meterd_scrapes"] >= before[t["port"]] + 2
+                                   for t in sim.truth()["targets"]), 30, "two more scrapes")
+        except AssertionError:
+            raise AssertionError("no scrapes: targets %s sim %s log %s" % (
+                m.get("/api/v1/targets").text, sim.truth()["targets"], m.log()[-3000:]))
         truth = sim.truth()
         exp = {}
         for row in truth["series"]:
