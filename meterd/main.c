@@ -164,6 +164,7 @@ reload(struct md_app *app, const char *path)
     apply_logging(next);
     if (app->scrape != NULL)
         md_scrape_reload(app->scrape);
+    md_store_set_retention(app->store, next->usage.retention_ms);
     atomic_store(&app->reload_ok, 1);
     atomic_store(&app->reload_success_ns, md_now_realtime_ns());
     (void)snprintf(detail, sizeof(detail), "%zu targets", next->targets.count);
@@ -221,6 +222,7 @@ cmd_run(int argc, char **argv)
         &err);
     if (rc != MD_OK)
         md_fatal("store: %s", err.msg);
+    md_store_set_retention(app.store, app.cfg->usage.retention_ms);
     rc = md_store_writer_start(app.store, &err);
     if (rc != MD_OK)
         md_fatal("store: %s", err.msg);

@@ -35,7 +35,7 @@ struct md_migration {
 extern const struct md_migration md_migrations[];
 extern const size_t md_migrations_count;
 
-enum job_kind { JOB_EVENT = 1, JOB_SCRAPE };
+enum job_kind { JOB_EVENT = 1, JOB_SCRAPE, JOB_RETENTION };
 
 struct job {
     enum job_kind kind;
@@ -96,6 +96,8 @@ struct md_store {
     size_t          memo_count;
 
     /* ledger outcome counters (atomics: read by /metrics) */
+    atomic_ullong   retention_ms;       /* 0: keep usage forever */
+    uint64_t        retention_last_ns;  /* writer thread: last retention run */
     atomic_ullong   l_resets, l_restarts, l_anomalies, l_invalid, l_stale, l_too_large,
                     l_flagged_2p53, l_rejected, l_tokens, l_requests, l_spread_capped;
 };
@@ -602,6 +604,22 @@ apply_job(struct md_store *st, struct job *j, uint64_t *tokens, uint64_t *reques
     case JOB_SCRAPE:
         rc = apply_scrape(st, j->batch, tokens, requests, err);
         break;
+    case JOB_RETENTION: {
+        /* ts_ns carries the cutoff: whole hours older than it go */
+        sqlite3_stmt *del = NULL;
+
+        if (sqlite3_prepare_v2(st->db, "DELETE FROM usage_hourly WHERE hour_s < ?1", -1, &del,
+                NULL) != SQLITE_OK)
+            return db_err(err, st->db, "retention");
+        sqlite3_bind_int64(del, 1, (sqlite3_int64)(j->ts_ns / 1000000000ULL));
+        if (sqlite3_step(del) != SQLITE_DONE)
+            rc = db_err(err, st->db, "retention");
+        else if (sqlite3_changes(st->db) > 0)
+            md_log_info("usage.retention: deleted %d hourly rows older than %llu",
+                sqlite3_changes(st->db), (unsigned long long)(j->ts_ns / 1000000000ULL));
+        sqlite3_finalize(del);
+        break;
+    }
     case JOB_EVENT:
         sqlite3_bind_int64(st->ins_event, 1, (sqlite3_int64)j->ts_ns);
         sqlite3_bind_text(st->ins_event, 2, j->a, -1, SQLITE_STATIC);
@@ -716,6 +734,13 @@ writer_main(void *arg)
         }
         for (size_t i = 0; i < n; i++)
             job_free(&batch[i]);
+        /* hourly: drop usage past usage.retention (a job of its own, so it
+         * commits, fails and retries like any other write) */
+        if (atomic_load(&st->retention_ms) > 0 && !stopping &&
+            md_now_monotonic_ns() - st->retention_last_ns >= 3600ULL * 1000000000ULL) {
+            st->retention_last_ns = md_now_monotonic_ns();
+            (void)md_store_apply_retention(st);
+        }
         pthread_mutex_lock(&st->mu);
         st->done_seq = last_seq + 1;
         st->last_drain_rc = rc;
@@ -808,6 +833,27 @@ md_store_submit_batch(struct md_store *st, struct md_batch *b)
     if (rc != MD_OK)
         md_batch_free(b);
     return rc;
+}
+
+void
+md_store_set_retention(struct md_store *st, uint64_t retention_ms)
+{
+    atomic_store(&st->retention_ms, retention_ms);
+}
+
+int
+md_store_apply_retention(struct md_store *st)
+{
+    uint64_t keep_ms = atomic_load(&st->retention_ms), now = md_now_realtime_ns(), cut;
+    struct job j = { .kind = JOB_RETENTION };
+
+    if (keep_ms == 0)
+        return MD_OK;
+    cut = keep_ms * 1000000ULL > now ? 0 : now - keep_ms * 1000000ULL;
+    /* whole hours only: an hour partly inside the window is kept */
+    cut -= cut % (3600ULL * 1000000000ULL);
+    j.ts_ns = cut;
+    return submit(st, &j);
 }
 
 int

@@ -74,6 +74,12 @@ int  md_store_submit_event(struct md_store *st, const char *kind, const char *de
  * state and the usage it produced in one transaction.  MD_ELIMIT when the
  * queue is full (counters are cumulative: the next scrape covers it). */
 int  md_store_submit_batch(struct md_store *st, struct md_batch *b);
+/* usage.retention: hourly usage whose hour ended more than retention_ms ago
+ * is deleted, checked every hour by the writer (0: keep forever).
+ * md_store_apply_retention queues one run now.  Thread-safe. */
+void md_store_set_retention(struct md_store *st, uint64_t retention_ms);
+int  md_store_apply_retention(struct md_store *st);
+
 /* 1 when this process found a database that had never metered. */
 int  md_store_fresh(struct md_store *st);
 

@@ -157,6 +157,59 @@ test_submit_needs_writer(void **state)
     md_store_close(st);
 }
 
+static int
+count_usage(const char *path)
+{
+    sqlite3 *db;
+    sqlite3_stmt *s;
+    int n = -1;
+
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM usage_hourly", -1, &s, NULL),
+        SQLITE_OK);
+    if (sqlite3_step(s) == SQLITE_ROW)
+        n = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return n;
+}
+
+static void
+test_retention(void **state)
+{
+    struct md_store *st = NULL;
+    struct md_err err = {0};
+    long long now_h = (long long)(md_now_realtime_ns() / 1000000000ULL / 3600) * 3600;
+    char sql[512];
+    sqlite3 *db;
+
+    (void)state;
+    assert_int_equal(md_store_open(dbpath, 1000, &st, &err), MD_OK);
+    assert_int_equal(md_store_ledger_init(st, 1000, 3600, 0, &err), MD_OK);
+    assert_int_equal(md_store_writer_start(st, &err), MD_OK);
+    /* hours ending 49, 25, 23 and 1 hours ago, and the current hour */
+    assert_int_equal(sqlite3_open(dbpath, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "INSERT INTO dims VALUES (1,'c','n','d','m','p','o','input')",
+        NULL, NULL, NULL), SQLITE_OK);
+    (void)snprintf(sql, sizeof(sql), "INSERT INTO usage_hourly VALUES (%lld,1,5,1),(%lld,1,6,1),"
+        "(%lld,1,7,1),(%lld,1,8,1),(%lld,1,9,1)", now_h - 50 * 3600, now_h - 26 * 3600,
+        now_h - 24 * 3600, now_h - 2 * 3600, now_h);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(count_usage(dbpath), 5);
+    /* 0 keeps everything */
+    assert_int_equal(md_store_apply_retention(st), MD_OK);
+    assert_int_equal(md_store_flush(st), MD_OK);
+    assert_int_equal(count_usage(dbpath), 5);
+    /* 25 hours: the cut is now - 25h floored to the hour (= the start of the
+     * current hour - 25h); hours starting before it go: -50h and -26h */
+    md_store_set_retention(st, 25ULL * 3600 * 1000);
+    assert_int_equal(md_store_apply_retention(st), MD_OK);
+    assert_int_equal(md_store_flush(st), MD_OK);
+    assert_int_equal(count_usage(dbpath), 3);
+    md_store_close(st);
+}
+
 int
 main(void)
 {
@@ -165,6 +218,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_restart_is_noop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_submit_needs_writer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
