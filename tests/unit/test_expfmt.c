@@ -897,16 +897,20 @@ test_100k_labels(void **state)
         assert_int_equal(md_buf_printf(&b, "%sl%zu=\"v\"", i ? "," : "", i), MD_OK);
     assert_int_equal(md_buf_puts(&b, "} 1\n"), MD_OK);
 
+    /* The bounds below only catch a quadratic check (100,000^2 label
+     * comparisons take minutes); they are far above the real cost so a loaded
+     * machine or a sanitizer build cannot make them flaky.  The speed itself
+     * is measured in bench/parse, not here. */
     clock_gettime(CLOCK_MONOTONIC, &t0);
     assert_int_equal(md_expfmt_parse(b.data, b.len, T, NULL, NULL, NULL, &err), MD_ELIMIT);
-    assert_true(elapsed(t0) < 0.5);
+    assert_true(elapsed(t0) < 20.0);
     assert_non_null(strstr(err.msg, "labels_max"));
 
     md_expfmt_limits_default(&lim);
     lim.labels_max = 200000;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     assert_int_equal(md_expfmt_parse(b.data, b.len, T, &lim, count_fn, &got, &err), MD_OK);
-    assert_true(elapsed(t0) < 1.0);
+    assert_true(elapsed(t0) < 20.0);
     assert_int_equal(got, 1);
 
     /* the same line with the last label repeating the first */
@@ -914,7 +918,7 @@ test_100k_labels(void **state)
     assert_int_equal(md_buf_puts(&b, ",l0=\"w\"} 1\n"), MD_OK);
     clock_gettime(CLOCK_MONOTONIC, &t0);
     assert_int_equal(md_expfmt_parse(b.data, b.len, T, &lim, NULL, NULL, &err), MD_EPARSE);
-    assert_true(elapsed(t0) < 1.0);
+    assert_true(elapsed(t0) < 20.0);
     assert_non_null(strstr(err.msg, "duplicate label"));
     md_buf_fini(&b);
 }
