@@ -2262,31 +2262,6 @@ hexval(char c)
     return -1;
 }
 
-static size_t
-put_utf8(char *o, unsigned cp)
-{
-    if (cp < 0x80) {
-        o[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        o[0] = (char)(0xc0 | (cp >> 6));
-        o[1] = (char)(0x80 | (cp & 0x3f));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xe0 | (cp >> 12));
-        o[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-        o[2] = (char)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    o[0] = (char)(0xf0 | (cp >> 18));
-    o[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-    o[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
-    o[3] = (char)(0x80 | (cp & 0x3f));
-    return 4;
-}
-
 /* VALUES: "U__" prefix, "__" -> "_", "_<hex>_" -> code point; -1 when
  * in[0..len) is not a valid values-escaped name */
 static long
@@ -2323,7 +2298,7 @@ values_decode(const char *in, size_t len, char *out)
             return -1;
         /* "_<hex>_" is at least 3 bytes, the code point at most 4 and only
          * when the escape had >= 5 hex digits: out never outgrows in */
-        o += put_utf8(out + o, cp);
+        o += md_utf8_put(out + o, cp);
         i = j + 1;
     }
     return (long)o;

@@ -168,31 +168,6 @@ hex4(const char *p, unsigned *v)
     return MD_OK;
 }
 
-static size_t
-put_utf8(char *o, unsigned cp)
-{
-    if (cp < 0x80) {
-        o[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        o[0] = (char)(0xc0 | (cp >> 6));
-        o[1] = (char)(0x80 | (cp & 0x3f));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xe0 | (cp >> 12));
-        o[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-        o[2] = (char)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    o[0] = (char)(0xf0 | (cp >> 18));
-    o[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-    o[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
-    o[3] = (char)(0x80 | (cp & 0x3f));
-    return 4;
-}
-
 /* Reads a string into out (decoded, NUL-terminated, at most KEY_MAX bytes;
  * out NULL: skip). */
 static int
@@ -234,7 +209,7 @@ string(struct scan *sc, char *out, size_t *out_len)
                 } else if (cp >= 0xdc00 && cp <= 0xdfff) {
                     return MD_EPARSE;   /* a lone low surrogate is no character */
                 }
-                k = put_utf8(tmp, cp);
+                k = md_utf8_put(tmp, cp);
                 break;
             }
             default: tmp[0] = c; break;   /* \" \\ \/ */

@@ -110,6 +110,10 @@ int     md_parse_time(const char *s, size_t len, int64_t *unix_s, struct md_err 
 void    md_fmt_time(int64_t unix_s, char *buf, size_t buf_len);
 void    md_fmt_date(int64_t unix_s, char *buf, size_t buf_len);
 
+/* Writes code point cp (< 0x110000) as UTF-8 into o (room for 4 bytes);
+ * returns the bytes written.  Callers check the range and surrogates. */
+size_t md_utf8_put(char *o, unsigned cp);
+
 /* strdup/strndup that go through the allocation hook. */
 char *md_strdup(const char *s);
 char *md_strndup(const char *s, size_t len);
