@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 
 #include "../exporters/prom_text.h"
+#include "../exporters/prometheus.h"
 #include "api.h"
 #include "log.h"
 #include "selfmetrics.h"
@@ -184,15 +185,18 @@ serve_metrics(struct md_http *h, struct MHD_Connection *c)
     size_t len;
     char *d;
 
+    const char *ctype = NULL;
+
     md_buf_init(&b, MD_HTTP_METRICS_MAX);
-    if (md_selfmetrics_render(h->app, &b) != MD_OK) {
+    if (md_promexp_render(h->app, MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+            MHD_HTTP_HEADER_ACCEPT), &b, &ctype) != MD_OK) {
         md_buf_fini(&b);
         return send_text(c, R_METRICS, 500, "cannot render metrics\n", NULL);
     }
     d = md_buf_steal(&b, &len);
     if (d == NULL)
         return MHD_NO;
-    return send_buf(c, R_METRICS, 200, "text/plain; version=0.0.4; charset=utf-8", d, len, NULL);
+    return send_buf(c, R_METRICS, 200, ctype, d, len, NULL);
 }
 
 static enum MHD_Result

@@ -1,0 +1,169 @@
+/* prometheus_serve.c: /metrics for HTTP threads: the usage part from the
+ * writer's published snapshot, then meterd's own health metrics.
+ *
+ * Threads: runs on HTTP threads.  The only state is the render cache (one
+ * slot per format, each under its own mutex, holding a reference-counted
+ * body) and the cut counter (an atomic).  A body is built at most once per
+ * (snapshot, format, limit); requests copy it with no lock held.  No SQLite
+ * here: the snapshot is all the usage this file sees.
+ *
+ * Invariants: the usage part is the same bytes for every request of one
+ * snapshot, so two scrapes between two commits return identical counters;
+ * every series left out by metrics.max_series is counted in
+ * meterd_metrics_series_cut_total on every exposition that leaves it out. */
+#include "prometheus.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "../meterd/app.h"
+#include "../meterd/selfmetrics.h"
+#include "../meterd/store.h"
+#include "../meterd/usage_snapshot.h"
+#include "prom_text.h"
+
+#define MD_PROMEXP_HEALTH_MAX (16u << 20)    /* health part of one exposition */
+
+/* ---- the cached body per format ---- */
+
+struct body {
+    atomic_uint refs;
+    uint64_t    gen, max_series;
+    struct md_promexp_stats stats;
+    size_t      len;
+    char       *data;
+};
+
+static struct {
+    pthread_mutex_t mu;
+    struct body    *b;
+} cache[MD_PROMEXP_FORMATS] = {
+    { PTHREAD_MUTEX_INITIALIZER, NULL }, { PTHREAD_MUTEX_INITIALIZER, NULL },
+};
+
+static atomic_ullong series_cut_total;
+
+static void
+body_unref(struct body *b)
+{
+    if (b == NULL || atomic_fetch_sub(&b->refs, 1) != 1)
+        return;
+    md_free(b->data);
+    md_free(b);
+}
+
+/* A counted reference to the rendered usage body of s, rendering it when the
+ * cached one is of another snapshot or limit. */
+static int
+usage_body(struct md_usnap *s, enum md_promexp_format f, uint64_t max_series,
+    struct body **out)
+{
+    struct body *b;
+    struct md_buf buf;
+    int rc = MD_OK;
+
+    pthread_mutex_lock(&cache[f].mu);
+    b = cache[f].b;
+    if (b != NULL && b->gen == md_usnap_generation(s) && b->max_series == max_series) {
+        atomic_fetch_add(&b->refs, 1);
+        pthread_mutex_unlock(&cache[f].mu);
+        *out = b;
+        return MD_OK;
+    }
+    /* rendered under the lock: concurrent scrapes of a new snapshot wait for
+     * one render instead of each doing it */
+    b = md_calloc(1, sizeof(*b));
+    if (b == NULL) {
+        pthread_mutex_unlock(&cache[f].mu);
+        return MD_ENOMEM;
+    }
+    md_buf_init(&buf, (size_t)1 << 30);
+    rc = md_promexp_render_usage(s, f, max_series, &buf, &b->stats);
+    if (rc == MD_OK) {
+        b->data = md_buf_steal(&buf, &b->len);
+        if (b->data == NULL)
+            rc = MD_ENOMEM;
+    }
+    if (rc != MD_OK) {
+        pthread_mutex_unlock(&cache[f].mu);
+        md_buf_fini(&buf);
+        md_free(b);
+        return rc;
+    }
+    b->gen = md_usnap_generation(s);
+    b->max_series = max_series;
+    atomic_init(&b->refs, 2);           /* the cache's and the caller's */
+    body_unref(cache[f].b);
+    cache[f].b = b;
+    pthread_mutex_unlock(&cache[f].mu);
+    *out = b;
+    return MD_OK;
+}
+
+static int
+render_limit_metrics(struct md_buf *b, uint64_t max_series, const struct md_promexp_stats *st,
+    uint64_t untracked)
+{
+    int rc = md_prom_family(b, "meterd_metrics_series_limit", "gauge",
+        "Usage series /metrics exports at most (metrics.max_series).");
+
+    if (rc == MD_OK)
+        rc = md_prom_sample_u64(b, "meterd_metrics_series_limit", NULL, 0, max_series);
+    if (rc == MD_OK)
+        rc = md_prom_family(b, "meterd_metrics_series_exported", "gauge",
+            "Usage series in this exposition.");
+    if (rc == MD_OK)
+        rc = md_prom_sample_u64(b, "meterd_metrics_series_exported", NULL, 0, st->exported);
+    if (rc == MD_OK)
+        rc = md_prom_family(b, "meterd_metrics_series_cut_total", "counter",
+            "Usage series left out of expositions by metrics.max_series, summed over "
+            "expositions served (raise the limit or aggregate).");
+    if (rc == MD_OK)
+        rc = md_prom_sample_u64(b, "meterd_metrics_series_cut_total", NULL, 0,
+            atomic_load(&series_cut_total));
+    if (rc == MD_OK)
+        rc = md_prom_family(b, "meterd_metrics_series_untracked_total", "counter",
+            "Committed usage deltas the in-memory /metrics aggregate could not hold "
+            "(label-set limit, memory); they are in the usage API, not on /metrics.");
+    if (rc == MD_OK)
+        rc = md_prom_sample_u64(b, "meterd_metrics_series_untracked_total", NULL, 0, untracked);
+    return rc;
+}
+
+int
+md_promexp_render(struct md_app *app, const char *accept, struct md_buf *out,
+    const char **ctype)
+{
+    enum md_promexp_format f = md_promexp_negotiate(accept);
+    struct md_config *cfg = md_app_config(app);
+    uint64_t max_series = cfg->metrics.max_series;
+    struct md_usnap *s = md_store_usage_snapshot(app->store);
+    struct body *ub = NULL;
+    struct md_buf health;
+    int rc;
+
+    md_config_unref(cfg);
+    md_buf_init(&health, MD_PROMEXP_HEALTH_MAX);
+    rc = usage_body(s, f, max_series, &ub);
+    if (rc == MD_OK) {
+        atomic_fetch_add(&series_cut_total, ub->stats.cut);
+        rc = md_buf_append(out, ub->data, ub->len);
+    }
+    if (rc == MD_OK)
+        rc = render_limit_metrics(&health, max_series, &ub->stats, md_usnap_untracked(s));
+    if (rc == MD_OK)
+        rc = md_selfmetrics_render(app, &health);
+    if (rc == MD_OK && f == MD_PROMEXP_OPENMETRICS)
+        rc = md_promexp_om_convert(health.data, health.len, out);
+    else if (rc == MD_OK)
+        rc = md_buf_append(out, health.data, health.len);
+    /* OpenMetrics: the exposition MUST end with "# EOF" */
+    if (rc == MD_OK && f == MD_PROMEXP_OPENMETRICS)
+        rc = md_buf_puts(out, "# EOF\n");
+    md_buf_fini(&health);
+    body_unref(ub);
+    md_usnap_unref(s);
+    *ctype = md_promexp_content_type(f);
+    return rc;
+}
