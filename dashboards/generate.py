@@ -15,6 +15,7 @@ import json
 import os
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = HERE          # `generate.py DIR` writes there instead (the tests compare)
 DS = {"type": "prometheus", "uid": "${datasource}"}
 NEEDS_RATING = " Needs rating (pricing models) to show data."
 
@@ -108,7 +109,7 @@ class Board:
             "annotations": {"list": []},
             "panels": self.panels,
         }
-        path = os.path.join(HERE, self.uid.replace("meterd-", "") + ".json")
+        path = os.path.join(OUT, self.uid.replace("meterd-", "") + ".json")
         with open(path, "w") as f:
             json.dump(doc, f, indent=2, sort_keys=False)
             f.write("\n")
@@ -268,5 +269,8 @@ def health_board():
 
 
 if __name__ == "__main__":
+    import sys
+    if len(sys.argv) > 1:
+        OUT = sys.argv[1]
     for fn in (usage_board, chargeback_board, health_board):
         print(fn())
