@@ -53,7 +53,23 @@ int md_promexp_om_convert(const char *in, size_t len, struct md_buf *out);
 /* Cents-free decimal spelling of nanos (1e-9 units): "-12.5", "0", "3.000000001". */
 int md_promexp_put_nanos(struct md_buf *b, int64_t nanos);
 
-/* The whole /metrics body for an HTTP thread: the usage part is rendered
+/* The /metrics body in two parts, for a zero-copy response: `usage` is the
+ * cached usage body shared by every request of the same snapshot (read-only,
+ * valid until md_promexp_parts_release), `tail` the health metrics of this
+ * request (and "# EOF" in OpenMetrics), owned.  Thread-safe. */
+struct md_promexp_parts {
+    const char *usage;
+    size_t      usage_len;
+    char       *tail;
+    size_t      tail_len;
+    const char *ctype;          /* static */
+    void       *hold;           /* the reference keeping `usage` alive */
+};
+int  md_promexp_render_parts(struct md_app *app, const char *accept,
+    struct md_promexp_parts *out);
+void md_promexp_parts_release(struct md_promexp_parts *p);   /* NULL ok */
+
+/* The whole /metrics body for an HTTP thread (a copy of the two parts): the usage part is rendered
  * once per snapshot, format and limit and then served from a cache; health
  * metrics are rendered on every call.  *ctype is a static string. */
 int md_promexp_render(struct md_app *app, const char *accept, struct md_buf *out,

@@ -132,38 +132,79 @@ render_limit_metrics(struct md_buf *b, uint64_t max_series, const struct md_prom
 }
 
 int
-md_promexp_render(struct md_app *app, const char *accept, struct md_buf *out,
-    const char **ctype)
+md_promexp_render_parts(struct md_app *app, const char *accept,
+    struct md_promexp_parts *out)
 {
     enum md_promexp_format f = md_promexp_negotiate(accept);
     struct md_config *cfg = md_app_config(app);
     uint64_t max_series = cfg->metrics.max_series;
     struct md_usnap *s = md_store_usage_snapshot(app->store);
     struct body *ub = NULL;
-    struct md_buf health;
+    struct md_buf health, tail;
     int rc;
 
     md_config_unref(cfg);
+    memset(out, 0, sizeof(*out));
     md_buf_init(&health, MD_PROMEXP_HEALTH_MAX);
+    md_buf_init(&tail, MD_PROMEXP_HEALTH_MAX);
     rc = usage_body(s, f, max_series, &ub);
     if (rc == MD_OK) {
         atomic_fetch_add(&series_cut_total, ub->stats.cut);
-        rc = md_buf_append(out, ub->data, ub->len);
-    }
-    if (rc == MD_OK)
         rc = render_limit_metrics(&health, max_series, &ub->stats, md_usnap_untracked(s));
+    }
     if (rc == MD_OK)
         rc = md_selfmetrics_render(app, &health);
     if (rc == MD_OK && f == MD_PROMEXP_OPENMETRICS)
-        rc = md_promexp_om_convert(health.data, health.len, out);
+        rc = md_promexp_om_convert(health.data, health.len, &tail);
     else if (rc == MD_OK)
-        rc = md_buf_append(out, health.data, health.len);
+        rc = md_buf_append(&tail, health.data, health.len);
     /* OpenMetrics: the exposition MUST end with "# EOF" */
     if (rc == MD_OK && f == MD_PROMEXP_OPENMETRICS)
-        rc = md_buf_puts(out, "# EOF\n");
+        rc = md_buf_puts(&tail, "# EOF\n");
     md_buf_fini(&health);
-    body_unref(ub);
     md_usnap_unref(s);
-    *ctype = md_promexp_content_type(f);
+    if (rc == MD_OK) {
+        out->tail = md_buf_steal(&tail, &out->tail_len);
+        if (out->tail == NULL)
+            rc = MD_ENOMEM;
+    }
+    md_buf_fini(&tail);
+    if (rc != MD_OK) {
+        body_unref(ub);
+        md_free(out->tail);
+        memset(out, 0, sizeof(*out));
+        return rc;
+    }
+    out->usage = ub->data;
+    out->usage_len = ub->len;
+    out->hold = ub;
+    out->ctype = md_promexp_content_type(f);
+    return MD_OK;
+}
+
+void
+md_promexp_parts_release(struct md_promexp_parts *p)
+{
+    if (p == NULL)
+        return;
+    body_unref(p->hold);
+    md_free(p->tail);
+    memset(p, 0, sizeof(*p));
+}
+
+int
+md_promexp_render(struct md_app *app, const char *accept, struct md_buf *out,
+    const char **ctype)
+{
+    struct md_promexp_parts parts;
+    int rc = md_promexp_render_parts(app, accept, &parts);
+
+    if (rc != MD_OK)
+        return rc;
+    rc = md_buf_append(out, parts.usage, parts.usage_len);
+    if (rc == MD_OK)
+        rc = md_buf_append(out, parts.tail, parts.tail_len);
+    *ctype = parts.ctype;
+    md_promexp_parts_release(&parts);
     return rc;
 }
