@@ -991,6 +991,12 @@ md_store_usage_snapshot(struct md_store *st)
     return md_usnap_pub_get(st->usnap_pub);
 }
 
+struct md_usnap_agg *
+md_store_usage_aggregate(struct md_store *st)
+{
+    return st->usnap;
+}
+
 int
 md_store_flush(struct md_store *st)
 {
