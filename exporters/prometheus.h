@@ -63,10 +63,15 @@ struct md_promexp_parts {
     char       *tail;
     size_t      tail_len;
     const char *ctype;          /* static */
+    const char *encoding;       /* "gzip" or NULL (static) */
     void       *hold;           /* the reference keeping `usage` alive */
 };
+/* accept_encoding: the request's Accept-Encoding (NULL: none).  With gzip
+ * accepted, usage + tail are one gzip stream: the usage part compressed once
+ * per snapshot (up to a sync flush), the tail finished per request from a
+ * copy of that deflate state. */
 int  md_promexp_render_parts(struct md_app *app, const char *accept,
-    struct md_promexp_parts *out);
+    const char *accept_encoding, struct md_promexp_parts *out);
 void md_promexp_parts_release(struct md_promexp_parts *p);   /* NULL ok */
 
 /* The whole /metrics body for an HTTP thread (a copy of the two parts): the usage part is rendered

@@ -208,7 +208,8 @@ serve_metrics(struct md_http *h, struct MHD_Connection *c)
     if (p == NULL)
         return MHD_NO;
     if (md_promexp_render_parts(h->app, MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-            MHD_HTTP_HEADER_ACCEPT), p) != MD_OK) {
+            MHD_HTTP_HEADER_ACCEPT), MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+            MHD_HTTP_HEADER_ACCEPT_ENCODING), p) != MD_OK) {
         md_free(p);
         return send_text(c, R_METRICS, 500, "cannot render metrics\n", NULL);
     }
@@ -221,6 +222,9 @@ serve_metrics(struct md_http *h, struct MHD_Connection *c)
         release_parts(p);
         return MHD_NO;
     }
+    (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, "Accept, Accept-Encoding");
+    if (p->encoding != NULL)
+        (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_ENCODING, p->encoding);
     return send_resp(c, R_METRICS, 200, p->ctype, resp, NULL);
 }
 

@@ -15,8 +15,8 @@
   requests).
 - promtool check metrics accepts the text exposition; the OpenMetrics one is
   checked against the OpenMetrics rules promtool (a 0.0.4 linter) cannot.
-- metrics.max_series cuts and counts; a restart reloads the totals from the
-  database."""
+- metrics.max_series cuts and counts; gzip responses are one valid stream;
+  a restart reloads the totals from the database."""
 import glob
 import json
 import os
@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
+import zlib
 
 import yaml
 
@@ -335,7 +336,33 @@ def test_max_series_cut_and_restart():
                        if ln.startswith(("meterd_tokens_total{", "meterd_requests_total{")))
         assert first == again, (first, again)
 
+        # gzip: one gzip stream (cached usage prefix + this request's tail),
+        # the same usage lines as the identity response
+        sim.pause()
+        before = {t["port"]: t["meterd_scrapes"] for t in sim.truth()["targets"]}
+        wait_until(lambda: all(t["meterd_scrapes"] >= before[t["port"]] + 2
+                               for t in sim.truth()["targets"]), 15, "two meterd scrapes")
+        for accept in (None, PROM_ACCEPT):
+            h = {"Accept-Encoding": "gzip"}
+            if accept:
+                h["Accept"] = accept
+            plain = m.get("/metrics", headers={"Accept": accept} if accept else {})
+            r = m.get("/metrics", headers=h)
+            assert r.headers.get("Content-Encoding") == "gzip", r.headers
+            d = zlib.decompressobj(31)
+            text = d.decompress(r.body).decode()
+            assert d.eof and d.unused_data == b"", "not exactly one gzip stream"
+            usage = [ln for ln in text.splitlines() if ln.startswith("meterd_tokens_total{")]
+            assert usage and usage == [ln for ln in plain.text.splitlines()
+                                       if ln.startswith("meterd_tokens_total{")]
+            if accept:
+                assert text.endswith("# EOF\n")
+                check_openmetrics(text)
+        r = m.get("/metrics", headers={"Accept-Encoding": "gzip;q=0, identity"})
+        assert "Content-Encoding" not in r.headers and r.text.startswith("# HELP")
+
         # restart with no limit: the totals come back from the database
+        sim.resume()
         sim.pause()
         before = {t["port"]: t["meterd_scrapes"] for t in sim.truth()["targets"]}
         wait_until(lambda: all(t["meterd_scrapes"] >= before[t["port"]] + 2
