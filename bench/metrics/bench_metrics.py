@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import zlib
 
 TOKEN_TYPES = ["input", "output", "cached_input", "reasoning"]   # input: +requests
 
@@ -78,22 +79,32 @@ def seed(db, series):
     return groups * 5
 
 
-def body_stats(url, accept=None):
-    req = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
+def body_stats(url, accept=None, gzip=False):
+    h = {"Accept": accept} if accept else {}
+    if gzip:
+        h["Accept-Encoding"] = "gzip"
+    req = urllib.request.Request(url, headers=h)
     with urllib.request.urlopen(req, timeout=60) as r:
         body = r.read()
+        enc = r.headers.get("Content-Encoding")
+    wire = len(body)
+    if enc == "gzip":
+        body = zlib.decompress(body, 31)
+    elif gzip:
+        raise SystemExit("%s did not answer gzip" % url)
     lines = [ln for ln in body.decode("utf-8", "replace").split("\n")
              if ln and not ln.startswith("#")]
-    return len(lines), len(body)
+    return len(lines), wire
 
 
 UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
 SIZE = {"B": 1, "KB": 1024, "MB": 1024 ** 2, "GB": 1024 ** 3}
 
 
-def run_wrk(url, threads, conns, duration):
+def run_wrk(url, threads, conns, duration, gzip):
+    hdr = ["-H", "Accept-Encoding: gzip"] if gzip else []
     out = subprocess.run(["wrk", "-t%d" % threads, "-c%d" % conns, "-d%ds" % duration,
-                          "--timeout", "30s", "--latency", url],
+                          "--timeout", "30s", "--latency"] + hdr + [url],
                          capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
     m = re.search(r"^\s+99%\s+([0-9.]+)(us|ms|s|m)\s*$", out, re.M)
@@ -167,43 +178,46 @@ def main():
         # warm up (meterd renders its usage body once per snapshot)
         for _, url in servers:
             get(url)
-        stats = {name: body_stats(url) for name, url in servers}
         om = body_stats(servers[0][1], "application/openmetrics-text;version=1.0.0")
-        results = {name: [] for name, _ in servers}
-        for r in range(a.runs):
-            for name, url in servers:
-                res = run_wrk(url, a.threads, a.connections, a.duration)
-                results[name].append(res)
-                sys.stderr.write("run %d %-28s %10.1f req/s  p99 %8.2f ms  %s%s\n" % (
-                    r + 1, name, res["rps"], res["p99"] * 1e3,
-                    "non-2xx %d " % res["non2xx"] if res["non2xx"] else "",
-                    "socket errors: " + res["sockerr"] if res["sockerr"] else ""))
         rss = {}
-        for (name, _), p in zip(servers, procs):
-            try:
-                with open("/proc/%d/status" % p.pid) as f:
-                    rss[name] = int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1)) // 1024
-            except OSError:
-                rss[name] = None
-
-        print("| server | series in body | body bytes | requests/s | series/s | MB/s "
-              "| p99 ms | peak RSS MiB |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|")
-        for name, _ in servers:
-            n, size = stats[name]
-            rps = statistics.median(x["rps"] for x in results[name])
-            p99 = statistics.median(x["p99"] for x in results[name])
-            print("| %s | %d | %d | %.1f | %s | %.1f | %.2f | %s |" % (
-                name, n, size, rps, format(int(rps * n), ","), rps * size / 1e6, p99 * 1e3,
-                rss[name] if rss[name] is not None else "?"))
-        print()
-        print("meterd body: %d samples (%d usage + health), text %d bytes, OpenMetrics %d "
-              "bytes (%d samples); wrk -t%d -c%d -d%ds, median of %d runs." % (
-                  stats[servers[0][0]][0], want, stats[servers[0][0]][1], om[1], om[0],
-                  a.threads, a.connections, a.duration, a.runs))
-        errs = sum(x["non2xx"] for v in results.values() for x in v)
-        if errs:
-            print("non-2xx responses: %d" % errs)
+        for gz in (False, True):
+            stats = {name: body_stats(url, gzip=gz) for name, url in servers}
+            results = {name: [] for name, _ in servers}
+            for r in range(a.runs):
+                for name, url in servers:
+                    res = run_wrk(url, a.threads, a.connections, a.duration, gz)
+                    results[name].append(res)
+                    sys.stderr.write("%s run %d %-28s %10.1f req/s  p99 %8.2f ms  %s%s\n" % (
+                        "gzip" if gz else "identity", r + 1, name, res["rps"],
+                        res["p99"] * 1e3,
+                        "non-2xx %d " % res["non2xx"] if res["non2xx"] else "",
+                        "socket errors: " + res["sockerr"] if res["sockerr"] else ""))
+            for (name, _), p in zip(servers, procs):
+                try:
+                    with open("/proc/%d/status" % p.pid) as f:
+                        rss[name] = int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1)) // 1024
+                except OSError:
+                    rss[name] = None
+            print("%s (wrk %s):" % ("gzip, as Prometheus scrapes" if gz else "identity",
+                                    "-H 'Accept-Encoding: gzip'" if gz else "without headers"))
+            print()
+            print("| server | series in body | body bytes on the wire | requests/s | series/s "
+                  "| MB/s on the wire | p99 ms | peak RSS MiB so far |")
+            print("|---|---:|---:|---:|---:|---:|---:|---:|")
+            for name, _ in servers:
+                n, size = stats[name]
+                rps = statistics.median(x["rps"] for x in results[name])
+                p99 = statistics.median(x["p99"] for x in results[name])
+                print("| %s | %d | %d | %.1f | %s | %.1f | %.2f | %s |" % (
+                    name, n, size, rps, format(int(rps * n), ","), rps * size / 1e6,
+                    p99 * 1e3, rss[name] if rss[name] is not None else "?"))
+            print()
+            errs = sum(x["non2xx"] for v in results.values() for x in v)
+            if errs:
+                print("non-2xx responses: %d\n" % errs)
+        print("meterd body: %d usage series + health; OpenMetrics %d bytes (%d samples); "
+              "wrk -t%d -c%d -d%ds, median of %d interleaved runs." % (
+                  want, om[1], om[0], a.threads, a.connections, a.duration, a.runs))
     finally:
         for p in procs:
             if p.poll() is None:
