@@ -180,6 +180,16 @@ static const struct md_cfg_key usage_keys[] = {
 };
 static const struct md_cfg_section usage_section = { .name = "usage", .keys = usage_keys };
 
+/* /metrics exposition (exporters/prometheus.h) */
+static const struct md_cfg_key metrics_keys[] = {
+    { .name = "max_series", .type = MD_CFG_UINT, .off = OFF(metrics.max_series),
+      .min = 1, .max = 1000000, .def = "100000",
+      .help = "usage series (tokens, requests, cost, unpriced) exported on /metrics; the "
+              "rest is left out and counted in meterd_metrics_series_cut_total" },
+    END,
+};
+static const struct md_cfg_section metrics_section = { .name = "metrics", .keys = metrics_keys };
+
 /* Kubernetes pod discovery (discovery.h).  port_names has no table default
  * because the engine's defaults are scalars: validate_kubernetes fills
  * [aigw-admin, aigw-metrics] when the key is absent. */
@@ -254,6 +264,8 @@ static const struct md_cfg_key root_keys[] = {
       .help = "hourly usage store" },
     { .name = "kubernetes", .type = MD_CFG_SECTION, .sub = &kubernetes_section,
       .help = "Kubernetes pod discovery" },
+    { .name = "metrics", .type = MD_CFG_SECTION, .sub = &metrics_section,
+      .help = "the /metrics exposition" },
     END,
 };
 static const struct md_cfg_section root_section = {

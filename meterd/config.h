@@ -78,6 +78,9 @@ struct md_config {
         uint64_t retention_ms;        /* 0: keep forever */
     } usage;
     struct {
+        uint64_t max_series;          /* usage series exported on /metrics */
+    } metrics;
+    struct {
         int                enabled;
         char              *api_server;       /* "": in-cluster (KUBERNETES_SERVICE_*) */
         char              *token_file;       /* "": in-cluster token, or none with api_server */

@@ -22,13 +22,13 @@
 #include <sys/socket.h>
 
 #include "../exporters/prom_text.h"
+#include "../exporters/prometheus.h"
 #include "api.h"
 #include "log.h"
 #include "selfmetrics.h"
 #include "store.h"
 
 #define MD_HTTP_BODY_MAX   (1u << 20)   /* request body bytes accepted (PUT/POST) */
-#define MD_HTTP_METRICS_MAX (64u << 20) /* /metrics response cap */
 
 enum route_id { R_HEALTHZ, R_READYZ, R_METRICS, R_API, R_OTHER, R_COUNT };
 static const char *const route_names[R_COUNT] = {
@@ -87,12 +87,14 @@ md_http_render_metrics(struct md_buf *b)
     return rc;
 }
 
+static enum MHD_Result send_resp(struct MHD_Connection *c, int route, unsigned status,
+    const char *ctype, struct MHD_Response *resp, const char *allow);
+
 static enum MHD_Result
 send_buf(struct MHD_Connection *c, int route, unsigned status, const char *ctype,
     char *data, size_t len, const char *allow)
 {
     struct MHD_Response *resp;
-    enum MHD_Result ret;
 
     /* takes ownership of data (allocated with malloc via md_*) */
     resp = MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
@@ -100,6 +102,16 @@ send_buf(struct MHD_Connection *c, int route, unsigned status, const char *ctype
         md_free(data);
         return MHD_NO;
     }
+    return send_resp(c, route, status, ctype, resp, allow);
+}
+
+/* Adds the common headers, queues resp (consumed) and counts it. */
+static enum MHD_Result
+send_resp(struct MHD_Connection *c, int route, unsigned status, const char *ctype,
+    struct MHD_Response *resp, const char *allow)
+{
+    enum MHD_Result ret;
+
     (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     (void)MHD_add_response_header(resp, "Cache-Control", "no-store");
     (void)MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
@@ -177,22 +189,43 @@ route_of(const char *url)
     return R_OTHER;
 }
 
+static void
+release_parts(void *cls)
+{
+    md_promexp_parts_release(cls);
+    md_free(cls);
+}
+
+/* Zero copy: the usage body is the exporter's cached bytes, shared by every
+ * scrape of the same snapshot and released when MHD is done sending. */
 static enum MHD_Result
 serve_metrics(struct md_http *h, struct MHD_Connection *c)
 {
-    struct md_buf b;
-    size_t len;
-    char *d;
+    struct md_promexp_parts *p = md_calloc(1, sizeof(*p));
+    struct MHD_Response *resp;
+    struct MHD_IoVec iov[2];
 
-    md_buf_init(&b, MD_HTTP_METRICS_MAX);
-    if (md_selfmetrics_render(h->app, &b) != MD_OK) {
-        md_buf_fini(&b);
+    if (p == NULL)
+        return MHD_NO;
+    if (md_promexp_render_parts(h->app, MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+            MHD_HTTP_HEADER_ACCEPT), MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+            MHD_HTTP_HEADER_ACCEPT_ENCODING), p) != MD_OK) {
+        md_free(p);
         return send_text(c, R_METRICS, 500, "cannot render metrics\n", NULL);
     }
-    d = md_buf_steal(&b, &len);
-    if (d == NULL)
+    iov[0].iov_base = p->usage;
+    iov[0].iov_len = p->usage_len;
+    iov[1].iov_base = p->tail;
+    iov[1].iov_len = p->tail_len;
+    resp = MHD_create_response_from_iovec(iov, 2, release_parts, p);
+    if (resp == NULL) {
+        release_parts(p);
         return MHD_NO;
-    return send_buf(c, R_METRICS, 200, "text/plain; version=0.0.4; charset=utf-8", d, len, NULL);
+    }
+    (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, "Accept, Accept-Encoding");
+    if (p->encoding != NULL)
+        (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_ENCODING, p->encoding);
+    return send_resp(c, R_METRICS, 200, p->ctype, resp, NULL);
 }
 
 static enum MHD_Result

@@ -25,6 +25,7 @@
 
 #include "ledger.h"
 #include "log.h"
+#include "usage_snapshot.h"
 
 /* generated at build time from schema/NNN_*.sql */
 struct md_migration {
@@ -100,11 +101,17 @@ struct md_store {
     uint64_t        retention_last_ns;  /* writer thread: last retention run */
     atomic_ullong   l_resets, l_restarts, l_anomalies, l_invalid, l_stale, l_too_large,
                     l_flagged_2p53, l_rejected, l_tokens, l_requests, l_spread_capped;
+
+    /* /metrics: the writer's live aggregate (writer thread only, after
+     * md_store_ledger_init) and the snapshots it publishes (any thread) */
+    struct md_usnap_agg *usnap;
+    struct md_usnap_pub *usnap_pub;
 };
 
 static _Thread_local struct reader *tls_reader;
 
 static int reader_get(struct md_store *st, sqlite3 **out, struct md_err *err);
+static int snapshot_load(struct md_store *st, struct md_err *err);
 
 int
 md_store_schema_latest(void)
@@ -231,7 +238,8 @@ md_store_open(const char *path, uint64_t busy_timeout_ms, struct md_store **out,
     atomic_store(&st->healthy, 1);
     st->next_seq = 1;
     st->done_seq = 1;
-    if (st->path == NULL) {
+    st->usnap_pub = md_usnap_pub_new();
+    if (st->path == NULL || st->usnap_pub == NULL) {
         rc = md_err_set(err, MD_ENOMEM, "out of memory");
         goto fail;
     }
@@ -311,7 +319,8 @@ md_store_open_readonly(const char *path, struct md_store **out, struct md_err *e
     pthread_mutex_init(&st->mu, NULL);
     pthread_cond_init(&st->cv_work, NULL);
     pthread_cond_init(&st->cv_done, NULL);
-    if (st->path == NULL) {
+    st->usnap_pub = md_usnap_pub_new();
+    if (st->path == NULL || st->usnap_pub == NULL) {
         md_store_close(st);
         return md_err_set(err, MD_ENOMEM, "out of memory");
     }
@@ -472,6 +481,24 @@ count_result(struct md_store *st, const struct md_ledger_result *r)
     atomic_fetch_add(&st->l_spread_capped, r->spread_capped);
 }
 
+/* Stages a committed-to-be delta for /metrics (dims without operation).
+ * Failures only cost the snapshot a delta, counted there as untracked. */
+static void
+stage_snapshot(struct md_store *st, const struct md_batch *b, const struct md_batch_entry *e,
+    int is_req, uint64_t amount)
+{
+    static const int pick[6] = { MD_DIM_CLUSTER, MD_DIM_NAMESPACE, MD_DIM_DEPARTMENT,
+                                 MD_DIM_MODEL, MD_DIM_PROVIDER, MD_DIM_TOKEN_TYPE };
+    const char *v[6];
+    size_t l[6];
+
+    for (int i = 0; i < 6; i++) {
+        v[i] = md_batch_str(b, e->dim_off[pick[i]]);
+        l[i] = e->dim_len[pick[i]];
+    }
+    (void)md_usnap_agg_stage_usage(st->usnap, v, l, is_req ? 0 : amount, is_req ? amount : 0);
+}
+
 /* Runs one scrape through the ledger and writes the usage it produced.  A
  * batch the ledger refuses (duplicate identities, series limit) is skipped
  * and counted; a database error fails the whole transaction. */
@@ -538,6 +565,8 @@ apply_scrape(struct md_store *st, struct md_batch *b, uint64_t *tokens, uint64_t
         sqlite3_bind_int64(st->upsert_usage, 4, is_req ? (sqlite3_int64)d->amount : 0);
         if (!step_done(st->upsert_usage))
             return db_err(err, st->db, "upsert usage");
+        if (st->usnap != NULL)
+            stage_snapshot(st, b, e, is_req, d->amount);
         if (is_req)
             *requests += d->amount;
         else
@@ -664,12 +693,16 @@ commit_jobs(struct md_store *st, struct job *jobs, size_t n, struct md_err *err)
          * next scrape bills the whole gap; dims ids of this txn are gone */
         if (st->ledger != NULL)
             md_ledger_rollback(st->ledger);
+        if (st->usnap != NULL)
+            md_usnap_agg_rollback(st->usnap);
         memo_clear(st);
         atomic_fetch_add(&st->errors, 1);
         return rc;
     }
     if (st->ledger != NULL)
         md_ledger_commit(st->ledger);
+    if (st->usnap != NULL && md_usnap_agg_commit(st->usnap))
+        md_usnap_pub_publish(st->usnap_pub, md_usnap_agg_snapshot(st->usnap));
     if (scrapes)
         st->metering_marked = 1;
     atomic_fetch_add(&st->l_tokens, tokens);
@@ -948,7 +981,66 @@ md_store_ledger_init(struct md_store *st, size_t series_max, uint64_t spread_max
     if (rc == MD_OK)
         md_log_info("ledger: %zu series of %zu targets restored",
             md_ledger_series_count(st->ledger), md_ledger_target_count(st->ledger));
+    if (rc == MD_OK)
+        rc = snapshot_load(st, err);
     return rc;
+}
+
+/* The /metrics aggregate starts from the committed totals of usage_hourly
+ * (summed over hours and operations); from then on the writer adds every
+ * committed delta.  Rows arrive in dims id order, i.e. first-seen order. */
+static int
+snapshot_load(struct md_store *st, struct md_err *err)
+{
+    sqlite3_stmt *q = NULL;
+    size_t rows = 0;
+    int step;
+
+    st->usnap = md_usnap_agg_new(MD_STORE_SNAPSHOT_SERIES_MAX);
+    if (st->usnap == NULL)
+        return md_err_set(err, MD_ENOMEM, "usage snapshot: out of memory");
+    if (sqlite3_prepare_v2(st->db, "SELECT d.cluster, d.namespace, d.department, d.model, "
+            "d.provider, d.token_type, sum(u.tokens), sum(u.requests) FROM usage_hourly u "
+            "JOIN dims d ON d.id = u.dim_id GROUP BY d.id ORDER BY d.id", -1, &q, NULL)
+            != SQLITE_OK)
+        return db_err(err, st->db, "load usage snapshot");
+    while ((step = sqlite3_step(q)) == SQLITE_ROW) {
+        const char *v[6];
+        size_t l[6];
+
+        for (int i = 0; i < 6; i++) {
+            v[i] = (const char *)sqlite3_column_text(q, i);
+            l[i] = (size_t)sqlite3_column_bytes(q, i);
+            if (v[i] == NULL)
+                v[i] = "";
+        }
+        if (md_usnap_agg_stage_usage(st->usnap, v, l, (uint64_t)sqlite3_column_int64(q, 6),
+                (uint64_t)sqlite3_column_int64(q, 7)) == MD_ENOMEM) {
+            sqlite3_finalize(q);
+            return md_err_set(err, MD_ENOMEM, "usage snapshot: out of memory");
+        }
+        rows++;
+    }
+    sqlite3_finalize(q);
+    if (step != SQLITE_DONE)
+        return db_err(err, st->db, "load usage snapshot");
+    (void)md_usnap_agg_commit(st->usnap);
+    md_usnap_pub_publish(st->usnap_pub, md_usnap_agg_snapshot(st->usnap));
+    md_log_info("usage snapshot: %zu series from %zu dimension sets",
+        md_usnap_agg_series_count(st->usnap), rows);
+    return MD_OK;
+}
+
+struct md_usnap *
+md_store_usage_snapshot(struct md_store *st)
+{
+    return md_usnap_pub_get(st->usnap_pub);
+}
+
+struct md_usnap_agg *
+md_store_usage_aggregate(struct md_store *st)
+{
+    return st->usnap;
 }
 
 int
@@ -1099,6 +1191,10 @@ md_store_close(struct md_store *st)
     }
     md_ledger_free(st->ledger);
     st->ledger = NULL;
+    md_usnap_agg_free(st->usnap);
+    st->usnap = NULL;
+    md_usnap_pub_free(st->usnap_pub);
+    st->usnap_pub = NULL;
     memo_clear(st);
     md_free(st->memo);
     st->memo = NULL;

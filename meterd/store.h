@@ -19,8 +19,11 @@
 #define MD_STORE_QUEUE_MAX   4096   /* jobs waiting for the writer */
 #define MD_STORE_READERS_MAX 128    /* read-only connections (one per thread) */
 #define MD_STORE_TEXT_MAX    1024   /* bytes of an event's detail */
+#define MD_STORE_SNAPSHOT_SERIES_MAX 1000000   /* label sets kept for /metrics */
 
 struct md_store;
+struct md_usnap;
+struct md_usnap_agg;
 
 struct md_store_stats {
     uint64_t commits;            /* transactions committed */
@@ -121,6 +124,17 @@ typedef int md_usage_row_fn(void *arg, const struct md_usage_row *r);
  * start then grouped dimensions. */
 int  md_store_query_usage(struct md_store *st, const struct md_usage_query *q,
     md_usage_row_fn *fn, void *arg, struct md_err *err);
+
+/* The current /metrics usage snapshot (usage_snapshot.h): a counted
+ * reference, never NULL (empty before md_store_ledger_init); drop it with
+ * md_usnap_unref().  Any thread; takes a mutex for a pointer swap only. */
+struct md_usnap *md_store_usage_snapshot(struct md_store *st);
+/* The writer's live /metrics aggregate, for code that runs on the writer
+ * thread inside a store transaction (rating): deltas staged on it with
+ * md_usnap_agg_stage_cost/_unpriced are applied when that transaction
+ * commits and dropped when it rolls back.  NULL before md_store_ledger_init.
+ * Writer thread only. */
+struct md_usnap_agg *md_store_usage_aggregate(struct md_store *st);
 
 /* PRAGMA quick_check through a read-only connection; MD_OK when "ok". */
 int  md_store_check(struct md_store *st, struct md_err *err);
