@@ -221,6 +221,13 @@ static const struct md_cfg_key kubernetes_keys[] = {
 static const struct md_cfg_section kubernetes_section = {
     .name = "kubernetes", .keys = kubernetes_keys, .validate = validate_kubernetes
 };
+static const struct md_cfg_key pricing_keys[] = {
+    { .name = "file", .type = MD_CFG_STR, .off = OFF(pricing.file), .max = 1024,
+      .def = "config/pricing.yaml", .check = check_nonempty,
+      .help = "pricing models YAML (meterd/pricing.h; `meterd pricing check FILE`)" },
+    END,
+};
+static const struct md_cfg_section pricing_section = { .name = "pricing", .keys = pricing_keys };
 
 static const struct md_cfg_key root_keys[] = {
     { .name = "cluster", .type = MD_CFG_STR, .off = OFF(cluster), .max = 253, .def = "default",
@@ -235,6 +242,8 @@ static const struct md_cfg_key root_keys[] = {
     { .name = "targets", .type = MD_CFG_LIST, .off = OFF(targets), .max = 100000,
       .sub = &target_section, .help = "static scrape targets" },
     { .name = "log", .type = MD_CFG_SECTION, .sub = &log_section, .help = "logging" },
+    { .name = "pricing", .type = MD_CFG_SECTION, .sub = &pricing_section,
+      .help = "pricing models for bills" },
     { .name = "http", .type = MD_CFG_SECTION, .sub = &http_section,
       .help = "HTTP server limits" },
     { .name = "attribution", .type = MD_CFG_SECTION, .sub = &attribution_section,

@@ -48,6 +48,9 @@ struct md_config {
         int format;               /* enum md_cfg_log_format */
     } log;
     struct {
+        char *file;               /* pricing models YAML */
+    } pricing;
+    struct {
         uint64_t threads;
         uint64_t max_connections;
         uint64_t max_connections_per_ip;

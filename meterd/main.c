@@ -18,6 +18,7 @@
 #include "cmd_usage.h"
 #include "cmd_discover.h"
 #include "cmd_parse.h"
+#include "cmd_pricing.h"
 #include "config.h"
 #include "http.h"
 #include "log.h"
@@ -40,6 +41,7 @@ usage(FILE *fp)
           "                        targets found, one JSON object per line (N lists,\n"
           "                        kubernetes.refresh apart)\n"
           "  parse [options] FILE  print the samples of an exposition as JSON lines (parse -h)\n"
+          "  pricing check|show|import ...  validate, print or import pricing (-h)\n"
           "  version               print the version\n"
           "\n"
           "options:\n"
@@ -290,6 +292,8 @@ main(int argc, char **argv)
         return md_cmd_usage(argc - 2, argv + 2);
     if (strcmp(argv[1], "discover") == 0)
         return md_cmd_discover(argc - 2, argv + 2);
+    if (strcmp(argv[1], "pricing") == 0)
+        return md_cmd_pricing(argc - 2, argv + 2);
     fprintf(stderr, "meterd: unknown command \"%s\"\n\n", argv[1]);
     usage(stderr);
     return 2;
