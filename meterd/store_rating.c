@@ -888,6 +888,8 @@ md_rating_tick(struct md_rating *r, sqlite3 *db, uint64_t budget_ms)
 /* ---- revisions ---- */
 
 struct add_rev {
+    struct md_rating  *r;
+    struct md_pricing *p;            /* becomes current when added (then NULL) */
     const char *actor, *source, *doc;
     int         only_if_changed_source;   /* compare with the last of this source */
     int64_t     rev;
@@ -941,6 +943,12 @@ add_rev_fn(void *arg, sqlite3 *db, struct md_err *err)
     sqlite3_finalize(s);
     a->rev = sqlite3_last_insert_rowid(db);
     a->created = 1;
+    /* current before the writer's next tick re-rates the dirty days (the
+     * tick runs right after this drain, on this thread) */
+    rc = holder_set(a->r, a->p, a->rev);
+    a->p = NULL;
+    if (rc != MD_OK)
+        return md_err_set(err, rc, "out of memory");
     /* every rated day may price differently now: re-rate them (a day whose
      * lines come out the same keeps them) */
     return exec(db, "UPDATE milestones SET dirty = 1 WHERE state <> 'open' AND dirty = 0", err);
@@ -1004,7 +1012,7 @@ store_document(struct md_rating *r, struct md_store *st, struct md_pricing *p,
     const char *actor, const char *source, int64_t *revision, int *created,
     struct md_err *err)
 {
-    struct add_rev a = { .actor = actor, .source = source,
+    struct add_rev a = { .r = r, .p = p, .actor = actor, .source = source,
                          .only_if_changed_source = strcmp(source, "config") == 0 };
     char *doc = NULL;
     int rc = canonical(p, &doc, err);
@@ -1015,10 +1023,9 @@ store_document(struct md_rating *r, struct md_store *st, struct md_pricing *p,
     }
     a.doc = doc;
     rc = md_store_call(st, add_rev_fn, &a, err);
+    p = a.p;
     if (rc == MD_OK && a.created) {
         atomic_fetch_add(&r->revisions, 1);
-        rc = holder_set(r, p, a.rev);
-        p = NULL;
     } else if (rc == MD_OK && a.rev != md_rating_revision(r)) {
         /* unchanged file, but the latest revision is another one */
         int64_t lrev;
