@@ -896,6 +896,100 @@ struct add_rev {
     int         created;
 };
 
+/* Marks dirty the rated days a pricing model that differs between the
+ * previous revision (the one before rev) and doc applies to: its clusters
+ * within its effective range, for both its old and new versions.  A day
+ * whose lines come out the same keeps them, so over-marking costs time, not
+ * correctness. */
+static int
+mark_model(sqlite3 *db, json_t *model, struct md_err *err)
+{
+    json_t *cl;
+    const char *from = json_string_value(json_object_get(model, "effective_from"));
+    const char *to = json_string_value(json_object_get(model, "effective_to"));
+    int32_t fd = 0, td = INT32_MAX;
+    size_t i;
+
+    if (from != NULL)
+        (void)md_pricing_day_parse(from, strlen(from), &fd);
+    if (to != NULL)
+        (void)md_pricing_day_parse(to, strlen(to), &td);
+    json_array_foreach(json_object_get(model, "clusters"), i, cl) {
+        sqlite3_stmt *s = NULL;
+        int rc = prep(db, "UPDATE milestones SET dirty = 1 WHERE state <> 'open' AND "
+            "dirty = 0 AND cluster = ?1 AND day >= ?2 AND day < ?3", &s, err);
+
+        if (rc != MD_OK)
+            return rc;
+        sqlite3_bind_text(s, 1, json_string_value(cl), -1, SQLITE_STATIC);
+        sqlite3_bind_int(s, 2, fd);
+        sqlite3_bind_int(s, 3, td);
+        rc = sqlite3_step(s) == SQLITE_DONE ? MD_OK : db_err(err, db, "mark dirty");
+        sqlite3_finalize(s);
+        if (rc != MD_OK)
+            return rc;
+    }
+    return MD_OK;
+}
+
+static json_t *
+model_named(json_t *doc, const char *name)
+{
+    json_t *m;
+    size_t i;
+
+    json_array_foreach(json_object_get(doc, "pricing_models"), i, m)
+        if (strcmp(json_string_value(json_object_get(m, "name")), name) == 0)
+            return m;
+    return NULL;
+}
+
+static int
+mark_changed(sqlite3 *db, int64_t rev, const char *doc, struct md_err *err)
+{
+    sqlite3_stmt *s = NULL;
+    json_t *prev = NULL, *next = json_loads(doc, 0, NULL), *m;
+    size_t i;
+    int rc = prep(db, "SELECT document FROM pricing_revisions WHERE id < ?1 ORDER BY id DESC "
+        "LIMIT 1", &s, err);
+
+    if (rc != MD_OK) {
+        json_decref(next);
+        return rc;
+    }
+    sqlite3_bind_int64(s, 1, rev);
+    if (sqlite3_step(s) == SQLITE_ROW)
+        prev = json_loads(col_text(s, 0), 0, NULL);
+    sqlite3_finalize(s);
+    if (prev == NULL || next == NULL) {
+        /* first revision (or unreadable): every rated day */
+        json_decref(prev);
+        json_decref(next);
+        return exec(db, "UPDATE milestones SET dirty = 1 WHERE state <> 'open' AND dirty = 0",
+            err);
+    }
+    json_array_foreach(json_object_get(next, "pricing_models"), i, m) {
+        json_t *o = model_named(prev, json_string_value(json_object_get(m, "name")));
+
+        if (o != NULL && json_equal(o, m))
+            continue;
+        rc = mark_model(db, m, err);
+        if (rc == MD_OK && o != NULL)
+            rc = mark_model(db, o, err);
+        if (rc != MD_OK)
+            break;
+    }
+    json_array_foreach(json_object_get(prev, "pricing_models"), i, m) {
+        if (rc != MD_OK)
+            break;
+        if (model_named(next, json_string_value(json_object_get(m, "name"))) == NULL)
+            rc = mark_model(db, m, err);
+    }
+    json_decref(prev);
+    json_decref(next);
+    return rc;
+}
+
 static int
 add_rev_fn(void *arg, sqlite3 *db, struct md_err *err)
 {
@@ -949,9 +1043,7 @@ add_rev_fn(void *arg, sqlite3 *db, struct md_err *err)
     a->p = NULL;
     if (rc != MD_OK)
         return md_err_set(err, rc, "out of memory");
-    /* every rated day may price differently now: re-rate them (a day whose
-     * lines come out the same keeps them) */
-    return exec(db, "UPDATE milestones SET dirty = 1 WHERE state <> 'open' AND dirty = 0", err);
+    return mark_changed(db, a->rev, a->doc, err);
 }
 
 static int
