@@ -78,7 +78,7 @@ intern(struct md_bill *b, const char *s, const char *prev)
 int
 md_bill_add(struct md_bill *b, const struct md_bill_line *l)
 {
-    const struct md_bill_line *prev = b->count ? &b->lines[b->count - 1] : NULL;
+    const struct md_bill_line *prev;
     struct md_bill_line *n;
 
     if (b->count >= b->lines_max)
@@ -92,6 +92,8 @@ md_bill_add(struct md_bill *b, const struct md_bill_line *l)
         b->lines = n;
         b->cap = cap;
     }
+    /* after any realloc: the previous line's strings are shared with it */
+    prev = b->count ? &b->lines[b->count - 1] : NULL;
     n = &b->lines[b->count];
     *n = *l;
     for (int d = 1; d < MD_BILL_DIMS; d++) {
@@ -548,6 +550,96 @@ group_fields(const struct grow *g, unsigned mask, char bufs[LINE_KEYS][48],
     return k;
 }
 
+/* A JSON string: quotes, backslash and control characters escaped; other
+ * bytes as they are (dimension values are UTF-8 from attribution). */
+static void
+json_str(struct md_buf *o, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    const char *run = s;
+
+    (void)md_buf_putc(o, '"');
+    for (const char *p = s; *p != '\0'; p++) {
+        unsigned char c = (unsigned char)*p;
+
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        (void)md_buf_append(o, run, (size_t)(p - run));
+        run = p + 1;
+        if (c == '"' || c == '\\') {
+            char e[2] = { '\\', (char)c };
+
+            (void)md_buf_append(o, e, 2);
+        } else {
+            char e[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
+
+            (void)md_buf_append(o, e, 6);
+        }
+    }
+    (void)md_buf_puts(o, run);
+    (void)md_buf_putc(o, '"');
+}
+
+/* Full lines without jansson: one pass into a buffer (the bills endpoint's
+ * hot path); the same document json_dumps would give, keys in line_keys
+ * order. */
+static int
+render_json_lines(const struct md_bill *b, const struct md_bill_query *q, struct total *t,
+    size_t nt, char **body, size_t *len, struct md_err *err)
+{
+    struct md_buf o;
+    char buf[32];
+
+    md_buf_init(&o, RENDER_MAX);
+    if (q->period[0] != '\0') {
+        (void)md_buf_puts(&o, "{\"period\":");
+        json_str(&o, q->period);
+    } else {
+        day_str(q->from_day, buf);
+        (void)md_buf_puts(&o, "{\"from\":");
+        json_str(&o, buf);
+        day_str(q->to_day, buf);
+        (void)md_buf_puts(&o, ",\"to\":");
+        json_str(&o, buf);
+    }
+    (void)md_buf_puts(&o, ",\"lines\":[");
+    for (size_t i = 0; i < b->count; i++) {
+        char bufs[LINE_KEYS][48];
+        const char *f[LINE_KEYS];
+
+        line_fields(&b->lines[i], bufs, f);
+        (void)md_buf_puts(&o, i ? ",{" : "{");
+        for (size_t k = 0; k < LINE_KEYS; k++) {
+            (void)md_buf_printf(&o, "%s\"%s\":", k ? "," : "", line_keys[k]);
+            if (k == 6 || k == 12)
+                (void)md_buf_puts(&o, f[k]);
+            else
+                json_str(&o, f[k]);
+        }
+        (void)md_buf_putc(&o, '}');
+    }
+    (void)md_buf_puts(&o, "],\"totals\":[");
+    for (size_t i = 0; i < nt; i++) {
+        char a[MD_MONEY_FMT_MAX];
+
+        (void)md_money_fmt(t[i].amount, a, sizeof(a));
+        (void)md_buf_puts(&o, i ? ",{\"currency\":" : "{\"currency\":");
+        json_str(&o, t[i].currency);
+        (void)md_buf_printf(&o, ",\"tokens\":%lld,\"amount\":", (long long)t[i].tokens);
+        json_str(&o, a);
+        (void)md_buf_putc(&o, '}');
+    }
+    (void)md_buf_puts(&o, "]}");
+    if (o.len >= RENDER_MAX) {
+        md_buf_fini(&o);
+        return md_err_set(err, MD_ELIMIT, "bill larger than %zu bytes", RENDER_MAX);
+    }
+    *body = md_buf_steal(&o, len);
+    if (*body == NULL)
+        return md_err_set(err, MD_ENOMEM, "out of memory");
+    return MD_OK;
+}
+
 static int
 render_json(const struct md_bill *b, const struct md_bill_query *q, struct grow *g, size_t ng,
     struct total *t, size_t nt, char **body, size_t *len, struct md_err *err)
@@ -752,6 +844,8 @@ md_bill_render(const struct md_bill *b, const struct md_bill_query *q,
         if (rc != MD_OK)
             return rc;
     }
+    if (fmt == MD_BILL_JSON && q->group_mask == 0)
+        return render_json_lines(b, q, t, nt, body, len, err);
     if (fmt == MD_BILL_JSON) {
         rc = render_json(b, q, g, ng, t, nt, body, len, err);
         md_free(g);

@@ -289,10 +289,19 @@ rate_day(sqlite3 *db, const struct md_pricing *p, int64_t rev, const char *clust
     uint64_t tokens[MD_TOK_TYPES] = {0}, unp = 0;
     int have = 0, rc, step, bind = 4;
 
-    (void)snprintf(sql, sizeof(sql),
-        "SELECT d.namespace, d.department, d.model, d.provider, d.token_type, sum(u.tokens) "
-        "FROM usage_hourly u JOIN dims d ON d.id = u.dim_id WHERE d.cluster = ?1 AND "
-        "u.hour_s >= ?2 AND u.hour_s < ?3%s%s%s GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4",
+    /* sum per dims row first (integer keys), then order by the text key:
+     * the rows of one (namespace, department, model, provider) arrive
+     * together, token types in any order (several operations add up) */
+    (void)snprintf(sql, sizeof(sql), f == NULL
+        ? "SELECT d.namespace, d.department, d.model, d.provider, d.token_type, s.t FROM "
+          "(SELECT dim_id, sum(tokens) AS t FROM usage_hourly WHERE hour_s >= ?2 AND "
+          "hour_s < ?3 GROUP BY dim_id) s JOIN dims d ON d.id = s.dim_id WHERE d.cluster = ?1"
+          "%s%s%s ORDER BY 1, 2, 3, 4"
+        /* a tenant's provisional bill: its dims first (dims_namespace index) */
+        : "SELECT d.namespace, d.department, d.model, d.provider, d.token_type, "
+          "sum(u.tokens) FROM dims d JOIN usage_hourly u ON u.dim_id = d.id WHERE "
+          "d.cluster = ?1 AND u.hour_s >= ?2 AND u.hour_s < ?3%s%s%s "
+          "GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4",
         f && f->namespace ? " AND d.namespace = ?4" : "",
         f && f->department ? (f->namespace ? " AND d.department = ?5" : " AND d.department = ?4")
                            : "",
