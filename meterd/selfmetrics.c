@@ -137,7 +137,7 @@ md_selfmetrics_render(struct md_app *app, struct md_buf *b)
         static const struct { const char *name, *help; } rm[] = {
             { "meterd_unpriced_tokens_total",
               "Tokens rated into closed days that no price matched (billed at 0, never skipped)." },
-            { "meterd_rating_days_rated_total",
+            { "meterd_rating_day_ratings_total",
               "(cluster, day) ratings that stored new bill lines." },
             { "meterd_rating_lines_written_total", "Bill lines stored by ratings." },
             { "meterd_rating_correction_lines_total",
