@@ -528,6 +528,51 @@ test_revisions_diff(void **state)
     md_free(body);
 }
 
+/* a bill growing past its first allocations keeps every line's strings
+ * (regression: the previous line was read through a stale pointer) and the
+ * merge sums providers' lines with one rounding */
+static void
+test_bill_growth_and_merge(void **state)
+{
+    struct md_bill b;
+    struct md_err err = {0};
+
+    (void)state;
+    md_bill_init(&b, 0);
+    for (int i = 0; i < 3000; i++) {
+        char ns[32];
+        struct md_bill_line l;
+
+        memset(&l, 0, sizeof(l));
+        (void)snprintf(ns, sizeof(ns), "ns-%04d", i / 2);
+        l.day = l.source_day = 20454;
+        l.dims[MD_BILL_CLUSTER] = "c";
+        l.dims[MD_BILL_NAMESPACE] = ns;
+        l.dims[MD_BILL_DEPARTMENT] = "d";
+        l.dims[MD_BILL_MODEL] = "m";
+        l.dims[MD_BILL_TOKEN_TYPE] = "input";
+        l.tokens = 1;                     /* two lines of 1 token at 0.5 per million */
+        l.unit_price_nanos = l.list_unit_price_nanos = 500000000;
+        l.amount_nanos = 0;               /* deliberately wrong: the merge recomputes */
+        l.priced = 1;
+        l.currency = "USD";
+        l.pricing_model = "p";
+        assert_int_equal(md_bill_add(&b, &l), MD_OK);
+    }
+    assert_int_equal(md_bill_merge_lines(&b, &err), MD_OK);
+    assert_int_equal(b.count, 1500);
+    for (size_t i = 0; i < b.count; i++) {
+        char want[32];
+
+        (void)snprintf(want, sizeof(want), "ns-%04zu", i);
+        assert_string_equal(b.lines[i].dims[MD_BILL_NAMESPACE], want);
+        assert_int_equal(b.lines[i].tokens, 2);
+        /* 2 tokens x 0.5 / 1e6 = 0.000001 = 1000 nanos, from the merged tokens */
+        assert_int_equal(b.lines[i].amount_nanos, 1000);
+    }
+    md_bill_fini(&b);
+}
+
 int
 main(void)
 {
@@ -536,6 +581,7 @@ main(void)
         cmocka_unit_test(test_backfill_idempotent),
         cmocka_unit_test(test_csv_focus_shape),
         cmocka_unit_test(test_revisions_diff),
+        cmocka_unit_test(test_bill_growth_and_merge),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
