@@ -477,6 +477,25 @@ static const char *const line_keys[] = {
 };
 #define LINE_KEYS (sizeof(line_keys) / sizeof(line_keys[0]))
 
+/* Decimal of v into buf (>= 21 bytes); no printf on the hot path. */
+static void
+fmt_i64(int64_t v, char *buf)
+{
+    char tmp[24];
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    size_t n = 0, k = 0;
+
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0)
+        buf[k++] = '-';
+    while (n > 0)
+        buf[k++] = tmp[--n];
+    buf[k] = '\0';
+}
+
 /* The fields of a full line as strings, in line_keys order. */
 static void
 line_fields(const struct md_bill_line *l, char bufs[LINE_KEYS][48], const char *f[LINE_KEYS])
@@ -485,7 +504,7 @@ line_fields(const struct md_bill_line *l, char bufs[LINE_KEYS][48], const char *
     f[0] = bufs[0];
     for (int d = 1; d < MD_BILL_DIMS; d++)
         f[d] = l->dims[d] ? l->dims[d] : "";
-    (void)snprintf(bufs[6], 48, "%lld", (long long)l->tokens);
+    fmt_i64(l->tokens, bufs[6]);
     f[6] = bufs[6];
     (void)md_money_fmt(l->unit_price_nanos, bufs[7], 48);
     f[7] = bufs[7];
@@ -494,7 +513,7 @@ line_fields(const struct md_bill_line *l, char bufs[LINE_KEYS][48], const char *
     f[9] = l->currency;
     f[10] = md_bill_status_name(l->status);
     f[11] = l->pricing_model;
-    (void)snprintf(bufs[12], 48, "%lld", (long long)l->revision);
+    fmt_i64(l->revision, bufs[12]);
     f[12] = bufs[12];
 }
 
@@ -610,7 +629,9 @@ render_json_lines(const struct md_bill *b, const struct md_bill_query *q, struct
         line_fields(&b->lines[i], bufs, f);
         (void)md_buf_puts(&o, i ? ",{" : "{");
         for (size_t k = 0; k < LINE_KEYS; k++) {
-            (void)md_buf_printf(&o, "%s\"%s\":", k ? "," : "", line_keys[k]);
+            (void)md_buf_puts(&o, k ? ",\"" : "\"");
+            (void)md_buf_puts(&o, line_keys[k]);
+            (void)md_buf_puts(&o, "\":");
             if (k == 6 || k == 12)
                 (void)md_buf_puts(&o, f[k]);
             else
