@@ -307,5 +307,77 @@ def test_bills_against_decimal():
         sim.cleanup()
 
 
+def test_history_close_finalize_correct():
+    """Past usage (written straight into the database, as before rating
+    existed) is rated by a backfill through the API, closed, counted as
+    unpriced where no price matches, finalized; a new revision then books
+    corrections in the next open month while the finalized month stays."""
+    m = Meterd(extra_yaml="pricing:\n  file: pricing.yaml\n")
+    with open(os.path.join(m.dir, "pricing.yaml"), "w") as f:
+        f.write(PRICING)
+    try:
+        m.start()
+        assert m.stop() == 0
+        import sqlite3
+        con = sqlite3.connect(m.db)
+        for model, tt, n in (("gpt-4.1-mini", "input", 1000000),
+                             ("text-embedding-3-small", "input", 500)):
+            cur = con.execute("INSERT INTO dims(cluster, namespace, department, model, provider, "
+                              "operation, token_type) VALUES ('it', 'team-a', 'd', ?, 'openai', "
+                              "'chat', ?)", (model, tt))
+            day_s = 20468 * 86400   # 2026-01-15
+            con.execute("INSERT INTO usage_hourly(hour_s, dim_id, tokens) VALUES (?, ?, ?)",
+                        (day_s + 3600, cur.lastrowid, n))
+        con.commit()
+        con.close()
+        m.start()
+        r = m.request("POST", "/api/v1/backfill",
+                      body=b'{"from":"2026-01-01","to":"2026-02-01","cluster":"it"}')
+        assert r.status == 200, r.text
+        rep = json.loads(r.body)
+        assert rep["days"] == 1 and rep["days_changed"] == 1, rep
+        assert rep["tenants"] == [{"namespace": "team-a", "currency": "USD", "old_amount": "0",
+                                   "new_amount": "0.4", "old_tokens": 0,
+                                   "new_tokens": 1000500, "changed": True}], rep
+        doc = json.loads(m.get("/api/v1/bills?period=2026-01").body)
+        got = [(ln["model"], ln["tokens"], ln["amount"], ln["status"], ln["pricing_model"])
+               for ln in doc["lines"]]
+        assert got == [("gpt-4.1-mini", 1000000, "0.4", "closed", "standard"),
+                       ("text-embedding-3-small", 500, "0", "closed", "unpriced")], got
+        assert m.metric("meterd_unpriced_tokens_total") == 500
+        # the CLI backfill, twice: the second changes nothing
+        for want in (0, 0):
+            out = subprocess.run([harness.ARGS.meterd, "backfill", "-c", m.config, "--from",
+                                  "2026-01-01", "--to", "2026-02-01", "--json"], cwd=m.dir,
+                                 capture_output=True, check=True).stdout
+            assert json.loads(out)["days_changed"] == want, out
+        r = m.request("POST", "/api/v1/periods/2026-01/finalize")
+        assert r.status == 200 and json.loads(r.body) == {
+            "period": "2026-01", "already_finalized": False, "days": 1}, r.text
+        r = m.request("POST", "/api/v1/periods/2026-01/finalize")
+        assert json.loads(r.body)["already_finalized"] is True
+        cur = json.loads(m.get("/api/v1/pricing").body)["document"]
+        cur["pricing_models"][0]["items"][3]["per_million"]["input"] = "0.8"
+        r = m.request("PUT", "/api/v1/pricing", body=json.dumps(cur).encode())
+        assert r.status == 200, r.text
+
+        def corrected():
+            d = json.loads(m.get("/api/v1/bills?period=2026-02").body)
+            return [(ln["day"], ln["model"], ln["tokens"], ln["unit_price"], ln["amount"],
+                     ln["status"]) for ln in d["lines"]]
+        want = [("2026-02-01", "gpt-4.1-mini", -1000000, "0.4", "-0.4", "correction"),
+                ("2026-02-01", "gpt-4.1-mini", 1000000, "0.8", "0.8", "correction")]
+        wait_until(lambda: sorted(corrected()) == sorted(want), 10, "corrections booked")
+        jan = json.loads(m.get("/api/v1/bills?period=2026-01").body)
+        assert [ln["status"] for ln in jan["lines"]] == ["finalized", "finalized"]
+        assert jan["totals"] == doc["totals"], (jan["totals"], doc["totals"])
+        ms = json.loads(m.get("/api/v1/milestones?from=2026-01-01&to=2026-02-01").body)
+        assert [(x["day"], x["state"], x["dirty"]) for x in ms["milestones"]] == \
+            [("2026-01-15", "finalized", False)], ms
+        assert m.stop() == 0
+    finally:
+        m.cleanup()
+
+
 if __name__ == "__main__":
-    harness.main([test_bills_against_decimal])
+    harness.main([test_bills_against_decimal, test_history_close_finalize_correct])
