@@ -197,6 +197,18 @@ int md_rating_backfill(struct md_rating *r, struct md_store *st, int32_t from_da
     int32_t to_day, const char *cluster, int dry_run, md_rating_progress_fn *progress,
     void *parg, char **report, size_t *len, struct md_err *err);
 
+/* For cost counters elsewhere (the /metrics usage snapshot): prices one
+ * (cluster, day, namespace, model, provider) group's token counts, indexed
+ * by enum md_token_type as reported, with the current pricing, by the same
+ * rule and rounding as bill lines.  Any thread.  currency gets the pricing
+ * model's code, or "XXX" when none applies; *revision the revision used
+ * (0: no pricing yet, everything unpriced).  MD_ELIMIT on overflow. */
+struct md_price_result;
+int md_rating_price_group(struct md_rating *r, const char *cluster, int32_t day,
+    const char *namespace, const char *model, const char *provider,
+    const uint64_t tokens[5], struct md_price_result *out, char currency[8],
+    int64_t *revision, struct md_err *err);
+
 struct md_rating_stats {
     uint64_t unpriced_tokens_total;  /* unpriced tokens newly rated into closed days */
     uint64_t days_rated;             /* (cluster, day) ratings that wrote lines */

@@ -213,6 +213,28 @@ md_rating_get_stats(struct md_rating *r, struct md_rating_stats *out)
     out->revisions = atomic_load(&r->revisions);
 }
 
+int
+md_rating_price_group(struct md_rating *r, const char *cluster, int32_t day,
+    const char *namespace, const char *model, const char *provider,
+    const uint64_t tokens[MD_TOK_TYPES], struct md_price_result *out, char currency[8],
+    int64_t *revision, struct md_err *err)
+{
+    struct holder *h = holder_get(r);
+    struct md_price_match m;
+    int rc;
+
+    memset(&m, 0, sizeof(m));
+    m.item = -1;
+    m.cache_included = 1;
+    if (h->p != NULL)
+        (void)md_pricing_lookup(h->p, cluster, day, provider, model, namespace, &m);
+    rc = md_pricing_price(&m, tokens, out, err);
+    (void)snprintf(currency, 8, "%s", m.currency ? m.currency : NO_CURRENCY);
+    *revision = h->rev;
+    holder_put(r, h);
+    return rc;
+}
+
 /* ---- rating one (cluster, day) ---- */
 
 struct rate_filter {

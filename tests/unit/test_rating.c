@@ -293,6 +293,19 @@ test_lifecycle(void **state)
 
     (void)state;
     assert_int_equal(md_rating_revision(rt), 1);
+    {
+        /* the cost hook: 3M input with 1M cached, 0.5M output under v1 */
+        const uint64_t tok[MD_TOK_TYPES] = { 3000000, 1000000, 0, 500000, 0 };
+        struct md_price_result pr;
+        char cur[8];
+        int64_t rev = 0;
+
+        assert_int_equal(md_rating_price_group(rt, "c1", day("2026-02-09"), "ns-a", "m1",
+            "openai", tok, &pr, cur, &rev, &err), MD_OK);
+        assert_int_equal(pr.amount_nanos, 3500000000LL);   /* 2 + 0.5 + 1 */
+        assert_string_equal(cur, "USD");
+        assert_int_equal(rev, 1);
+    }
     /* reloading the same file adds no revision */
     assert_int_equal(md_rating_load_file(rt, st, pricepath, &errs, &created, &err), MD_OK);
     assert_int_equal(created, 0);
