@@ -269,6 +269,19 @@ md_promexp_render_usage(const struct md_usnap *s, enum md_promexp_format f,
             cut += l;
     }
     for (int c = 0; c < C_COUNT && rc == MD_OK; c++) {
+        int any = 0;
+
+        /* a family without samples is not declared: until rating feeds cost
+         * and unpriced tokens per tenant, meterd's own unlabelled
+         * meterd_unpriced_tokens_total (selfmetrics.c) is the only one */
+        for (size_t i = 0; i < n && !any; i++) {
+            enum md_usnap_family want = c == C_COST ? MD_USNAP_COST
+                : c == C_UNPRICED ? MD_USNAP_UNPRICED : MD_USNAP_USAGE;
+
+            any = v[i].family == want;      /* declared even when cut */
+        }
+        if (!any && c != C_TOKENS && c != C_REQUESTS)
+            continue;
         rc = family_header(out, f, cols[c].name, "counter", cols[c].help);
         for (size_t i = 0; i < n && rc == MD_OK; i++) {
             const struct md_usnap_series *e = &v[i];

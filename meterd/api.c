@@ -146,6 +146,8 @@ md_api_handle(const struct md_api_ctx *ctx, const struct md_api_req *req,
         handle_usage(ctx, req, resp);
     else if (strcmp(req->path, "/api/v1/targets") == 0)
         handle_targets(ctx, req, resp);
+    else if (md_api_bills_handle(ctx, req, resp))
+        ;
     else
         md_api_error(resp, 404, "not_found", "no such API endpoint");
 }

@@ -28,6 +28,8 @@ struct md_api_req {
     size_t       nquery;
     struct { const char *key; const char *value; } query[MD_API_QUERY_MAX];
     int          query_overflow;     /* more than MD_API_QUERY_MAX parameters */
+    const char  *body;               /* request body (PUT/POST), "" when none */
+    size_t       body_len;
 };
 
 struct md_api_resp {
@@ -42,6 +44,11 @@ struct md_api_ctx {
     struct md_app    *app;
     struct md_scrape *scrape;
 };
+
+/* api_bills.c: bills, pricing, milestones, finalize, backfill.  Returns 1
+ * when it handled req (resp filled), 0 for paths it does not serve. */
+int  md_api_bills_handle(const struct md_api_ctx *ctx, const struct md_api_req *req,
+    struct md_api_resp *resp);
 
 /* Dispatches /api/... ; always fills resp. */
 void md_api_handle(const struct md_api_ctx *ctx, const struct md_api_req *req,

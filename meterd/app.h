@@ -15,10 +15,12 @@
 
 struct md_store;
 struct md_scrape;
+struct md_rating;
 
 struct md_app {
     struct md_store    *store;
     struct md_scrape   *scrape;                  /* set before ready; NULL in tools */
+    struct md_rating   *rating;                  /* bills and pricing (rating.h) */
     pthread_mutex_t     cfg_mu;
     struct md_config   *cfg;                     /* current; guarded by cfg_mu */
     atomic_int          ready;                   /* config loaded and store open */

@@ -239,6 +239,15 @@ static const struct md_cfg_key pricing_keys[] = {
 };
 static const struct md_cfg_section pricing_section = { .name = "pricing", .keys = pricing_keys };
 
+static const struct md_cfg_key rating_keys[] = {
+    { .name = "grace", .type = MD_CFG_DURATION, .off = OFF(rating.grace_ms), .min = 0,
+      .max = 2678400000ULL, .def = "2h",
+      .help = "a UTC day stays open this long after it ends, for late usage; then its bill "
+              "lines are computed and stored (closed)" },
+    END,
+};
+static const struct md_cfg_section rating_section = { .name = "rating", .keys = rating_keys };
+
 static const struct md_cfg_key root_keys[] = {
     { .name = "cluster", .type = MD_CFG_STR, .off = OFF(cluster), .max = 253, .def = "default",
       .check = check_nonempty, .help = "name of the cluster stamped on every usage row" },
@@ -254,6 +263,8 @@ static const struct md_cfg_key root_keys[] = {
     { .name = "log", .type = MD_CFG_SECTION, .sub = &log_section, .help = "logging" },
     { .name = "pricing", .type = MD_CFG_SECTION, .sub = &pricing_section,
       .help = "pricing models for bills" },
+    { .name = "rating", .type = MD_CFG_SECTION, .sub = &rating_section,
+      .help = "bills: milestones and late data" },
     { .name = "http", .type = MD_CFG_SECTION, .sub = &http_section,
       .help = "HTTP server limits" },
     { .name = "attribution", .type = MD_CFG_SECTION, .sub = &attribution_section,

@@ -51,6 +51,9 @@ struct md_config {
         char *file;               /* pricing models YAML */
     } pricing;
     struct {
+        uint64_t grace_ms;        /* late-data grace after a day ends */
+    } rating;
+    struct {
         uint64_t threads;
         uint64_t max_connections;
         uint64_t max_connections_per_ip;

@@ -35,7 +35,7 @@ static const char *const route_names[R_COUNT] = {
     "/healthz", "/readyz", "/metrics", "/api", "other"
 };
 
-static const unsigned codes[] = { 200, 400, 401, 403, 404, 405, 413, 429, 431, 500, 503 };
+static const unsigned codes[] = { 200, 400, 401, 403, 404, 405, 409, 413, 429, 431, 500, 503 };
 #define CODE_COUNT (sizeof(codes) / sizeof(codes[0]) + 1)   /* last: any other */
 
 static atomic_ullong req_counts[R_COUNT][CODE_COUNT];
@@ -50,6 +50,7 @@ struct request {
     struct md_api_req api;
     size_t body_len;
     int    body_too_large;
+    struct md_buf body;       /* API requests: the body, at most MD_HTTP_BODY_MAX */
 };
 
 static size_t
@@ -143,6 +144,7 @@ json_code_for(unsigned status)
     case 403: return "forbidden";
     case 404: return "not_found";
     case 405: return "method_not_allowed";
+    case 409: return "conflict";
     case 413: return "payload_too_large";
     case 429: return "too_many_requests";
     case 503: return "unavailable";
@@ -253,6 +255,8 @@ serve_api(struct md_http *h, struct MHD_Connection *c, struct request *rq, const
 
     rq->api.method = method;
     rq->api.path = url;
+    rq->api.body = rq->body.len ? rq->body.data : "";
+    rq->api.body_len = rq->body.len;
     (void)MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collect_arg, &rq->api);
     md_api_handle(&ctx, &rq->api, &resp);
     if (resp.body == NULL)
@@ -270,19 +274,23 @@ handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
               strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
 
     (void)version;
-    (void)upload_data;
     if (rq == NULL) {
         rq = md_calloc(1, sizeof(*rq));
         if (rq == NULL)
             return MHD_NO;
         rq->route = route_of(url);
+        md_buf_init(&rq->body, MD_HTTP_BODY_MAX);
         *req_cls = rq;
         return MHD_YES;
     }
     if (*upload_data_size != 0) {
-        /* bodies are counted and discarded until a route needs one */
+        /* API bodies are kept (PUT pricing, POST backfill); others are
+         * counted and discarded */
         rq->body_len += *upload_data_size;
         if (rq->body_len > MD_HTTP_BODY_MAX)
+            rq->body_too_large = 1;
+        else if (rq->route == R_API &&
+                 md_buf_append(&rq->body, upload_data, *upload_data_size) != MD_OK)
             rq->body_too_large = 1;
         *upload_data_size = 0;
         return MHD_YES;
@@ -327,6 +335,8 @@ request_done(void *cls, struct MHD_Connection *c, void **req_cls,
     (void)cls;
     (void)c;
     (void)toe;
+    if (*req_cls != NULL)
+        md_buf_fini(&((struct request *)*req_cls)->body);
     md_free(*req_cls);
     *req_cls = NULL;
 }

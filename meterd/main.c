@@ -13,8 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "app.h"
+#include "cmd_bills.h"
 #include "cmd_usage.h"
 #include "cmd_discover.h"
 #include "cmd_parse.h"
@@ -22,6 +24,7 @@
 #include "config.h"
 #include "http.h"
 #include "log.h"
+#include "rating.h"
 #include "scrape.h"
 #include "store.h"
 #include "util.h"
@@ -42,6 +45,11 @@ usage(FILE *fp)
           "                        kubernetes.refresh apart)\n"
           "  parse [options] FILE  print the samples of an exposition as JSON lines (parse -h)\n"
           "  pricing check|show|import ...  validate, print or import pricing (-h)\n"
+          "  bills -c FILE [...]   bills per tenant: table, JSON, CSV or FOCUS (bills -h)\n"
+          "  backfill -c FILE --from DAY --to DAY [--cluster C] [--dry-run]\n"
+          "                        re-rate a range idempotently; old vs new per tenant\n"
+          "  finalize -c FILE --period YYYY-MM\n"
+          "                        finalize a month's bills (later changes: corrections)\n"
           "  version               print the version\n"
           "\n"
           "options:\n"
@@ -122,6 +130,33 @@ apply_logging(const struct md_config *cfg)
                                                                          : MD_LOG_LOGFMT);
 }
 
+/* pricing.file -> a new revision when it changed (rating.h).  A missing
+ * file is not an error: the latest stored revision (or none) stays. */
+static int
+load_pricing(struct md_app *app, const struct md_config *cfg)
+{
+    static struct md_cfg_errors errs;   /* main thread only */
+    struct md_err err = {0};
+    int created = 0, rc;
+
+    memset(&errs, 0, sizeof(errs));
+    rc = md_rating_load_file(app->rating, app->store, cfg->pricing.file, &errs, &created, &err);
+    for (size_t i = 0; i < errs.count; i++)
+        md_log_err("pricing: %s", errs.msgs[i]);
+    if (rc != MD_OK) {
+        md_log_err("pricing: %s", err.msg);
+        return rc;
+    }
+    if (access(cfg->pricing.file, F_OK) != 0)
+        md_log_warn("pricing: file \"%s\" not found; %s", cfg->pricing.file,
+            md_rating_revision(app->rating) ? "using the latest stored revision"
+                                            : "all usage is unpriced until pricing is set");
+    if (created)
+        md_log_info("pricing: \"%s\" stored as revision %lld", cfg->pricing.file,
+            (long long)md_rating_revision(app->rating));
+    return MD_OK;
+}
+
 static void
 reload(struct md_app *app, const char *path)
 {
@@ -165,6 +200,9 @@ reload(struct md_app *app, const char *path)
     if (app->scrape != NULL)
         md_scrape_reload(app->scrape);
     md_store_set_retention(app->store, next->usage.retention_ms);
+    if (load_pricing(app, next) != MD_OK)
+        md_log_err("reload: pricing \"%s\" rejected; the current revision stays",
+            next->pricing.file);
     atomic_store(&app->reload_ok, 1);
     atomic_store(&app->reload_success_ns, md_now_realtime_ns());
     (void)snprintf(detail, sizeof(detail), "%zu targets", next->targets.count);
@@ -223,9 +261,15 @@ cmd_run(int argc, char **argv)
     if (rc != MD_OK)
         md_fatal("store: %s", err.msg);
     md_store_set_retention(app.store, app.cfg->usage.retention_ms);
+    app.rating = md_rating_new(app.cfg->rating.grace_ms / 1000);
+    if (app.rating == NULL)
+        md_fatal("rating: out of memory");
+    md_store_set_rating(app.store, app.rating);
     rc = md_store_writer_start(app.store, &err);
     if (rc != MD_OK)
         md_fatal("store: %s", err.msg);
+    if (load_pricing(&app, app.cfg) != MD_OK)
+        md_fatal("pricing: \"%s\" is invalid (errors above)", app.cfg->pricing.file);
     rc = md_scrape_start(&app, md_store_fresh(app.store), &app.scrape, &err);
     if (rc != MD_OK)
         md_fatal("scrape: %s", err.msg);
@@ -257,6 +301,7 @@ cmd_run(int argc, char **argv)
     (void)md_store_submit_event(app.store, "stop", "");
     md_store_writer_stop(app.store);
     md_store_close(app.store);
+    md_rating_free(app.rating);
     md_config_unref(app.cfg);
     pthread_mutex_destroy(&app.cfg_mu);
     curl_global_cleanup();
@@ -296,6 +341,12 @@ main(int argc, char **argv)
         return md_cmd_discover(argc - 2, argv + 2);
     if (strcmp(argv[1], "pricing") == 0)
         return md_cmd_pricing(argc - 2, argv + 2);
+    if (strcmp(argv[1], "bills") == 0)
+        return md_cmd_bills(argc - 2, argv + 2);
+    if (strcmp(argv[1], "backfill") == 0)
+        return md_cmd_backfill(argc - 2, argv + 2);
+    if (strcmp(argv[1], "finalize") == 0)
+        return md_cmd_finalize(argc - 2, argv + 2);
     fprintf(stderr, "meterd: unknown command \"%s\"\n\n", argv[1]);
     usage(stderr);
     return 2;

@@ -9,6 +9,7 @@
 #include "../exporters/prom_text.h"
 #include "http.h"
 #include "scrape.h"
+#include "rating.h"
 #include "store.h"
 #include "util.h"
 #include "version.h"
@@ -130,6 +131,30 @@ md_selfmetrics_render(struct md_app *app, struct md_buf *b)
             rc = md_prom_family(b, lm[i].name, lm[i].type, lm[i].help);
             if (rc == MD_OK)
                 rc = md_prom_sample_u64(b, lm[i].name, NULL, 0, lv[i]);
+        }
+    }
+    if (rc == MD_OK && app->rating != NULL) {
+        static const struct { const char *name, *help; } rm[] = {
+            { "meterd_unpriced_tokens_total",
+              "Tokens rated into closed days that no price matched (billed at 0, never skipped)." },
+            { "meterd_rating_day_ratings_total",
+              "(cluster, day) ratings that stored new bill lines." },
+            { "meterd_rating_lines_written_total", "Bill lines stored by ratings." },
+            { "meterd_rating_correction_lines_total",
+              "Correction lines booked for re-rated finalized days." },
+        };
+        struct md_rating_stats rs;
+        uint64_t rv[4];
+
+        md_rating_get_stats(app->rating, &rs);
+        rv[0] = rs.unpriced_tokens_total;
+        rv[1] = rs.days_rated;
+        rv[2] = rs.lines_written;
+        rv[3] = rs.corrections_written;
+        for (size_t i = 0; i < 4 && rc == MD_OK; i++) {
+            rc = md_prom_family(b, rm[i].name, "counter", rm[i].help);
+            if (rc == MD_OK)
+                rc = md_prom_sample_u64(b, rm[i].name, NULL, 0, rv[i]);
         }
     }
     if (rc == MD_OK)

@@ -12,6 +12,8 @@
  * set inside that migration's transaction. */
 #define MD_MODULE "store"
 #include "store.h"
+#include "store_priv.h"
+#include "rating.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -36,7 +38,16 @@ struct md_migration {
 extern const struct md_migration md_migrations[];
 extern const size_t md_migrations_count;
 
-enum job_kind { JOB_EVENT = 1, JOB_SCRAPE, JOB_RETENTION };
+enum job_kind { JOB_EVENT = 1, JOB_SCRAPE, JOB_RETENTION, JOB_CALL };
+
+/* a md_store_call in flight: lives on the caller's stack until done */
+struct call {
+    md_store_call_fn *fn;
+    void             *arg;
+    int               rc;
+    struct md_err     err;
+    int               done;          /* guarded by mu */
+};
 
 struct job {
     enum job_kind kind;
@@ -45,6 +56,7 @@ struct job {
     char         *a;          /* event kind */
     char         *b;          /* event detail */
     struct md_batch *batch;   /* JOB_SCRAPE, owned */
+    struct call     *call;    /* JOB_CALL, borrowed */
 };
 
 /* dims memo: dimension tuple -> dims.id, writer thread only.  Cleared on a
@@ -99,6 +111,12 @@ struct md_store {
     /* ledger outcome counters (atomics: read by /metrics) */
     atomic_ullong   retention_ms;       /* 0: keep usage forever */
     uint64_t        retention_last_ns;  /* writer thread: last retention run */
+    /* rating (writer thread): the last (cluster, day) marked in this drain */
+    struct md_rating *rating;
+    char            touch_cluster[256];
+    int32_t         touch_day;
+    int             touch_valid;
+
     atomic_ullong   l_resets, l_restarts, l_anomalies, l_invalid, l_stale, l_too_large,
                     l_flagged_2p53, l_rejected, l_tokens, l_requests, l_spread_capped;
 
@@ -567,6 +585,26 @@ apply_scrape(struct md_store *st, struct md_batch *b, uint64_t *tokens, uint64_t
             return db_err(err, st->db, "upsert usage");
         if (st->usnap != NULL)
             stage_snapshot(st, b, e, is_req, d->amount);
+        if (st->rating != NULL && !is_req) {
+            const char *cl = md_batch_str(b, e->dim_off[MD_DIM_CLUSTER]);
+            size_t cl_len = e->dim_len[MD_DIM_CLUSTER];
+            int32_t day = (int32_t)(d->hour_start_s / 86400);
+
+            /* one mark per (cluster, day) and drain: late usage for a
+             * closed day commits together with its re-rating mark */
+            if (!st->touch_valid || st->touch_day != day || cl_len >= sizeof(st->touch_cluster) ||
+                strlen(st->touch_cluster) != cl_len || memcmp(st->touch_cluster, cl, cl_len) != 0) {
+                rc = md_rating_touch(st->rating, st->db, cl, cl_len, day, err);
+                if (rc != MD_OK)
+                    return rc;
+                st->touch_valid = cl_len < sizeof(st->touch_cluster);
+                if (st->touch_valid) {
+                    memcpy(st->touch_cluster, cl, cl_len);
+                    st->touch_cluster[cl_len] = '\0';
+                    st->touch_day = day;
+                }
+            }
+        }
         if (is_req)
             *requests += d->amount;
         else
@@ -637,18 +675,49 @@ apply_job(struct md_store *st, struct job *j, uint64_t *tokens, uint64_t *reques
         /* ts_ns carries the cutoff: whole hours older than it go */
         sqlite3_stmt *del = NULL;
 
-        if (sqlite3_prepare_v2(st->db, "DELETE FROM usage_hourly WHERE hour_s < ?1", -1, &del,
+        /* only days whose bill is computed and not dirty (closed or
+         * finalized): usage a bill still needs is never deleted, and the
+         * rater never re-rates a day before usage_kept_from_s (a re-rate
+         * of deleted usage would book the whole bill away as a correction) */
+        if (sqlite3_prepare_v2(st->db, "DELETE FROM usage_hourly WHERE hour_s < ?1 AND EXISTS "
+                "(SELECT 1 FROM dims d JOIN milestones m ON m.cluster = d.cluster "
+                "WHERE d.id = usage_hourly.dim_id AND m.day = usage_hourly.hour_s / 86400 "
+                "AND m.state IN ('closed', 'finalized') AND m.dirty = 0)", -1, &del,
                 NULL) != SQLITE_OK)
             return db_err(err, st->db, "retention");
         sqlite3_bind_int64(del, 1, (sqlite3_int64)(j->ts_ns / 1000000000ULL));
-        if (sqlite3_step(del) != SQLITE_DONE)
+        if (sqlite3_step(del) != SQLITE_DONE) {
             rc = db_err(err, st->db, "retention");
+        } else {
+            char v[32];
+
+            (void)snprintf(v, sizeof(v), "%llu", (unsigned long long)(j->ts_ns / 1000000000ULL));
+            sqlite3_bind_text(st->put_meta, 1, "usage_kept_from_s", -1, SQLITE_STATIC);
+            sqlite3_bind_text(st->put_meta, 2, v, -1, SQLITE_TRANSIENT);
+            if (!step_done(st->put_meta))
+                rc = db_err(err, st->db, "retention meta");
+        }
+        if (rc != MD_OK) {
+            sqlite3_finalize(del);
+            break;
+        }
         else if (sqlite3_changes(st->db) > 0)
             md_log_info("usage.retention: deleted %d hourly rows older than %llu",
                 sqlite3_changes(st->db), (unsigned long long)(j->ts_ns / 1000000000ULL));
         sqlite3_finalize(del);
         break;
     }
+    case JOB_CALL:
+        /* the call's own savepoint: its failure undoes only its writes */
+        rc = exec(st->db, "SAVEPOINT md_call", err);
+        if (rc != MD_OK)
+            break;
+        j->call->rc = j->call->fn(j->call->arg, st->db, &j->call->err);
+        if (j->call->rc != MD_OK)
+            rc = exec(st->db, "ROLLBACK TO md_call", err);
+        if (rc == MD_OK)
+            rc = exec(st->db, "RELEASE md_call", err);
+        break;
     case JOB_EVENT:
         sqlite3_bind_int64(st->ins_event, 1, (sqlite3_int64)j->ts_ns);
         sqlite3_bind_text(st->ins_event, 2, j->a, -1, SQLITE_STATIC);
@@ -668,6 +737,8 @@ commit_jobs(struct md_store *st, struct job *jobs, size_t n, struct md_err *err)
 {
     uint64_t t0 = md_now_monotonic_ns(), tokens = 0, requests = 0;
     int rc = exec(st->db, "BEGIN IMMEDIATE", err), scrapes = 0;
+
+    st->touch_valid = 0;
 
     for (size_t i = 0; i < n && rc == MD_OK; i++) {
         rc = apply_job(st, &jobs[i], &tokens, &requests, err);
@@ -734,8 +805,24 @@ writer_main(void *arg)
         int rc, stopping;
 
         pthread_mutex_lock(&st->mu);
-        while (st->q_len == 0 && !st->stopping)
-            pthread_cond_wait(&st->cv_work, &st->mu);
+        while (st->q_len == 0 && !st->stopping) {
+            struct timespec until;
+
+            if (st->rating == NULL) {
+                pthread_cond_wait(&st->cv_work, &st->mu);
+                continue;
+            }
+            /* idle: rate (close days past their grace, re-rate dirty days)
+             * about once a second, with the queue unlocked */
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += 1;
+            if (pthread_cond_timedwait(&st->cv_work, &st->mu, &until) == 0 || st->q_len > 0 ||
+                st->stopping)
+                continue;
+            pthread_mutex_unlock(&st->mu);
+            (void)md_rating_tick(st->rating, st->db, 200);
+            pthread_mutex_lock(&st->mu);
+        }
         stopping = st->stopping;
         while (st->q_len > 0) {
             batch[n++] = st->queue[st->q_head];
@@ -765,6 +852,19 @@ writer_main(void *arg)
             atomic_store(&st->healthy, 0);
             md_complain(&complaint, MD_LOG_ERR, MD_MODULE, "write: %s (rolled back)", err.msg);
         }
+        if (st->rating != NULL && !stopping)
+            (void)md_rating_tick(st->rating, st->db, 50);
+        pthread_mutex_lock(&st->mu);
+        for (size_t i = 0; i < n; i++) {
+            if (batch[i].kind == JOB_CALL) {
+                if (rc != MD_OK) {
+                    batch[i].call->rc = rc;
+                    batch[i].call->err = err;
+                }
+                batch[i].call->done = 1;
+            }
+        }
+        pthread_mutex_unlock(&st->mu);
         for (size_t i = 0; i < n; i++)
             job_free(&batch[i]);
         /* hourly: drop usage past usage.retention (a job of its own, so it
@@ -887,6 +987,36 @@ md_store_apply_retention(struct md_store *st)
     cut -= cut % (3600ULL * 1000000000ULL);
     j.ts_ns = cut;
     return submit(st, &j);
+}
+
+int
+md_store_call(struct md_store *st, md_store_call_fn *fn, void *arg, struct md_err *err)
+{
+    struct call c = { .fn = fn, .arg = arg };
+    struct job j = { .kind = JOB_CALL, .ts_ns = md_now_realtime_ns(), .call = &c };
+    int rc = submit(st, &j);
+
+    if (rc != MD_OK)
+        return md_err_set(err, rc, "store: the writer queue is full or stopped");
+    pthread_mutex_lock(&st->mu);
+    while (!c.done)
+        pthread_cond_wait(&st->cv_done, &st->mu);
+    pthread_mutex_unlock(&st->mu);
+    if (c.rc != MD_OK && err != NULL)
+        *err = c.err;
+    return c.rc;
+}
+
+int
+md_store_reader(struct md_store *st, sqlite3 **db, struct md_err *err)
+{
+    return reader_get(st, db, err);
+}
+
+void
+md_store_set_rating(struct md_store *st, struct md_rating *r)
+{
+    st->rating = r;
 }
 
 int

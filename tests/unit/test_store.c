@@ -195,18 +195,31 @@ test_retention(void **state)
         "(%lld,1,7,1),(%lld,1,8,1),(%lld,1,9,1)", now_h - 50 * 3600, now_h - 26 * 3600,
         now_h - 24 * 3600, now_h - 2 * 3600, now_h);
     assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    /* every day of cluster c is billed (closed, clean): deletable.  One more
+     * old row, of cluster c2 whose day is still open, must survive: usage a
+     * bill still needs is never deleted */
+    (void)snprintf(sql, sizeof(sql), "INSERT INTO dims VALUES (2,'c2','n','d','m','p','o','input');"
+        "INSERT INTO usage_hourly VALUES (%lld,2,1,1);"
+        "INSERT OR IGNORE INTO milestones(cluster, day, state, dirty) VALUES "
+        "('c',%lld,'closed',0),('c',%lld,'closed',0),('c',%lld,'closed',0),('c',%lld,'closed',0),"
+        "('c',%lld,'closed',0),('c2',%lld,'open',1)",
+        now_h - 50 * 3600, (now_h - 50 * 3600) / 86400, (now_h - 26 * 3600) / 86400,
+        (now_h - 24 * 3600) / 86400, (now_h - 2 * 3600) / 86400, now_h / 86400,
+        (now_h - 50 * 3600) / 86400);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
-    assert_int_equal(count_usage(dbpath), 5);
+    assert_int_equal(count_usage(dbpath), 6);
     /* 0 keeps everything */
     assert_int_equal(md_store_apply_retention(st), MD_OK);
     assert_int_equal(md_store_flush(st), MD_OK);
-    assert_int_equal(count_usage(dbpath), 5);
+    assert_int_equal(count_usage(dbpath), 6);
     /* 25 hours: the cut is now - 25h floored to the hour (= the start of the
-     * current hour - 25h); hours starting before it go: -50h and -26h */
+     * current hour - 25h); billed hours starting before it go: -50h and -26h
+     * of cluster c; c2's open day stays */
     md_store_set_retention(st, 25ULL * 3600 * 1000);
     assert_int_equal(md_store_apply_retention(st), MD_OK);
     assert_int_equal(md_store_flush(st), MD_OK);
-    assert_int_equal(count_usage(dbpath), 3);
+    assert_int_equal(count_usage(dbpath), 4);
     md_store_close(st);
 }
 
