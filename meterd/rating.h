@@ -222,4 +222,13 @@ void md_rating_get_stats(struct md_rating *r, struct md_rating_stats *out);
 int md_rating_period_parse(const char *s, int32_t *first, int32_t *next);
 void md_rating_period_fmt(int32_t day, char buf[8]);
 
+/* /metrics cost counters: the rater stages what each rating adds to the
+ * store's live aggregate (writer thread) and commits it with the rating;
+ * md_rating_take_changed tells the writer to publish a new snapshot.
+ * A backfill stages through the writer's own transaction (md_store_call).
+ * At start the counters are loaded from bill_lines. */
+struct md_usnap_agg;
+void md_rating_set_aggregate(struct md_rating *r, struct md_usnap_agg *agg);
+int  md_rating_take_changed(struct md_rating *r);
+
 #endif

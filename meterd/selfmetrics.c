@@ -135,23 +135,22 @@ md_selfmetrics_render(struct md_app *app, struct md_buf *b)
     }
     if (rc == MD_OK && app->rating != NULL) {
         static const struct { const char *name, *help; } rm[] = {
-            { "meterd_unpriced_tokens_total",
-              "Tokens rated into closed days that no price matched (billed at 0, never skipped)." },
             { "meterd_rating_day_ratings_total",
               "(cluster, day) ratings that stored new bill lines." },
             { "meterd_rating_lines_written_total", "Bill lines stored by ratings." },
             { "meterd_rating_correction_lines_total",
               "Correction lines booked for re-rated finalized days." },
         };
+        /* meterd_unpriced_tokens_total is exported per tenant with the usage
+         * (exporters/prometheus.c), fed by the rater */
         struct md_rating_stats rs;
-        uint64_t rv[4];
+        uint64_t rv[3];
 
         md_rating_get_stats(app->rating, &rs);
-        rv[0] = rs.unpriced_tokens_total;
-        rv[1] = rs.days_rated;
-        rv[2] = rs.lines_written;
-        rv[3] = rs.corrections_written;
-        for (size_t i = 0; i < 4 && rc == MD_OK; i++) {
+        rv[0] = rs.days_rated;
+        rv[1] = rs.lines_written;
+        rv[2] = rs.corrections_written;
+        for (size_t i = 0; i < 3 && rc == MD_OK; i++) {
             rc = md_prom_family(b, rm[i].name, "counter", rm[i].help);
             if (rc == MD_OK)
                 rc = md_prom_sample_u64(b, rm[i].name, NULL, 0, rv[i]);

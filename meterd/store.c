@@ -821,6 +821,8 @@ writer_main(void *arg)
                 continue;
             pthread_mutex_unlock(&st->mu);
             (void)md_rating_tick(st->rating, st->db, 200);
+            if (md_rating_take_changed(st->rating) && st->usnap != NULL)
+                md_usnap_pub_publish(st->usnap_pub, md_usnap_agg_snapshot(st->usnap));
             pthread_mutex_lock(&st->mu);
         }
         stopping = st->stopping;
@@ -852,8 +854,11 @@ writer_main(void *arg)
             atomic_store(&st->healthy, 0);
             md_complain(&complaint, MD_LOG_ERR, MD_MODULE, "write: %s (rolled back)", err.msg);
         }
-        if (st->rating != NULL && !stopping)
+        if (st->rating != NULL && !stopping) {
             (void)md_rating_tick(st->rating, st->db, 50);
+            if (md_rating_take_changed(st->rating) && st->usnap != NULL)
+                md_usnap_pub_publish(st->usnap_pub, md_usnap_agg_snapshot(st->usnap));
+        }
         pthread_mutex_lock(&st->mu);
         for (size_t i = 0; i < n; i++) {
             if (batch[i].kind == JOB_CALL) {
@@ -1017,6 +1022,8 @@ void
 md_store_set_rating(struct md_store *st, struct md_rating *r)
 {
     st->rating = r;
+    if (r != NULL)
+        md_rating_set_aggregate(r, st->usnap);
 }
 
 int
@@ -1154,6 +1161,36 @@ snapshot_load(struct md_store *st, struct md_err *err)
     sqlite3_finalize(q);
     if (step != SQLITE_DONE)
         return db_err(err, st->db, "load usage snapshot");
+    /* cost and unpriced tokens: the stored bill lines (closed, finalized and
+     * corrections); the rater adds to them from here on */
+    if (sqlite3_prepare_v2(st->db, "SELECT cluster, namespace, department, model, currency, "
+            "token_type, sum(amount), sum(tokens), pricing_model = 'unpriced' FROM bill_lines "
+            "GROUP BY cluster, namespace, department, model, currency, token_type, "
+            "pricing_model = 'unpriced' ORDER BY min(id)", -1, &q, NULL) != SQLITE_OK)
+        return db_err(err, st->db, "load cost snapshot");
+    while ((step = sqlite3_step(q)) == SQLITE_ROW) {
+        const char *v[6];
+        size_t l[6];
+
+        for (int i = 0; i < 6; i++) {
+            v[i] = (const char *)sqlite3_column_text(q, i);
+            v[i] = v[i] ? v[i] : "";
+            l[i] = strlen(v[i]);
+        }
+        if (sqlite3_column_int(q, 8)) {
+            const char *u[6] = { v[0], v[1], v[2], v[3], "", v[5] };
+            size_t ul[6] = { l[0], l[1], l[2], l[3], 0, l[5] };
+
+            if (sqlite3_column_int64(q, 7) > 0)
+                (void)md_usnap_agg_stage_unpriced(st->usnap, u, ul,
+                    (uint64_t)sqlite3_column_int64(q, 7));
+        } else if (sqlite3_column_int64(q, 6) != 0) {
+            (void)md_usnap_agg_stage_cost(st->usnap, v, l, sqlite3_column_int64(q, 6));
+        }
+    }
+    sqlite3_finalize(q);
+    if (step != SQLITE_DONE)
+        return db_err(err, st->db, "load cost snapshot");
     (void)md_usnap_agg_commit(st->usnap);
     md_usnap_pub_publish(st->usnap_pub, md_usnap_agg_snapshot(st->usnap));
     md_log_info("usage snapshot: %zu series from %zu dimension sets",

@@ -15,6 +15,7 @@
  * books nothing the second time. */
 #define MD_MODULE "rating"
 #include "rating.h"
+#include "usage_snapshot.h"
 
 #include <jansson.h>
 #include <pthread.h>
@@ -51,7 +52,65 @@ struct md_rating {
     struct md_complaint tick_complaint;   /* writer thread */
     atomic_ullong   unpriced, days_rated, lines, corrections, revisions;
     atomic_int      ready;           /* pricing loaded: the tick may rate */
+    /* /metrics cost counters (writer thread): the store's live aggregate;
+     * the tick stages what each rating adds and commits with the rating */
+    struct md_usnap_agg *agg;
+    int             stage_cost;      /* set while the tick rates */
+    int             agg_changed;     /* committed cost since the last take */
 };
+
+void
+md_rating_set_aggregate(struct md_rating *r, struct md_usnap_agg *agg)
+{
+    r->agg = agg;
+}
+
+int
+md_rating_take_changed(struct md_rating *r)
+{
+    int c = r->agg_changed;
+
+    r->agg_changed = 0;
+    return c;
+}
+
+/* Stages sign * every line of b into the cost (and unpriced) counters. */
+static void
+stage_lines(struct md_rating *r, const char *cluster, const struct md_bill *b, int sign)
+{
+    if (!r->stage_cost || r->agg == NULL)
+        return;
+    for (size_t i = 0; i < b->count; i++) {
+        const struct md_bill_line *l = &b->lines[i];
+        const char *v[6] = {
+            cluster, l->dims[MD_BILL_NAMESPACE], l->dims[MD_BILL_DEPARTMENT],
+            l->dims[MD_BILL_MODEL], l->currency, NULL,
+        };
+        size_t n[6];
+
+        for (int k = 0; k < 5; k++) {
+            v[k] = v[k] ? v[k] : "";
+            n[k] = strlen(v[k]);
+        }
+        if (l->priced && l->amount_nanos != 0)
+            (void)md_usnap_agg_stage_cost(r->agg, v, n, sign * l->amount_nanos);
+        /* unpriced tokens only ever add: a later price moves them to cost */
+        if (!l->priced && sign > 0 && l->tokens > 0) {
+            const char *u[6] = {
+                cluster, v[1], v[2], v[3], "", l->dims[MD_BILL_TOKEN_TYPE],
+            };
+            size_t un[6];
+
+            /* label order of md_usnap_label_names for the unpriced family;
+             * bill lines merge providers, so provider stays empty */
+            for (int k = 0; k < 6; k++) {
+                u[k] = u[k] ? u[k] : "";
+                un[k] = strlen(u[k]);
+            }
+            (void)md_usnap_agg_stage_unpriced(r->agg, u, un, (uint64_t)l->tokens);
+        }
+    }
+}
 
 static int
 db_err(struct md_err *err, sqlite3 *db, const char *what)
@@ -756,6 +815,8 @@ rate_milestone(struct md_rating *r, sqlite3 *db, const char *cluster, int32_t da
             rc = insert_lines(db, &fresh, cluster, day, day, "rated", err);
             if (rc != MD_OK)
                 goto out;
+            stage_lines(r, cluster, &fresh, 1);
+            stage_lines(r, cluster, &old, -1);
             oc->changed = 1;
             atomic_fetch_add(&r->days_rated, 1);
             atomic_fetch_add(&r->lines, fresh.count);
@@ -796,6 +857,8 @@ rate_milestone(struct md_rating *r, sqlite3 *db, const char *cluster, int32_t da
             rc = correction_day(db, day, &cday, err);
         if (rc == MD_OK && diff.count > 0)
             rc = insert_lines(db, &diff, cluster, cday, day, "correction", err);
+        if (rc == MD_OK && diff.count > 0)
+            stage_lines(r, cluster, &diff, 1);
         if (rc == MD_OK && diff.count > 0) {
             oc->changed = 1;
             oc->corrections = diff.count;
@@ -914,10 +977,18 @@ md_rating_tick(struct md_rating *r, sqlite3 *db, uint64_t budget_ms)
                 return 0;
             }
         }
+        r->stage_cost = 1;
         if (rc == MD_OK)
             rc = rate_milestone(r, db, cluster, day, state, NULL, &oc, &err);
+        r->stage_cost = 0;
         if (rc == MD_OK)
             rc = exec(db, "COMMIT", &err);
+        if (r->agg != NULL) {
+            if (rc == MD_OK)
+                r->agg_changed |= md_usnap_agg_commit(r->agg);
+            else
+                md_usnap_agg_rollback(r->agg);
+        }
         if (rc != MD_OK) {
             if (!sqlite3_get_autocommit(db))
                 (void)exec(db, "ROLLBACK", NULL);
@@ -1690,9 +1761,18 @@ backfill_fn(void *arg, sqlite3 *db, struct md_err *err)
         b->done = 1;
         return MD_OK;
     }
+    /* a real backfill moves the cost counters too (committed or dropped with
+     * the writer's transaction); a failed one drops everything staged in this
+     * drain from the snapshot, which then lags until the next start rather
+     * than ever counting a cost that was rolled back */
+    b->r->stage_cost = !b->dry_run;
     rc = rate_milestone(b->r, db, b->cluster, b->day, state, b->rp, &b->oc, err);
-    if (rc != MD_OK)
+    b->r->stage_cost = 0;
+    if (rc != MD_OK) {
+        if (b->r->agg != NULL)
+            md_usnap_agg_rollback(b->r->agg);
         return rc;
+    }
     b->done = 1;
     /* dry run: everything above is undone by the call's savepoint */
     return b->dry_run ? md_err_set(err, MD_ESTATE, "dry run") : MD_OK;

@@ -299,7 +299,7 @@ def test_bills_against_decimal():
         assert r.status == 400
         r = m.request("DELETE", "/api/v1/bills")
         assert r.status == 405
-        assert m.metric("meterd_unpriced_tokens_total") == 0   # nothing closed yet
+        assert m.metric_sum("meterd_unpriced_tokens_total") == 0   # nothing closed yet
         assert m.stop() == 0
     finally:
         m.cleanup()
@@ -344,7 +344,11 @@ def test_history_close_finalize_correct():
                for ln in doc["lines"]]
         assert got == [("gpt-4.1-mini", 1000000, "0.4", "closed", "standard"),
                        ("text-embedding-3-small", 500, "0", "closed", "unpriced")], got
-        assert m.metric("meterd_unpriced_tokens_total") == 500
+        assert m.metric_sum("meterd_unpriced_tokens_total") == 500
+        # /metrics: the cost of the closed day, per tenant and model
+        wait_until(lambda: m.metric_sum("meterd_cost_total", {
+            "namespace": "team-a", "model": "gpt-4.1-mini", "currency": "USD"}) == 0.4, 10,
+            "meterd_cost_total of the closed day")
         # the CLI backfill, twice: the second changes nothing
         for want in (0, 0):
             out = subprocess.run([harness.ARGS.meterd, "backfill", "-c", m.config, "--from",
@@ -368,6 +372,14 @@ def test_history_close_finalize_correct():
         want = [("2026-02-01", "gpt-4.1-mini", -1000000, "0.4", "-0.4", "correction"),
                 ("2026-02-01", "gpt-4.1-mini", 1000000, "0.8", "0.8", "correction")]
         wait_until(lambda: sorted(corrected()) == sorted(want), 10, "corrections booked")
+        # corrections move the cost counter: 0.4 - 0.4 + 0.8; a restart loads
+        # the same totals from the stored lines
+        wait_until(lambda: m.metric_sum("meterd_cost_total", {"currency": "USD"}) == 0.8, 10,
+                   "cost after corrections")
+        assert m.stop() == 0
+        m.start()
+        assert m.metric_sum("meterd_cost_total", {"currency": "USD"}) == 0.8
+        assert m.metric_sum("meterd_unpriced_tokens_total") == 500
         jan = json.loads(m.get("/api/v1/bills?period=2026-01").body)
         assert [ln["status"] for ln in jan["lines"]] == ["finalized", "finalized"]
         assert jan["totals"] == doc["totals"], (jan["totals"], doc["totals"])
