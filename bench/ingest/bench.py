@@ -316,7 +316,16 @@ def one_run(args, sim, cls, port, body):
     return res
 
 
+def on_signal(signum, frame):
+    # a background sh starts us with SIGINT ignored: install both handlers so
+    # `kill PID` stops the scraper and the simulator through the finally
+    # blocks instead of orphaning them
+    raise KeyboardInterrupt("signal %d" % signum)
+
+
 def main():
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     here = os.path.dirname(os.path.abspath(__file__))
     root = os.path.dirname(os.path.dirname(here))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
