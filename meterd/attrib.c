@@ -30,7 +30,23 @@
 #define LABELS_MAX 256
 #define CANON_MAX 512
 
+/* a configured label name in comparison-key form (md_normalize_label_key),
+ * computed once so a sample's labels are normalised once each, not once per
+ * lookup; len == SIZE_MAX when the key does not fit (it then never matches,
+ * as in md_normalize_label_eq) */
+struct canon_name {
+    char   key[MD_NORMALIZE_NAME_MAX + 1];
+    size_t len;
+};
+
+enum {
+    CN_OVERFLOW = 0, CN_TOKEN_TYPE, CN_OPERATION, CN_DEPARTMENT, CN_NAMESPACE, CN_MODEL,
+    CN_PROVIDER, CN_SYSTEM_NAME, CN_COUNT
+};
+
 struct md_attrib {
+    struct canon_name  canon[CN_COUNT];
+    int                has_namespace_label;
     char              *cluster;
     char              *department_label;
     char              *default_department;
@@ -99,6 +115,25 @@ md_attrib_new(const struct md_config *cfg, struct md_err *err)
         rc |= dup_into(&a->namespace_label, cfg->attribution.namespace_label);
     if (rc != MD_OK)
         goto nomem;
+    {
+        const char *names[CN_COUNT] = {
+            [CN_OVERFLOW] = "otel_metric_overflow", [CN_TOKEN_TYPE] = a->token_type_label,
+            [CN_OPERATION] = a->operation_label, [CN_DEPARTMENT] = a->department_label,
+            [CN_NAMESPACE] = a->namespace_label ? a->namespace_label : "",
+            [CN_MODEL] = a->model_label, [CN_PROVIDER] = a->provider_label,
+            [CN_SYSTEM_NAME] = "gen_ai_system_name",
+        };
+
+        for (int i = 0; i < CN_COUNT; i++) {
+            struct md_str n = { names[i], strlen(names[i]) };
+            struct canon_name *c = &a->canon[i];
+
+            c->len = md_normalize_label_key(n, c->key, sizeof(c->key));
+            if (c->len >= sizeof(c->key))
+                c->len = SIZE_MAX;
+        }
+        a->has_namespace_label = a->namespace_label != NULL;
+    }
     if (cfg->attribution.department_namespaces.count > 0) {
         size_t n = cfg->attribution.department_namespaces.count;
 
@@ -154,10 +189,22 @@ struct canon_label {
     char   name[CANON_MAX];
     size_t name_len;
     const struct md_str *value;
+    int    is_le;
+};
+
+/* md_normalize_name is pure: consecutive samples of one series family
+ * (15 buckets, _sum, _count) repeat a name, so the last answer is kept */
+struct name_memo {
+    char               name[MD_NORMALIZE_NAME_MAX];
+    size_t             len;               /* 0: empty memo */
+    int                rc;
+    enum md_instrument inst;
+    enum md_role       role;
 };
 
 struct md_attrib_scratch {
     struct md_buf      key;
+    struct name_memo   memo;
     struct canon_label labels[LABELS_MAX];
 };
 
@@ -166,8 +213,10 @@ md_attrib_scratch_new(void)
 {
     struct md_attrib_scratch *sc = md_malloc(sizeof(*sc));
 
-    if (sc != NULL)
+    if (sc != NULL) {
         md_buf_init(&sc->key, MD_ATTRIB_KEY_MAX);
+        sc->memo.len = 0;
+    }
     return sc;
 }
 
@@ -252,8 +301,12 @@ set_dim_label(const char **dims, size_t *lens, enum md_dim d, const struct md_st
 
 #define ROLE_CREATED_KIND 0   /* batch kind of a pending _created value */
 
-int
-md_attrib_sample(const struct md_attrib *a, const struct md_attrib_target *t,
+/* The reference path: every lookup normalises the sample's label names
+ * again.  Used when a label name does not fit the canonical form (the fast
+ * path could not reproduce its errors exactly); the fast path below must
+ * give the same batch for every other sample. */
+static int
+sample_slow(const struct md_attrib *a, const struct md_attrib_target *t,
     const struct md_sample *s, struct md_batch *b, struct md_attrib_scratch *sc,
     struct md_err *err)
 {
@@ -362,6 +415,235 @@ md_attrib_sample(const struct md_attrib *a, const struct md_attrib_target *t,
     }
     return md_batch_add(b, sc->key.data, sc->key.len, dims, lens, kind, s->value, s->has_ts, s->ts_ms,
         0, 0.0, overflow);
+}
+
+/* ---- fast path ----
+ * Same decisions as sample_slow, in an order that does the cheap work
+ * first: the name and role decide most samples (histogram buckets are ~60%
+ * of an EAIG body) before any label is looked at, and each label name is
+ * normalised once per sample, then compared with the configured names
+ * normalised once in md_attrib_new. */
+
+/* md_normalize_name through the one-entry memo */
+static int
+normalize_name_memo(struct md_attrib_scratch *sc, struct md_str name, enum md_instrument *inst,
+    enum md_role *role)
+{
+    struct name_memo *m = &sc->memo;
+    char detail[64];
+    int rc;
+
+    if (m->len != 0 && m->len == name.len && memcmp(m->name, name.p, name.len) == 0) {
+        *inst = m->inst;
+        *role = m->role;
+        return m->rc;
+    }
+    *inst = MD_INST_UNKNOWN;
+    *role = MD_ROLE_NONE;
+    rc = md_normalize_name(name, inst, role, detail, sizeof(detail));
+    if (name.len > 0 && name.len <= sizeof(m->name)) {
+        memcpy(m->name, name.p, name.len);
+        m->len = name.len;
+        m->rc = rc;
+        m->inst = *inst;
+        m->role = *role;
+    } else {
+        m->len = 0;
+    }
+    return rc;
+}
+
+/* canonical label names of s in their original order; MD_OK, or MD_ELIMIT
+ * when one does not fit (the caller then takes the reference path) */
+static int
+canon_labels(const struct md_sample *s, struct md_attrib_scratch *sc)
+{
+    if (s->nlabels > LABELS_MAX)
+        return MD_ELIMIT;
+    for (size_t i = 0; i < s->nlabels; i++) {
+        struct canon_label *l = &sc->labels[i];
+        size_t len = md_normalize_label_key(s->labels[i].name, l->name, CANON_MAX);
+
+        if (len == 0 || len >= CANON_MAX)
+            return MD_ELIMIT;
+        l->name_len = len;
+        l->value = &s->labels[i].value;
+        l->is_le = len == 2 && memcmp(l->name, "le", 2) == 0;
+    }
+    return MD_OK;
+}
+
+/* first label (in sample order) whose key equals c, like find_label */
+static const struct md_str *
+find_canon(const struct md_attrib_scratch *sc, size_t n, const struct canon_name *c)
+{
+    for (size_t i = 0; i < n; i++)
+        if (sc->labels[i].name_len == c->len && memcmp(sc->labels[i].name, c->key, c->len) == 0)
+            return sc->labels[i].value;
+    return NULL;
+}
+
+/* series_key from canonical labels (reorders sc->labels) */
+static int
+series_key_canon(size_t nlabels, enum md_instrument inst, int role,
+    struct md_attrib_scratch *sc, struct md_err *err)
+{
+    struct canon_label *labels = sc->labels;
+    struct md_buf *out = &sc->key;
+    size_t n = 0;
+    int rc;
+
+    for (size_t i = 0; i < nlabels; i++) {
+        if (labels[i].is_le)
+            continue;
+        if (n != i)
+            labels[n] = labels[i];
+        n++;
+    }
+    /* stable insertion sort: a handful of labels, and the order of equal
+     * names stays the sample order, as glibc's (merge sort) qsort keeps it */
+    for (size_t i = 1; i < n; i++) {
+        struct canon_label tmp;
+        size_t j = i;
+
+        if (cmp_canon(&labels[i - 1], &labels[i]) <= 0)
+            continue;
+        tmp = labels[i];
+        while (j > 0 && cmp_canon(&labels[j - 1], &tmp) > 0) {
+            labels[j] = labels[j - 1];
+            j--;
+        }
+        labels[j] = tmp;
+    }
+    md_buf_reset(out);
+    rc = md_buf_printf(out, "%s\x1f%d", md_instrument_name(inst), role);
+    for (size_t i = 0; i < n && rc == MD_OK; i++) {
+        rc = md_buf_putc(out, '\x1e');
+        if (rc == MD_OK)
+            rc = md_buf_append(out, labels[i].name, labels[i].name_len);
+        if (rc == MD_OK)
+            rc = md_buf_putc(out, '=');
+        if (rc == MD_OK)
+            rc = md_buf_append(out, labels[i].value->p, labels[i].value->len);
+    }
+    if (rc != MD_OK)
+        return md_err_set(err, rc, "series identity longer than %u bytes", MD_ATTRIB_KEY_MAX);
+    return MD_OK;
+}
+
+int
+md_attrib_sample(const struct md_attrib *a, const struct md_attrib_target *t,
+    const struct md_sample *s, struct md_batch *b, struct md_attrib_scratch *sc,
+    struct md_err *err)
+{
+    const char *dims[MD_DIM_COUNT];
+    size_t lens[MD_DIM_COUNT];
+    const struct md_str *tt, *op, *ov;
+    enum md_instrument inst = MD_INST_UNKNOWN;
+    enum md_role role = MD_ROLE_NONE;
+    enum md_kind kind;
+    size_t n = s->nlabels;
+    int overflow, rc;
+
+    if (normalize_name_memo(sc, s->name, &inst, &role) != MD_OK || inst == MD_INST_UNKNOWN) {
+        b->dropped[MD_DROP_OTHER_FAMILY]++;
+        return MD_OK;
+    }
+    if (inst == MD_INST_INFERENCE_USAGE) {
+        b->dropped[MD_DROP_INFERENCE_DUPLICATE]++;
+        return MD_OK;
+    }
+    if (inst != MD_INST_TOKEN_USAGE) {
+        b->dropped[MD_DROP_OTHER_FAMILY]++;
+        return MD_OK;
+    }
+    /* these roles are decided without labels (sample_slow looks them up
+     * first but never uses them for these) */
+    if (role == MD_ROLE_BUCKET) {
+        b->dropped[MD_DROP_BUCKET]++;
+        return MD_OK;
+    }
+    if (role != MD_ROLE_SUM && role != MD_ROLE_COUNT && role != MD_ROLE_CREATED) {
+        b->dropped[MD_DROP_OTHER_FAMILY]++;
+        return MD_OK;
+    }
+    if (canon_labels(s, sc) != MD_OK)
+        return sample_slow(a, t, s, b, sc, err);
+    ov = find_canon(sc, n, &a->canon[CN_OVERFLOW]);
+    overflow = str_is(ov, "true");
+    tt = find_canon(sc, n, &a->canon[CN_TOKEN_TYPE]);
+    op = find_canon(sc, n, &a->canon[CN_OPERATION]);
+    if (role == MD_ROLE_SUM) {
+        kind = MD_KIND_TOKENS;
+    } else if (role == MD_ROLE_COUNT) {
+        /* the overflow series mixes every type: its count is not requests */
+        if (overflow || !str_is(tt, "input")) {
+            b->dropped[MD_DROP_COUNT_NOT_INPUT]++;
+            return MD_OK;
+        }
+        kind = MD_KIND_REQUESTS;
+    } else {
+        kind = ROLE_CREATED_KIND;
+    }
+    if (!overflow && kind != ROLE_CREATED_KIND) {
+        if (tt == NULL || tt->len == 0) {
+            b->dropped[MD_DROP_NO_TOKEN_TYPE]++;
+            return MD_OK;
+        }
+        if (str_is(tt, "total")) {
+            b->dropped[MD_DROP_TOTAL_TYPE]++;
+            return MD_OK;
+        }
+        for (size_t i = 0; op != NULL && i < a->exclude_ops.count; i++) {
+            if (str_is(op, a->exclude_ops.v[i])) {
+                b->dropped[MD_DROP_EXCLUDED_OPERATION]++;
+                return MD_OK;
+            }
+        }
+    }
+    set_dim(dims, lens, MD_DIM_CLUSTER, a->cluster, strlen(a->cluster));
+    if (overflow) {
+        for (int d = MD_DIM_NAMESPACE; d < MD_DIM_COUNT; d++)
+            set_dim(dims, lens, (enum md_dim)d, UNATTRIBUTED, strlen(UNATTRIBUTED));
+    } else {
+        const struct md_str *nsl = a->has_namespace_label ?
+            find_canon(sc, n, &a->canon[CN_NAMESPACE]) : NULL;
+        const struct md_str *prov;
+
+        set_dim_label(dims, lens, MD_DIM_DEPARTMENT,
+            find_canon(sc, n, &a->canon[CN_DEPARTMENT]), a->default_department);
+        if (nsl != NULL && nsl->len > 0) {
+            set_dim(dims, lens, MD_DIM_NAMESPACE, nsl->p, nsl->len);
+        } else {
+            const char *ns = NULL;
+
+            for (size_t i = 0; i < a->dept_ns.count && ns == NULL; i++)
+                if (strlen(a->dept_ns.keys[i]) == lens[MD_DIM_DEPARTMENT] &&
+                    memcmp(a->dept_ns.keys[i], dims[MD_DIM_DEPARTMENT],
+                        lens[MD_DIM_DEPARTMENT]) == 0)
+                    ns = a->dept_ns.vals[i];
+            if (ns == NULL)
+                ns = t->namespace != NULL && t->namespace[0] ? t->namespace : a->default_namespace;
+            set_dim(dims, lens, MD_DIM_NAMESPACE, ns, strlen(ns));
+        }
+        set_dim_label(dims, lens, MD_DIM_MODEL, find_canon(sc, n, &a->canon[CN_MODEL]), UNKNOWN);
+        prov = find_canon(sc, n, &a->canon[CN_PROVIDER]);
+        if (prov == NULL)
+            prov = find_canon(sc, n, &a->canon[CN_SYSTEM_NAME]);     /* EAIG v0.3 */
+        set_dim_label(dims, lens, MD_DIM_PROVIDER, prov, UNKNOWN);
+        set_dim_label(dims, lens, MD_DIM_OPERATION, op, UNKNOWN);
+        set_dim_label(dims, lens, MD_DIM_TOKEN_TYPE, tt, UNKNOWN);
+    }
+    /* _created shares the identity of the _sum/_count it belongs to; the
+     * dims above point into the sample, not into sc->labels, so the key may
+     * reorder the labels now */
+    rc = series_key_canon(n, inst, kind == ROLE_CREATED_KIND ? -1 : (int)role, sc, err);
+    if (rc != MD_OK)
+        return rc;
+    if (overflow)
+        b->overflow_series += role == MD_ROLE_SUM;
+    return md_batch_add(b, sc->key.data, sc->key.len, dims, lens, kind, s->value, s->has_ts,
+        s->ts_ms, 0, 0.0, overflow);
 }
 
 /* The label part of a key: everything from the first \x1e (or the end). */

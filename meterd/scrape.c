@@ -77,6 +77,8 @@ struct target {
     struct status        st;          /* guarded by status_mu */
 };
 
+#define SPARE_BODIES 4
+
 struct md_scrape {
     struct md_app       *app;
     struct md_store     *store;
@@ -86,7 +88,12 @@ struct md_scrape {
     struct curl_slist   *headers;
     struct md_attrib    *attrib;
     struct md_attrib_scratch *scratch; /* scrape thread's attribution memory */
-    struct md_expfmt_parser *parser;   /* reused: no allocation per body */
+    struct md_expfmt_parser *parser;  /* scrape thread's, reused for every body */
+    /* body memory of finished scrapes, handed to the next transfer: an idle
+     * target holds no body, so memory follows the transfers in flight, not
+     * the number of targets (200 targets x a 256 KiB body were 51 MB) */
+    struct md_buf        spare[SPARE_BODIES];
+    size_t               nspare;
     struct md_config    *cfg;         /* reference held by the thread */
     int                  store_fresh;
     int                  first_sync_done;
@@ -273,10 +280,9 @@ sync_config(struct md_scrape *s)
             goto nomem;
         t->interval_ns = interval_ms * 1000000ULL;
         t->timeout_ms = want[i].timeout_ms > interval_ms ? interval_ms : want[i].timeout_ms;
-        if (t->body.cap != (size_t)cfg->scrape.body_size_limit) {
-            md_buf_fini(&t->body);
-            md_buf_init(&t->body, (size_t)cfg->scrape.body_size_limit);
-        }
+        /* only the cap changes: a transfer in flight keeps writing into the
+         * same memory (a lower cap fails it as oversized, which it is) */
+        t->body.cap = (size_t)cfg->scrape.body_size_limit;
         next[i] = t;
     }
     /* targets no longer wanted stop being scraped; their ledger state stays
@@ -403,6 +409,13 @@ start_scrape(struct md_scrape *s, struct target *t, uint64_t now)
             return MD_ENOMEM;
     }
     curl_easy_reset(t->easy);
+    if (t->body.data == NULL && s->nspare > 0) {
+        struct md_buf *b = &s->spare[--s->nspare];
+
+        t->body.data = b->data;     /* the target's cap stays the limit */
+        t->body.alloc = b->alloc;
+        md_buf_init(b, 0);
+    }
     md_buf_reset(&t->body);
     t->body_over = 0;
     (void)snprintf(ua, sizeof(ua), "meterd/%s", MD_VERSION);
@@ -478,7 +491,25 @@ record(struct md_scrape *s, struct target *t, int ok, enum fail_reason why, cons
 }
 
 static void
+finish_scrape_body(struct md_scrape *s, struct target *t, CURLcode cc, uint64_t now);
+
+/* the body is parsed (or failed) by now: its memory goes to the spare pool
+ * or is freed */
+static void
 finish_scrape(struct md_scrape *s, struct target *t, CURLcode cc, uint64_t now)
+{
+    finish_scrape_body(s, t, cc, now);
+    if (t->body.data != NULL && s->nspare < SPARE_BODIES) {
+        s->spare[s->nspare] = t->body;
+        s->nspare++;
+        md_buf_init(&t->body, t->body.cap);
+    } else {
+        md_buf_fini(&t->body);
+    }
+}
+
+static void
+finish_scrape_body(struct md_scrape *s, struct target *t, CURLcode cc, uint64_t now)
 {
     struct md_expfmt_limits lim;
     struct md_expfmt_error perr = {0};
@@ -690,6 +721,8 @@ md_scrape_stop(struct md_scrape *s)
     md_attrib_free(s->attrib);
     md_attrib_scratch_free(s->scratch);
     md_expfmt_parser_free(s->parser);
+    for (size_t i = 0; i < s->nspare; i++)
+        md_buf_fini(&s->spare[i]);
     md_config_unref(s->cfg);
     md_discovery_result_fini(&s->disc);
     pthread_cond_destroy(&s->disc_cv);
