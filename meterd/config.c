@@ -254,8 +254,9 @@ static const struct md_cfg_section auth_token_section = {
 
 static const struct md_cfg_key auth_keys[] = {
     { .name = "open_paths", .type = MD_CFG_STRLIST, .off = OFF(auth.open_paths), .max = 64,
-      .def = "[/metrics, /healthz, /readyz]", .check = check_open_path,
-      .help = "exact paths served without a token" },
+      .check = check_open_path,
+      .help = "exact paths served without a token (default [/metrics, /healthz, /readyz]; "
+              "[] for none)" },
     { .name = "tokens", .type = MD_CFG_LIST, .off = OFF(auth.tokens), .max = 10000,
       .sub = &auth_token_section, .help = "bearer tokens" },
     { .name = "failure_limit", .type = MD_CFG_UINT, .off = OFF(auth.failure_limit),
@@ -650,6 +651,21 @@ validate_auth(struct md_cfg_ctx *c, int node, const char *path, void *obj)
 
     (void)path;
     cfg->auth.enabled = node != 0;
+    if (node == 0 || md_cfgtab_key_node(c, node, "open_paths", 1) == node) {
+        /* key absent: the table cannot hold a list default */
+        static const char *const def_open[] = { "/metrics", "/healthz", "/readyz" };
+        struct md_strlist *op = &cfg->auth.open_paths;
+
+        op->v = md_calloc(3, sizeof(char *));
+        for (size_t i = 0; op->v != NULL && i < 3; i++) {
+            op->v[i] = md_strdup(def_open[i]);
+            if (op->v[i] == NULL)
+                break;
+            op->count++;
+        }
+        if (op->count != 3)
+            md_cfgtab_error(c, node, "auth.open_paths", "out of memory");
+    }
     dup_check_in(c, node, "auth", "open_paths", &cfg->auth.open_paths);
     if (node != 0 && cfg->auth.tokens.count == 0)
         md_cfgtab_error(c, tnode, "auth.tokens",
