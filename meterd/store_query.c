@@ -63,7 +63,8 @@ month_case(struct md_buf *sql, int64_t from_s, int64_t to_s)
     d[9] = '1';
     if (md_parse_time(d, 10, &start, &e) != MD_OK)
         return MD_EPARSE;
-    (void)md_buf_printf(sql, "CASE");
+    /* "CASE WHEN .. ELSE .. END"; the first WHEN is written with the
+     * first bound, so a range inside one month is the bare constant */
     for (;;) {
         int64_t next;
         int y = (d[0] - '0') * 1000 + (d[1] - '0') * 100 + (d[2] - '0') * 10 + (d[3] - '0');
@@ -85,11 +86,14 @@ month_case(struct md_buf *sql, int64_t from_s, int64_t to_s)
         if (md_parse_time(d, 10, &next, &e) != MD_OK)
             return MD_EPARSE;
         if (next >= to_s) {
-            (void)md_buf_printf(sql, " ELSE %lld END", (long long)start);
+            if (n == 1)     /* not a bare literal: GROUP BY would read a column number */
+                (void)md_buf_printf(sql, "(%lld + 0 * u.hour_s)", (long long)start);
+            else
+                (void)md_buf_printf(sql, " ELSE %lld END", (long long)start);
             return MD_OK;
         }
-        (void)md_buf_printf(sql, " WHEN u.hour_s < %lld THEN %lld", (long long)next,
-            (long long)start);
+        (void)md_buf_printf(sql, "%s WHEN u.hour_s < %lld THEN %lld", n == 1 ? "CASE" : "",
+            (long long)next, (long long)start);
         start = next;
     }
 }

@@ -187,6 +187,10 @@ def test_costmgmt_api():
         r2, _ = get(m, "/projects/zzz/costs/usage", **RANGE)
         assert r1.status == 200 and r1.body == r2.body, (r1.body, r2.body)
 
+        # a range inside one month (a single month bucket)
+        doc = ok(m, start="2025-06-02", end="2025-06-09")
+        assert items(doc, "namespace", "usage", "start", "end") == [
+            ("alpha", 40, "20250602", "20250609"), ("beta", 12, "20250602", "20250609")], doc
         # a range of exactly 366 days is accepted (2024 is a leap year)
         ok(m, start="2024-01-01", end="2024-12-31")
 
