@@ -29,13 +29,13 @@ BASE = ("FROM usage_hourly u JOIN dims d ON d.id = u.dim_id "
 QUERIES = [
     # name, API path, bare SQL, text param, bare iterations
     ("project_all, month, page 1 of 20", CM + "/costs/usage?" + RANGE,
-     "SELECT d.namespace, sum(u.tokens) " + BASE + " GROUP BY d.namespace", None, 40),
+     "SELECT d.namespace, sum(u.tokens) " + BASE + " GROUP BY d.namespace", None, 20),
     ("project_all, month, pageSize=1000", CM + "/costs/usage?pageSize=1000&" + RANGE,
-     "SELECT d.namespace, sum(u.tokens) " + BASE + " GROUP BY d.namespace", None, 40),
+     "SELECT d.namespace, sum(u.tokens) " + BASE + " GROUP BY d.namespace", None, 20),
     ("namespace_all, day, pageSize=1000 (30,000 items)",
      CM + "/costs/usage?kind=namespace_all&step=day&pageSize=1000&" + RANGE,
      "SELECT u.hour_s / 86400, d.cluster, d.namespace, sum(u.tokens) " + BASE +
-     " GROUP BY 1, 2, 3", None, 40),
+     " GROUP BY 1, 2, 3", None, 20),
     ("one project (project route), month", CM + "/projects/proj-0500/costs/usage?" + RANGE,
      "SELECT d.namespace, sum(u.tokens) " + BASE + " AND d.namespace = ?3 GROUP BY d.namespace",
      "proj-0500", 2000),
