@@ -26,19 +26,24 @@ TOKEN = "bench-admin-token"
 RANGE = "start=2025-06-01&end=2025-06-30"
 BASE = ("FROM usage_hourly u JOIN dims d ON d.id = u.dim_id "
         "WHERE u.hour_s >= ?1 AND u.hour_s < ?2")
+SCAN = "SELECT u.dim_id, u.hour_s, u.tokens FROM usage_hourly u WHERE u.hour_s >= ?1 AND u.hour_s < ?2"
+SCAN_NS = ("SELECT u.dim_id, u.hour_s, u.tokens FROM dims d CROSS JOIN usage_hourly u "
+           "ON u.dim_id = d.id WHERE u.hour_s >= ?1 AND u.hour_s < ?2 AND d.namespace = ?3")
 QUERIES = [
-    # name, API path, bare SQL, text param, bare iterations
-    ("project_all, month, page 1 of 20", CM + "/costs/usage?" + RANGE,
-     "SELECT d.namespace, sum(u.tokens) " + BASE + " GROUP BY d.namespace", None, 20),
-    ("project_all, month, pageSize=1000", CM + "/costs/usage?pageSize=1000&" + RANGE,
-     "SELECT d.namespace, sum(u.tokens) " + BASE + " GROUP BY d.namespace", None, 20),
-    ("namespace_all, day, pageSize=1000 (30,000 items)",
-     CM + "/costs/usage?kind=namespace_all&step=day&pageSize=1000&" + RANGE,
-     "SELECT u.hour_s / 86400, d.cluster, d.namespace, sum(u.tokens) " + BASE +
-     " GROUP BY 1, 2, 3", None, 20),
-    ("one project (project route), month", CM + "/projects/proj-0500/costs/usage?" + RANGE,
-     "SELECT d.namespace, sum(u.tokens) " + BASE + " AND d.namespace = ?3 GROUP BY d.namespace",
-     "proj-0500", 2000),
+    # name, API path, [(bare label, SQL, text param, iterations)]
+    ("project_all, month, page 1 of 20", CM + "/costs/usage?" + RANGE, [
+        ("read the rows", SCAN, None, 10),
+        ("GROUP BY namespace", "SELECT d.namespace, sum(u.tokens) " + BASE +
+         " GROUP BY d.namespace", None, 5)]),
+    ("project_all, month, pageSize=1000", CM + "/costs/usage?pageSize=1000&" + RANGE, [
+        ("read the rows", SCAN, None, 10)]),
+    ("namespace_all, day, pageSize=1000 (of 30,000 items)",
+     CM + "/costs/usage?kind=namespace_all&step=day&pageSize=1000&" + RANGE, [
+         ("read the rows", SCAN, None, 10),
+         ("GROUP BY day, cluster, namespace", "SELECT u.hour_s / 86400, d.cluster, "
+          "d.namespace, sum(u.tokens) " + BASE + " GROUP BY 1, 2, 3", None, 5)]),
+    ("one project (project route), month", CM + "/projects/proj-0500/costs/usage?" + RANGE, [
+        ("read the project's rows", SCAN_NS, "proj-0500", 500)]),
 ]
 
 
@@ -53,7 +58,8 @@ def ms(v, unit):
 
 
 def wrk(url, seconds):
-    out = subprocess.run(["wrk", "-t1", "-c1", "-d%ds" % seconds, "--latency", "-H",
+    out = subprocess.run(["wrk", "-t1", "-c1", "-d%ds" % seconds, "--timeout", "120s",
+                          "--latency", "-H",
                           "Authorization: Bearer " + TOKEN, url],
                          capture_output=True, text=True, check=True).stdout
     pct = {k: ms(v, u) for k, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$",
@@ -101,19 +107,23 @@ def main():
                     raise SystemExit("meterd not ready")
                 time.sleep(0.05)
             rows = []
-            for name, path, sql, param, iters in QUERIES:
+            for name, path, bares in QUERIES:
                 url = "http://127.0.0.1:%d%s" % (port, path)
                 a50, a99, rps, reqs = wrk(url, a.seconds)
-                cmd = [bare, db, str(iters), sql] + ([param] if param else [])
-                out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-                b = dict(kv.split("=") for kv in out.split())
-                b50, b99 = float(b["p50_ms"]), float(b["p99_ms"])
-                rows.append("| %s | %d | %.2f | %.2f | %.1f | %s | %.3f | %.3f | %.1f |" % (
-                    name, reqs, a50, a99, rps, b["rows"], b50, b99, a99 / max(b99, 1e-3)))
+                for label, sql, param, iters in bares:
+                    cmd = [bare, db, str(iters), sql] + ([param] if param else [])
+                    out = subprocess.run(cmd, capture_output=True, text=True,
+                                         check=True).stdout
+                    b = dict(kv.split("=") for kv in out.split())
+                    b50, b99 = float(b["p50_ms"]), float(b["p99_ms"])
+                    rows.append("| %s | %d | %.1f | %.1f | %s (%s rows) | %d | %.1f | %.1f | "
+                                "%.2f |" % (name, reqs, a50, a99, label, b["rows"], iters, b50,
+                                            b99, a99 / max(b99, 1e-3)))
+                    print(rows[-1], file=sys.stderr)
         finally:
             p.terminate()
             p.wait()
-        print("| query | API requests | API p50 ms | API p99 ms | API req/s | bare rows | "
+        print("| API query | requests | API p50 ms | API p99 ms | bare SQLite select | runs | "
               "bare p50 ms | bare p99 ms | API p99 / bare p99 |")
         print("|---|---|---|---|---|---|---|---|---|")
         print("\n".join(rows))
