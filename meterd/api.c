@@ -98,6 +98,7 @@ handle_usage(const struct md_api_ctx *ctx, const struct md_api_req *req,
         md_api_error(resp, 400, "bad_request", "%s", err.msg);
         return;
     }
+    q.tenant = req->tenant;     /* auth: a tenant token sees only its rows */
     rc = md_api_usage_json(ctx->app->store, &q, &resp->body, &resp->len, &err);
     if (rc == MD_ELIMIT) {
         md_api_error(resp, 400, "too_many_rows", "%s; narrow the range, step or group_by",

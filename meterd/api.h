@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "app.h"
+#include "store.h"
 #include "util.h"
 
 #define MD_API_QUERY_MAX   64        /* query parameters accepted */
@@ -30,6 +31,7 @@ struct md_api_req {
     int          query_overflow;     /* more than MD_API_QUERY_MAX parameters */
     const char  *body;               /* request body (PUT/POST), "" when none */
     size_t       body_len;
+    struct md_tenant_filter tenant;  /* from the token (auth); zero: all rows */
 };
 
 struct md_api_resp {
@@ -56,8 +58,47 @@ void md_api_handle(const struct md_api_ctx *ctx, const struct md_api_req *req,
 /* Fills resp with a JSON error. */
 void md_api_error(struct md_api_resp *resp, unsigned status, const char *code,
     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Fills resp with a Kubernetes Status object (the Cost Management API's
+ * error shape): {"kind":"Status","apiVersion":"v1","metadata":{},
+ * "status":"Failure","message":...,"reason":...,"code":status}. */
+void md_api_status_error(struct md_api_resp *resp, unsigned status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The Status reason for an HTTP status ("BadRequest", "Unauthorized"...). */
+const char *md_api_status_reason(unsigned status);
 /* The value of a query parameter, or NULL. */
 const char *md_api_param(const struct md_api_req *req, const char *key);
+
+/* Cost Management compatible API (api_costmgmt.c):
+ * /platform/cost.alauda.io/v1beta1/costs/usage and
+ * /platform/cost.alauda.io/v1beta1/projects/{project}/costs/usage. */
+#define MD_CM_PREFIX        "/platform/cost.alauda.io/v1beta1/"
+#define MD_CM_PAGE_SIZE_MAX 1000
+#define MD_CM_PAGE_MAX      1000000
+#define MD_CM_RANGE_DAYS_MAX 366
+
+/* 1 when path is one of the two Cost Management routes. */
+int  md_api_costmgmt_match(const char *path);
+void md_api_costmgmt_handle(const struct md_api_ctx *ctx, const struct md_api_req *req,
+    struct md_api_resp *resp);
+
+/* Pricing hook for the `cost` field.  k describes one answer row: the
+ * bucket [from_s, to_s) clipped to the request, the row's cluster and
+ * namespace (NULL: summed over all of them), the token type (NULL: all) and
+ * the caller's tenant filter.  The function stores the priced amount in
+ * integer nanos of the currency and the ISO 4217 code, and returns MD_OK;
+ * MD_ENOTFOUND (or any other code) leaves the row unpriced ("cost": null,
+ * "currency": "").  Called on HTTP threads, so it must be thread-safe. */
+struct md_cm_cost_key {
+    int64_t                        from_s, to_s;
+    const char                    *cluster;
+    const char                    *namespace;
+    const char                    *token_type;
+    const struct md_tenant_filter *tenant;
+};
+typedef int md_cm_cost_fn(void *arg, const struct md_cm_cost_key *k, int64_t *cost_nanos,
+    char currency[8]);
+/* Installs the hook; call before md_http_start (not synchronised). */
+void md_api_costmgmt_set_cost_fn(md_cm_cost_fn *fn, void *arg);
 
 #endif
 

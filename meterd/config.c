@@ -26,6 +26,10 @@ static const char *check_api_server(const char *v);
 static const char *check_port_name(const char *v);
 static const char *check_clean(const char *v);
 static void validate_kubernetes(struct md_cfg_ctx *c, int node, const char *path, void *obj);
+static void validate_auth(struct md_cfg_ctx *c, int node, const char *path, void *obj);
+static void validate_auth_token(struct md_cfg_ctx *c, int node, const char *path, void *obj);
+static const char *conv_sha256(const char *s, size_t len, void *field);
+static const char *check_open_path(const char *v);
 
 static const char *const log_levels[] = { "debug", "info", "warn", "error", NULL };
 static const char *const log_formats[] = { "logfmt", "json", NULL };
@@ -248,6 +252,51 @@ static const struct md_cfg_key rating_keys[] = {
 };
 static const struct md_cfg_section rating_section = { .name = "rating", .keys = rating_keys };
 
+/* ---- auth ---- */
+
+#define KOFF(field) offsetof(struct md_auth_token_cfg, field)
+static const char *const auth_scopes[] = { "admin", "reader", "tenant", NULL };
+
+static const struct md_cfg_key auth_token_keys[] = {
+    { .name = "name", .type = MD_CFG_STR, .off = KOFF(name), .max = 64,
+      .flags = MD_CFG_REQUIRED, .check = check_dns_label_nonempty,
+      .help = "who holds the token (logged on use; the token never is)" },
+    { .name = "sha256", .type = MD_CFG_SCALAR, .off = KOFF(sha256),
+      .flags = MD_CFG_REQUIRED, .conv = conv_sha256,
+      .help = "SHA-256 of the token as 64 hex digits (printf %s TOKEN | sha256sum)" },
+    { .name = "scope", .type = MD_CFG_ENUM, .off = KOFF(scope), .values = auth_scopes,
+      .flags = MD_CFG_REQUIRED,
+      .help = "admin (everything), reader (all usage, no admin routes) or tenant" },
+    { .name = "namespaces", .type = MD_CFG_STRLIST, .off = KOFF(namespaces), .max = 1024,
+      .check = check_nonempty, .help = "tenant: namespaces whose rows it sees" },
+    { .name = "departments", .type = MD_CFG_STRLIST, .off = KOFF(departments), .max = 1024,
+      .check = check_nonempty, .help = "tenant: departments whose rows it sees" },
+    END,
+};
+static const struct md_cfg_section auth_token_section = {
+    .name = "auth.tokens[]", .keys = auth_token_keys, .size = sizeof(struct md_auth_token_cfg),
+    .validate = validate_auth_token
+};
+
+static const struct md_cfg_key auth_keys[] = {
+    { .name = "open_paths", .type = MD_CFG_STRLIST, .off = OFF(auth.open_paths), .max = 64,
+      .check = check_open_path,
+      .help = "exact paths served without a token (default [/metrics, /healthz, /readyz]; "
+              "[] for none)" },
+    { .name = "tokens", .type = MD_CFG_LIST, .off = OFF(auth.tokens), .max = 10000,
+      .sub = &auth_token_section, .help = "bearer tokens" },
+    { .name = "failure_limit", .type = MD_CFG_UINT, .off = OFF(auth.failure_limit),
+      .min = 1, .max = 1000000, .def = "5",
+      .help = "bad tokens from one client address before it is answered 429" },
+    { .name = "failure_backoff_max", .type = MD_CFG_DURATION,
+      .off = OFF(auth.failure_backoff_max_ms), .min = 1000, .max = 86400000, .def = "5m",
+      .help = "longest 429 period (it doubles from 1s with each further bad token)" },
+    END,
+};
+static const struct md_cfg_section auth_section = {
+    .name = "auth", .keys = auth_keys, .validate = validate_auth
+};
+
 static const struct md_cfg_key root_keys[] = {
     { .name = "cluster", .type = MD_CFG_STR, .off = OFF(cluster), .max = 253, .def = "default",
       .check = check_nonempty, .help = "name of the cluster stamped on every usage row" },
@@ -277,6 +326,8 @@ static const struct md_cfg_key root_keys[] = {
       .help = "Kubernetes pod discovery" },
     { .name = "metrics", .type = MD_CFG_SECTION, .sub = &metrics_section,
       .help = "the /metrics exposition" },
+    { .name = "auth", .type = MD_CFG_SECTION, .sub = &auth_section,
+      .help = "bearer-token authentication (absent: the API is open)" },
     END,
 };
 static const struct md_cfg_section root_section = {
@@ -286,6 +337,44 @@ static const struct md_cfg_section root_section = {
 static pthread_mutex_t refs_mu = PTHREAD_MUTEX_INITIALIZER;
 
 /* ---- checks ---- */
+
+static const char *
+conv_sha256(const char *s, size_t len, void *field)
+{
+    uint8_t *out = field;
+
+    if (len != 64)
+        return "must be 64 hex digits (the SHA-256 of the token)";
+    for (size_t i = 0; i < 64; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        unsigned v;
+
+        if (ch >= '0' && ch <= '9')
+            v = ch - '0';
+        else if (ch >= 'a' && ch <= 'f')
+            v = ch - 'a' + 10;
+        else if (ch >= 'A' && ch <= 'F')
+            v = ch - 'A' + 10;
+        else
+            return "must be 64 hex digits (the SHA-256 of the token)";
+        if (i % 2 == 0)
+            out[i / 2] = (uint8_t)(v << 4);
+        else
+            out[i / 2] |= (uint8_t)v;
+    }
+    return NULL;
+}
+
+static const char *
+check_open_path(const char *v)
+{
+    if (v[0] != '/')
+        return "must start with /";
+    for (const char *p = v; *p != '\0'; p++)
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f || *p == '?' || *p == '#')
+            return "must be a plain path (no space, control character, ? or #)";
+    return NULL;
+}
 
 static const char *
 check_nonempty(const char *v)
@@ -498,7 +587,8 @@ url_host_is_loopback(const char *url)
 }
 
 static void
-dup_check(struct md_cfg_ctx *c, int node, const char *key, const struct md_strlist *l)
+dup_check_in(struct md_cfg_ctx *c, int node, const char *prefix, const char *key,
+    const struct md_strlist *l)
 {
     int list = md_cfgtab_key_node(c, node, key, 1);
 
@@ -508,12 +598,18 @@ dup_check(struct md_cfg_ctx *c, int node, const char *key, const struct md_strli
 
             if (strcmp(l->v[i], l->v[j]) != 0)
                 continue;
-            (void)snprintf(p, sizeof(p), "kubernetes.%s[%zu]", key, i);
+            (void)snprintf(p, sizeof(p), "%s.%s[%zu]", prefix, key, i);
             md_cfgtab_error(c, md_cfgtab_item_node(c, list, i), p, "\"%s\" is listed twice",
                 l->v[i]);
             break;
         }
     }
+}
+
+static void
+dup_check(struct md_cfg_ctx *c, int node, const char *key, const struct md_strlist *l)
+{
+    dup_check_in(c, node, "kubernetes", key, l);
 }
 
 static void
@@ -556,6 +652,69 @@ validate_kubernetes(struct md_cfg_ctx *c, int node, const char *path, void *obj)
         md_cfgtab_error(c, md_cfgtab_key_node(c, node, "token_file", 1), "kubernetes.token_file",
             "would send the token in clear text to \"%s\"; use https (plain http only to a "
             "loopback address, e.g. kubectl proxy)", api);
+}
+
+static void
+validate_auth_token(struct md_cfg_ctx *c, int node, const char *path, void *obj)
+{
+    struct md_auth_token_cfg *t = obj;
+    size_t lists = t->namespaces.count + t->departments.count;
+
+    if (t->scope == MD_CFG_SCOPE_TENANT && lists == 0)
+        md_cfgtab_error(c, md_cfgtab_key_node(c, node, "scope", 1), path,
+            "a tenant token needs at least one namespace or department");
+    if (t->scope != MD_CFG_SCOPE_TENANT && lists != 0)
+        md_cfgtab_error(c, md_cfgtab_key_node(c, node, "scope", 1), path,
+            "namespaces and departments only restrict tenant tokens; scope %s sees all rows",
+            auth_scopes[t->scope]);
+    dup_check_in(c, node, path, "namespaces", &t->namespaces);
+    dup_check_in(c, node, path, "departments", &t->departments);
+}
+
+/* The section is "present" when it is a mapping; `auth:` alone or no key at
+ * all leaves the API open (main warns).  Names and digests must be unique: a
+ * digest listed twice would make the scope of a token ambiguous. */
+static void
+validate_auth(struct md_cfg_ctx *c, int node, const char *path, void *obj)
+{
+    struct md_config *cfg = obj;
+    const struct md_auth_token_cfg *tk = cfg->auth.tokens.v;
+    int tnode = md_cfgtab_key_node(c, node, "tokens", 1);
+
+    (void)path;
+    cfg->auth.enabled = node != 0;
+    if (node == 0 || md_cfgtab_key_node(c, node, "open_paths", 1) == node) {
+        /* key absent: the table cannot hold a list default */
+        static const char *const def_open[] = { "/metrics", "/healthz", "/readyz" };
+        struct md_strlist *op = &cfg->auth.open_paths;
+
+        op->v = md_calloc(3, sizeof(char *));
+        for (size_t i = 0; op->v != NULL && i < 3; i++) {
+            op->v[i] = md_strdup(def_open[i]);
+            if (op->v[i] == NULL)
+                break;
+            op->count++;
+        }
+        if (op->count != 3)
+            md_cfgtab_error(c, node, "auth.open_paths", "out of memory");
+    }
+    dup_check_in(c, node, "auth", "open_paths", &cfg->auth.open_paths);
+    if (node != 0 && cfg->auth.tokens.count == 0)
+        md_cfgtab_error(c, tnode, "auth.tokens",
+            "needs at least one token (remove the auth section to leave the API open)");
+    for (size_t i = 0; i < cfg->auth.tokens.count; i++) {
+        for (size_t j = 0; j < i; j++) {
+            char tpath[64];
+
+            (void)snprintf(tpath, sizeof(tpath), "auth.tokens[%zu]", i);
+            if (strcmp(tk[i].name, tk[j].name) == 0)
+                md_cfgtab_error(c, md_cfgtab_item_node(c, tnode, i), tpath,
+                    "name \"%s\" is already used by tokens[%zu]", tk[i].name, j);
+            if (memcmp(tk[i].sha256, tk[j].sha256, sizeof(tk[i].sha256)) == 0)
+                md_cfgtab_error(c, md_cfgtab_item_node(c, tnode, i), tpath,
+                    "sha256 is the same as tokens[%zu]'s", j);
+        }
+    }
 }
 
 static void

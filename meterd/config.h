@@ -23,6 +23,16 @@ struct md_target_cfg {
     uint64_t          timeout_ms;    /* 0: scrape.timeout */
 };
 
+/* auth.tokens[]: a bearer token, kept only as its SHA-256 digest. */
+enum md_cfg_auth_scope { MD_CFG_SCOPE_ADMIN, MD_CFG_SCOPE_READER, MD_CFG_SCOPE_TENANT };
+struct md_auth_token_cfg {
+    char              *name;
+    uint8_t            sha256[32];
+    int                scope;         /* enum md_cfg_auth_scope */
+    struct md_strlist  namespaces;    /* tenant: rows of these namespaces... */
+    struct md_strlist  departments;   /* ...or of these departments */
+};
+
 enum md_cfg_first_scrape { MD_CFG_FIRST_BASELINE, MD_CFG_FIRST_COUNT };
 
 enum md_cfg_log_level { MD_CFG_LOG_DEBUG, MD_CFG_LOG_INFO, MD_CFG_LOG_WARN, MD_CFG_LOG_ERROR };
@@ -95,6 +105,13 @@ struct md_config {
         uint64_t           request_timeout_ms;
         int                insecure_skip_verify;
     } kubernetes;
+    struct {
+        int                enabled;          /* the section is present */
+        struct md_strlist  open_paths;       /* served without a token */
+        struct md_cfg_list tokens;           /* struct md_auth_token_cfg */
+        uint64_t           failure_limit;    /* bad tokens per address before 429 */
+        uint64_t           failure_backoff_max_ms;
+    } auth;
 
     /* not from the file */
     char *source;                 /* the path it was loaded from */

@@ -7,8 +7,16 @@
  * bounded by construction: unknown paths count as route="other".
  *
  * Rules: unknown paths 404, wrong methods 405 with Allow; under /api/ every
- * error is JSON {"error":{"code":"...","message":"..."}}; error bodies never
- * echo the request (OpenBSD httpd). */
+ * error is JSON {"error":{"code":"...","message":"..."}}, under the Cost
+ * Management prefix a Kubernetes Status; error bodies never echo the request
+ * (OpenBSD httpd).
+ *
+ * Auth (auth.h): every path not in auth.open_paths needs a bearer token of
+ * the scope the route table below names; the decision is taken before any
+ * handler runs, and a tenant token reaches the handlers only as a
+ * md_tenant_filter that the store's queries apply.  Bad tokens are counted
+ * per client address; past auth.failure_limit the address is answered 429
+ * with Retry-After (no sleeping in the pool).  Tokens are never logged. */
 #define MD_MODULE "http"
 #include "http.h"
 
@@ -24,16 +32,45 @@
 #include "../exporters/prom_text.h"
 #include "../exporters/prometheus.h"
 #include "api.h"
+#include "auth.h"
 #include "log.h"
 #include "selfmetrics.h"
 #include "store.h"
 
 #define MD_HTTP_BODY_MAX   (1u << 20)   /* request body bytes accepted (PUT/POST) */
 
-enum route_id { R_HEALTHZ, R_READYZ, R_METRICS, R_API, R_OTHER, R_COUNT };
+enum route_id { R_HEALTHZ, R_READYZ, R_METRICS, R_API, R_COSTMGMT, R_OTHER, R_COUNT };
 static const char *const route_names[R_COUNT] = {
-    "/healthz", "/readyz", "/metrics", "/api", "other"
+    "/healthz", "/readyz", "/metrics", "/api", "/platform/cost.alauda.io", "other"
 };
+
+/* Every path served, with the scope it needs when it is not open.  Exported
+ * (md_http_route_path) so the tests can hold schema/openapi.yaml to it. */
+static const struct {
+    const char        *path;        /* {project}: one path segment */
+    int                id;
+    enum md_auth_need  need;
+} routes[] = {
+    { "/healthz", R_HEALTHZ, MD_AUTH_NEED_ANY },
+    { "/readyz", R_READYZ, MD_AUTH_NEED_ANY },
+    { "/metrics", R_METRICS, MD_AUTH_NEED_READER },     /* every tenant's usage */
+    { "/api/v1/usage", R_API, MD_AUTH_NEED_ANY },        /* tenant-filtered */
+    { "/api/v1/targets", R_API, MD_AUTH_NEED_ADMIN },    /* sidecar addresses */
+    /* bills are not tenant-filtered yet: readers and admins only */
+    { "/api/v1/bills", R_API, MD_AUTH_NEED_READER },
+    { "/api/v1/pricing", R_API, MD_AUTH_NEED_ADMIN },    /* PUT changes every bill */
+    { "/api/v1/pricing/revisions", R_API, MD_AUTH_NEED_ADMIN },
+    { "/api/v1/milestones", R_API, MD_AUTH_NEED_READER },
+    { "/api/v1/backfill", R_API, MD_AUTH_NEED_ADMIN },
+    { "/api/v1/periods/{month}/finalize", R_API, MD_AUTH_NEED_ADMIN },
+    { MD_CM_PREFIX "costs/usage", R_COSTMGMT, MD_AUTH_NEED_ANY },
+    { MD_CM_PREFIX "projects/{project}/costs/usage", R_COSTMGMT, MD_AUTH_NEED_ANY },
+};
+#define ROUTES_COUNT (sizeof(routes) / sizeof(routes[0]))
+
+enum { F_MISSING, F_INVALID, F_SCOPE, F_THROTTLED, F_COUNT };
+static const char *const failure_names[F_COUNT] = { "missing", "invalid", "scope", "throttled" };
+static atomic_ullong auth_failures[F_COUNT];
 
 static const unsigned codes[] = { 200, 400, 401, 403, 404, 405, 409, 413, 429, 431, 500, 503 };
 #define CODE_COUNT (sizeof(codes) / sizeof(codes[0]) + 1)   /* last: any other */
@@ -41,12 +78,14 @@ static const unsigned codes[] = { 200, 400, 401, 403, 404, 405, 409, 413, 429, 4
 static atomic_ullong req_counts[R_COUNT][CODE_COUNT];
 
 struct md_http {
-    struct MHD_Daemon *d;
-    struct md_app     *app;
+    struct MHD_Daemon       *d;
+    struct md_app           *app;
+    struct md_auth_throttle *throttle;
 };
 
 struct request {
     int    route;
+    enum md_auth_need need;
     struct md_api_req api;
     size_t body_len;
     int    body_too_large;
@@ -62,11 +101,28 @@ code_index(unsigned code)
     return CODE_COUNT - 1;
 }
 
+const char *
+md_http_route_path(size_t i)
+{
+    return i < ROUTES_COUNT ? routes[i].path : NULL;
+}
+
 int
 md_http_render_metrics(struct md_buf *b)
 {
-    int rc = md_prom_family(b, "meterd_http_requests_total", "counter",
-        "HTTP requests answered, by route and status code.");
+    int rc = md_prom_family(b, "meterd_auth_failures_total", "counter",
+        "Requests refused by authentication: missing or invalid token, scope too small, "
+        "or client address throttled after repeated invalid tokens.");
+
+    for (int f = 0; f < F_COUNT && rc == MD_OK; f++) {
+        struct md_prom_label l[] = { { "reason", failure_names[f], 0 } };
+
+        rc = md_prom_sample_u64(b, "meterd_auth_failures_total", l, 1,
+            atomic_load(&auth_failures[f]));
+    }
+    if (rc == MD_OK)
+        rc = md_prom_family(b, "meterd_http_requests_total", "counter",
+            "HTTP requests answered, by route and status code.");
 
     for (int r = 0; r < R_COUNT && rc == MD_OK; r++) {
         for (size_t c = 0; c < CODE_COUNT && rc == MD_OK; c++) {
@@ -88,12 +144,18 @@ md_http_render_metrics(struct md_buf *b)
     return rc;
 }
 
-static enum MHD_Result send_resp(struct MHD_Connection *c, int route, unsigned status,
-    const char *ctype, struct MHD_Response *resp, const char *allow);
+/* Headers some answers add; NULL members are left out. */
+struct extra {
+    const char *www_authenticate;
+    const char *retry_after;
+};
+
+static enum MHD_Result send_resp_x(struct MHD_Connection *c, int route, unsigned status,
+    const char *ctype, struct MHD_Response *resp, const char *allow, const struct extra *x);
 
 static enum MHD_Result
-send_buf(struct MHD_Connection *c, int route, unsigned status, const char *ctype,
-    char *data, size_t len, const char *allow)
+send_buf_x(struct MHD_Connection *c, int route, unsigned status, const char *ctype,
+    char *data, size_t len, const char *allow, const struct extra *x)
 {
     struct MHD_Response *resp;
 
@@ -103,13 +165,13 @@ send_buf(struct MHD_Connection *c, int route, unsigned status, const char *ctype
         md_free(data);
         return MHD_NO;
     }
-    return send_resp(c, route, status, ctype, resp, allow);
+    return send_resp_x(c, route, status, ctype, resp, allow, x);
 }
 
 /* Adds the common headers, queues resp (consumed) and counts it. */
 static enum MHD_Result
-send_resp(struct MHD_Connection *c, int route, unsigned status, const char *ctype,
-    struct MHD_Response *resp, const char *allow)
+send_resp_x(struct MHD_Connection *c, int route, unsigned status, const char *ctype,
+    struct MHD_Response *resp, const char *allow, const struct extra *x)
 {
     enum MHD_Result ret;
 
@@ -118,10 +180,22 @@ send_resp(struct MHD_Connection *c, int route, unsigned status, const char *ctyp
     (void)MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
     if (allow != NULL)
         (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+    if (x != NULL && x->www_authenticate != NULL)
+        (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+            x->www_authenticate);
+    if (x != NULL && x->retry_after != NULL)
+        (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, x->retry_after);
     ret = MHD_queue_response(c, status, resp);
     MHD_destroy_response(resp);
     atomic_fetch_add(&req_counts[route][code_index(status)], 1);
     return ret;
+}
+
+static enum MHD_Result
+send_buf(struct MHD_Connection *c, int route, unsigned status, const char *ctype,
+    char *data, size_t len, const char *allow)
+{
+    return send_buf_x(c, route, status, ctype, data, len, allow, NULL);
 }
 
 static enum MHD_Result
@@ -152,43 +226,142 @@ json_code_for(unsigned status)
     }
 }
 
-/* {"error":{"code":"...","message":"..."}}; message is ours, never the
- * client's input, so only quotes and backslashes need escaping. */
-static enum MHD_Result
-send_json_error(struct MHD_Connection *c, int route, unsigned status, const char *message,
-    const char *allow)
-{
-    struct md_buf b;
-    size_t len;
-    char *d;
-
-    md_buf_init(&b, 4096);
-    (void)md_buf_printf(&b, "{\"error\":{\"code\":\"%s\",\"message\":\"", json_code_for(status));
-    for (const char *p = message; *p != '\0'; p++) {
-        if (*p == '"' || *p == '\\')
-            (void)md_buf_putc(&b, '\\');
-        if ((unsigned char)*p >= 0x20)
-            (void)md_buf_putc(&b, *p);
-    }
-    (void)md_buf_puts(&b, "\"}}\n");
-    d = md_buf_steal(&b, &len);
-    if (d == NULL)
-        return MHD_NO;
-    return send_buf(c, route, status, "application/json", d, len, allow);
-}
-
+/* The route of a path and the scope it needs; unknown paths need a token
+ * too (when auth is on), so that 404s do not map the API for strangers. */
 static int
-route_of(const char *url)
+route_of(const char *url, enum md_auth_need *need)
 {
-    if (strcmp(url, "/healthz") == 0)
-        return R_HEALTHZ;
-    if (strcmp(url, "/readyz") == 0)
-        return R_READYZ;
-    if (strcmp(url, "/metrics") == 0)
-        return R_METRICS;
+    *need = MD_AUTH_NEED_ANY;
+    for (size_t i = 0; i < ROUTES_COUNT; i++) {
+        if (strcmp(url, routes[i].path) == 0) {
+            *need = routes[i].need;
+            return routes[i].id;
+        }
+    }
+    if (md_api_costmgmt_match(url))
+        return R_COSTMGMT;
+    if (strncmp(url, "/api/v1/periods/", 16) == 0) {
+        *need = MD_AUTH_NEED_ADMIN;     /* /api/v1/periods/{month}/finalize */
+        return R_API;
+    }
     if (strcmp(url, "/api") == 0 || strncmp(url, "/api/", 5) == 0)
         return R_API;
+    if (strncmp(url, MD_CM_PREFIX, strlen(MD_CM_PREFIX)) == 0)
+        return R_COSTMGMT;
     return R_OTHER;
+}
+
+/* An error in the shape of the route's family. */
+static enum MHD_Result
+send_error_x(struct MHD_Connection *c, int route, unsigned status, const char *message,
+    const char *allow, const struct extra *x)
+{
+    struct md_api_resp r = {0};
+
+    if (route == R_COSTMGMT) {
+        md_api_status_error(&r, status, "%s", message);
+        if (r.body == NULL)
+            return MHD_NO;
+        return send_buf_x(c, route, status, r.content_type, r.body, r.len, allow, x);
+    }
+    if (route == R_API) {
+        md_api_error(&r, status, json_code_for(status), "%s", message);
+        if (r.body == NULL)
+            return MHD_NO;
+        return send_buf_x(c, route, status, r.content_type, r.body, r.len, allow, x);
+    }
+    {
+        struct md_buf b;
+        size_t len;
+        char *d;
+
+        md_buf_init(&b, 1024);
+        (void)md_buf_printf(&b, "%s\n", message);
+        d = md_buf_steal(&b, &len);
+        if (d == NULL)
+            return MHD_NO;
+        return send_buf_x(c, route, status, "text/plain; charset=utf-8", d, len, allow, x);
+    }
+}
+
+static size_t
+client_key(struct MHD_Connection *c, uint8_t key[MD_AUTH_ADDR_MAX])
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+
+    if (sa == NULL)
+        return 0;
+    if (sa->sa_family == AF_INET) {
+        memcpy(key, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+        return 4;
+    }
+    if (sa->sa_family == AF_INET6) {
+        memcpy(key, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
+        return 16;
+    }
+    return 0;
+}
+
+/* Runs the auth decision; MHD_YES with *done = 0 lets the request through
+ * (tenant filled for tenant tokens), otherwise the refusal is queued. */
+static enum MHD_Result
+authorize(struct md_http *h, struct MHD_Connection *c, struct request *rq,
+    const struct md_config *cfg, const char *url, int *done)
+{
+    struct md_auth_result ar;
+    uint8_t key[MD_AUTH_ADDR_MAX];
+    size_t klen;
+    uint64_t now = md_now_monotonic_ns(), wait;
+    char ra[24];
+    struct extra x = { 0 };
+
+    *done = 0;
+    if (md_auth_is_open(cfg, url))
+        return MHD_YES;
+    *done = 1;
+    klen = client_key(c, key);
+    wait = h->throttle ? md_auth_throttle_wait_s(h->throttle, key, klen, now) : 0;
+    if (wait > 0) {
+        atomic_fetch_add(&auth_failures[F_THROTTLED], 1);
+        (void)snprintf(ra, sizeof(ra), "%llu", (unsigned long long)wait);
+        x.retry_after = ra;
+        return send_error_x(c, rq->route, 429, "too many failed authentications from this "
+            "address; retry later", NULL, &x);
+    }
+    md_auth_decide(cfg, url, rq->need,
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION), &ar);
+    if (ar.status == 401) {
+        int invalid = ar.failure == MD_AUTH_INVALID;
+
+        atomic_fetch_add(&auth_failures[invalid ? F_INVALID : F_MISSING], 1);
+        if (invalid && h->throttle != NULL)
+            md_auth_throttle_fail(h->throttle, key, klen, now);
+        /* RFC 6750 3: a challenge always; error= only when a token was sent */
+        x.www_authenticate = invalid ? "Bearer realm=\"meterd\", error=\"invalid_token\""
+                                     : "Bearer realm=\"meterd\"";
+        return send_error_x(c, rq->route, 401, invalid ? "invalid bearer token"
+            : "a bearer token is required (Authorization: Bearer <token>)", NULL, &x);
+    }
+    if (ar.status == 403) {
+        atomic_fetch_add(&auth_failures[F_SCOPE], 1);
+        md_log_debug("token \"%s\" (scope %s) refused on %s", ar.token->name,
+            ar.token->scope == MD_CFG_SCOPE_TENANT ? "tenant" : "reader", route_names[rq->route]);
+        return send_error_x(c, rq->route, 403, "this token's scope does not allow this "
+            "endpoint", NULL, NULL);
+    }
+    if (h->throttle != NULL && klen > 0)
+        md_auth_throttle_ok(h->throttle, key, klen);
+    if (ar.token != NULL && ar.token->scope == MD_CFG_SCOPE_TENANT) {
+        rq->api.tenant.restricted = 1;
+        rq->api.tenant.ns = ar.token->namespaces.v;
+        rq->api.tenant.ns_count = ar.token->namespaces.count;
+        rq->api.tenant.dept = ar.token->departments.v;
+        rq->api.tenant.dept_count = ar.token->departments.count;
+    }
+    *done = 0;
+    return MHD_YES;
 }
 
 static void
@@ -227,7 +400,7 @@ serve_metrics(struct md_http *h, struct MHD_Connection *c)
     (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_VARY, "Accept, Accept-Encoding");
     if (p->encoding != NULL)
         (void)MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_ENCODING, p->encoding);
-    return send_resp(c, R_METRICS, 200, p->ctype, resp, NULL);
+    return send_resp_x(c, R_METRICS, 200, p->ctype, resp, NULL, NULL);
 }
 
 static enum MHD_Result
@@ -258,47 +431,25 @@ serve_api(struct md_http *h, struct MHD_Connection *c, struct request *rq, const
     rq->api.body = rq->body.len ? rq->body.data : "";
     rq->api.body_len = rq->body.len;
     (void)MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collect_arg, &rq->api);
-    md_api_handle(&ctx, &rq->api, &resp);
+    if (rq->route == R_COSTMGMT) {
+        if (!md_api_costmgmt_match(url))
+            return send_error_x(c, R_COSTMGMT, 404, "no such endpoint", NULL, NULL);
+        md_api_costmgmt_handle(&ctx, &rq->api, &resp);
+    } else {
+        md_api_handle(&ctx, &rq->api, &resp);
+    }
     if (resp.body == NULL)
-        return send_json_error(c, R_API, 500, "out of memory", NULL);
-    return send_buf(c, R_API, resp.status, resp.content_type, resp.body, resp.len, resp.allow);
+        return send_error_x(c, rq->route, 500, "out of memory", NULL, NULL);
+    return send_buf(c, rq->route, resp.status, resp.content_type, resp.body, resp.len,
+        resp.allow);
 }
 
 static enum MHD_Result
-handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
-    const char *version, const char *upload_data, size_t *upload_data_size, void **req_cls)
+dispatch(struct md_http *h, struct MHD_Connection *c, struct request *rq, const char *url,
+    const char *method)
 {
-    struct md_http *h = cls;
-    struct request *rq = *req_cls;
     int get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 ||
               strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
-
-    (void)version;
-    if (rq == NULL) {
-        rq = md_calloc(1, sizeof(*rq));
-        if (rq == NULL)
-            return MHD_NO;
-        rq->route = route_of(url);
-        md_buf_init(&rq->body, MD_HTTP_BODY_MAX);
-        *req_cls = rq;
-        return MHD_YES;
-    }
-    if (*upload_data_size != 0) {
-        /* API bodies are kept (PUT pricing, POST backfill); others are
-         * counted and discarded */
-        rq->body_len += *upload_data_size;
-        if (rq->body_len > MD_HTTP_BODY_MAX)
-            rq->body_too_large = 1;
-        else if (rq->route == R_API &&
-                 md_buf_append(&rq->body, upload_data, *upload_data_size) != MD_OK)
-            rq->body_too_large = 1;
-        *upload_data_size = 0;
-        return MHD_YES;
-    }
-    if (rq->body_too_large)
-        return rq->route == R_API
-            ? send_json_error(c, rq->route, 413, "request body too large", NULL)
-            : send_text(c, rq->route, 413, "request body too large\n", NULL);
 
     switch (rq->route) {
     case R_HEALTHZ:
@@ -322,10 +473,66 @@ handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
             return send_text(c, rq->route, 405, "method not allowed\n", "GET, HEAD");
         return serve_metrics(h, c);
     case R_API:
+    case R_COSTMGMT:
         return serve_api(h, c, rq, url, method);
     default:
         return send_text(c, rq->route, 404, "not found\n", NULL);
     }
+}
+
+static enum MHD_Result
+handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+    const char *version, const char *upload_data, size_t *upload_data_size, void **req_cls)
+{
+    struct md_http *h = cls;
+    struct request *rq = *req_cls;
+    struct md_config *cfg;
+    enum MHD_Result ret;
+    int done;
+
+    (void)version;
+    if (rq == NULL) {
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+            MHD_HTTP_HEADER_CONTENT_LENGTH);
+        uint64_t n;
+
+        rq = md_calloc(1, sizeof(*rq));
+        if (rq == NULL)
+            return MHD_NO;
+        rq->route = route_of(url, &rq->need);
+        md_buf_init(&rq->body, MD_HTTP_BODY_MAX);
+        *req_cls = rq;
+        /* a declared body over the limit is refused before it is read; MHD
+         * then closes the connection instead of draining it */
+        if (cl != NULL && (md_parse_u64(cl, strlen(cl), UINT64_MAX, &n) != MD_OK ||
+                n > MD_HTTP_BODY_MAX)) {
+            rq->body_too_large = 1;
+            return send_error_x(c, rq->route, 413, "request body too large", NULL, NULL);
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size != 0) {
+        /* API bodies are kept (PUT pricing, POST backfill); others are
+         * counted and discarded */
+        rq->body_len += *upload_data_size;
+        if (rq->body_len > MD_HTTP_BODY_MAX)
+            rq->body_too_large = 1;
+        else if (rq->route == R_API &&
+                 md_buf_append(&rq->body, upload_data, *upload_data_size) != MD_OK)
+            rq->body_too_large = 1;
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (rq->body_too_large)
+        return send_error_x(c, rq->route, 413, "request body too large", NULL, NULL);
+
+    cfg = md_app_config(h->app);
+    ret = authorize(h, c, rq, cfg, url, &done);
+    if (!done)
+        ret = dispatch(h, c, rq, url, method);
+    /* the tenant filter borrowed cfg's lists; the answer is built by now */
+    md_config_unref(cfg);
+    return ret;
 }
 
 static void
@@ -383,6 +590,15 @@ md_http_start(struct md_app *app, const struct md_config *cfg, struct md_http **
         return md_err_set(err, MD_ENOMEM, "out of memory");
     }
     h->app = app;
+    if (cfg->auth.enabled) {
+        h->throttle = md_auth_throttle_new(cfg->auth.failure_limit,
+            cfg->auth.failure_backoff_max_ms);
+        if (h->throttle == NULL) {
+            freeaddrinfo(ai);
+            md_free(h);
+            return md_err_set(err, MD_ENOMEM, "out of memory");
+        }
+    }
     h->d = MHD_start_daemon(flags, port, NULL, NULL, handle, h,
         MHD_OPTION_SOCK_ADDR, ai->ai_addr,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http.threads,
@@ -396,6 +612,7 @@ md_http_start(struct md_app *app, const struct md_config *cfg, struct md_http **
         MHD_OPTION_END);
     freeaddrinfo(ai);
     if (h->d == NULL) {
+        md_auth_throttle_free(h->throttle);
         md_free(h);
         return md_err_set(err, MD_EIO, "listen \"%s\": cannot bind or start the server "
             "(address in use or not available)", cfg->listen);
@@ -410,5 +627,6 @@ md_http_stop(struct md_http *h)
     if (h == NULL)
         return;
     MHD_stop_daemon(h->d);
+    md_auth_throttle_free(h->throttle);
     md_free(h);
 }

@@ -17,7 +17,11 @@ int  md_http_start(struct md_app *app, const struct md_config *cfg, struct md_ht
 /* Stops accepting, finishes running requests, joins the threads.  NULL ok. */
 void md_http_stop(struct md_http *h);
 
-/* Appends meterd_http_requests_total to an exposition. */
+/* The i-th served path (templates like {project} for one segment), NULL
+ * past the last: the route table schema/openapi.yaml is checked against. */
+const char *md_http_route_path(size_t i);
+
+/* Appends meterd_auth_failures_total and meterd_http_requests_total. */
 int  md_http_render_metrics(struct md_buf *b);
 
 #endif

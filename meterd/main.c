@@ -50,6 +50,7 @@ usage(FILE *fp)
           "                        re-rate a range idempotently; old vs new per tenant\n"
           "  finalize -c FILE --period YYYY-MM\n"
           "                        finalize a month's bills (later changes: corrections)\n"
+          "  routes                print every HTTP path served (one per line)\n"
           "  version               print the version\n"
           "\n"
           "options:\n"
@@ -195,6 +196,9 @@ reload(struct md_app *app, const char *path)
     if (strcmp(old->storage.path, next->storage.path) != 0)
         md_log_warn("reload: storage.path changed to \"%s\"; it takes effect at the next restart",
             next->storage.path);
+    if (old->auth.enabled && !next->auth.enabled)
+        md_log_warn("reload: the auth section was removed: the API is now open to anyone "
+            "who can reach %s", next->listen);
     md_config_unref(old);
     apply_logging(next);
     if (app->scrape != NULL)
@@ -279,6 +283,12 @@ cmd_run(int argc, char **argv)
         md_store_close(app.store);
         md_fatal("http: %s", err.msg);
     }
+    if (!app.cfg->auth.enabled)
+        md_log_warn("auth: no auth section in the configuration: the usage and Cost "
+            "Management APIs are open to anyone who can reach %s", app.cfg->listen);
+    else
+        md_log_info("auth: %zu token(s); open paths: %zu", app.cfg->auth.tokens.count,
+            app.cfg->auth.open_paths.count);
     (void)md_store_submit_event(app.store, "start", MD_VERSION);
     atomic_store(&app.ready, 1);
     md_log_info("meterd %s listening on %s, store \"%s\", %zu targets", MD_VERSION,
@@ -347,6 +357,11 @@ main(int argc, char **argv)
         return md_cmd_backfill(argc - 2, argv + 2);
     if (strcmp(argv[1], "finalize") == 0)
         return md_cmd_finalize(argc - 2, argv + 2);
+    if (strcmp(argv[1], "routes") == 0) {
+        for (size_t i = 0; md_http_route_path(i) != NULL; i++)
+            printf("%s\n", md_http_route_path(i));
+        return 0;
+    }
     fprintf(stderr, "meterd: unknown command \"%s\"\n\n", argv[1]);
     usage(stderr);
     return 2;

@@ -28,6 +28,7 @@
 #include "ledger.h"
 #include "log.h"
 #include "usage_snapshot.h"
+#include "store_int.h"
 
 /* generated at build time from schema/NNN_*.sql */
 struct md_migration {
@@ -1291,6 +1292,12 @@ reader_get(struct md_store *st, sqlite3 **out, struct md_err *err)
 }
 
 int
+md_store_reader_db(struct md_store *st, sqlite3 **out, struct md_err *err)
+{
+    return reader_get(st, out, err);
+}
+
+int
 md_store_count_events(struct md_store *st, const char *kind, uint64_t *out, struct md_err *err)
 {
     sqlite3_stmt *s = NULL;
@@ -1386,6 +1393,7 @@ md_store_query_usage(struct md_store *st, const struct md_usage_query *q,
         [MD_STEP_HOUR] = "u.hour_s",
         [MD_STEP_DAY] = "(u.hour_s / 86400) * 86400",
         [MD_STEP_MONTH] = "CAST(strftime('%s', u.hour_s, 'unixepoch', 'start of month') AS INTEGER)",
+        [MD_STEP_WEEK] = "((u.hour_s - 345600) / 604800) * 604800 + 345600",
     };
     struct md_buf sql;
     sqlite3_stmt *s = NULL;
@@ -1395,7 +1403,7 @@ md_store_query_usage(struct md_store *st, const struct md_usage_query *q,
 
     if (rc != MD_OK)
         return rc;
-    md_buf_init(&sql, 4096);
+    md_buf_init(&sql, MD_STORE_SQL_MAX);
     (void)md_buf_printf(&sql, "SELECT %s AS b", bucket_expr[q->step]);
     for (int d = 0; d < MD_DIM_COUNT; d++)
         if (q->group_mask & (1u << d))
@@ -1405,6 +1413,7 @@ md_store_query_usage(struct md_store *st, const struct md_usage_query *q,
     for (int d = 0; d < MD_DIM_COUNT; d++)
         if (q->filter[d] != NULL)
             (void)md_buf_printf(&sql, " AND d.%s = ?%d", md_dim_names[d], bind++);
+    md_store_tenant_sql(&sql, &q->tenant, &bind);
     (void)md_buf_puts(&sql, " GROUP BY b");
     for (int d = 0; d < MD_DIM_COUNT; d++)
         if (q->group_mask & (1u << d))
@@ -1423,6 +1432,7 @@ md_store_query_usage(struct md_store *st, const struct md_usage_query *q,
     for (int d = 0; d < MD_DIM_COUNT; d++)
         if (q->filter[d] != NULL)
             sqlite3_bind_text(s, bind++, q->filter[d], -1, SQLITE_STATIC);
+    md_store_tenant_bind(s, &q->tenant, &bind);
     while ((step = sqlite3_step(s)) == SQLITE_ROW) {
         struct md_usage_row r;
         int col = 1;

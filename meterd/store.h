@@ -99,7 +99,19 @@ int  md_store_schema_latest(void);
  * ("" for all) through this thread's read-only connection. */
 int  md_store_count_events(struct md_store *st, const char *kind, uint64_t *out,
     struct md_err *err);
-enum md_step { MD_STEP_NONE = 0, MD_STEP_HOUR, MD_STEP_DAY, MD_STEP_MONTH };
+enum md_step { MD_STEP_NONE = 0, MD_STEP_HOUR, MD_STEP_DAY, MD_STEP_MONTH, MD_STEP_WEEK };
+
+/* A tenant's view (auth): when restricted, only rows whose namespace is one
+ * of ns[] or whose department is one of dept[] exist for the query; a
+ * restricted filter with both lists empty sees nothing.  The arrays are
+ * borrowed (from the configuration) for the duration of the query. */
+struct md_tenant_filter {
+    int          restricted;
+    char *const *ns;
+    size_t       ns_count;
+    char *const *dept;
+    size_t       dept_count;
+};
 
 /* A usage query: hour buckets whose start is in [from_s, to_s), filtered by
  * exact dimension values (NULL: any), summed per step and per the dimensions
@@ -110,6 +122,7 @@ struct md_usage_query {
     unsigned     group_mask;
     const char  *filter[MD_DIM_COUNT];
     size_t       rows_max;              /* MD_ELIMIT past it */
+    struct md_tenant_filter tenant;     /* zero: all rows */
 };
 
 struct md_usage_row {
@@ -135,6 +148,38 @@ struct md_usnap *md_store_usage_snapshot(struct md_store *st);
  * commits and dropped when it rolls back.  NULL before md_store_ledger_init.
  * Writer thread only. */
 struct md_usnap_agg *md_store_usage_aggregate(struct md_store *st);
+/* ---- Cost Management usage (store_query.c) ---- */
+
+#define MD_CM_GROUPS_MAX 1000000   /* (bucket, entity) groups one query may build */
+
+/* Hour buckets in [from_s, to_s) summed per step bucket (MD_STEP_DAY,
+ * MD_STEP_WEEK: weeks start on Monday 00:00 UTC, MD_STEP_MONTH: calendar
+ * months) and per the grouped dimensions (cluster and/or namespace), only
+ * groups with tokens > 0, ordered by bucket then cluster then namespace; the
+ * rows [offset, offset + limit) of that order are passed to fn and the
+ * number of all groups is stored in *total. */
+struct md_cm_query {
+    int64_t      from_s, to_s;
+    enum md_step step;
+    int          by_cluster, by_namespace;
+    const char  *cluster;               /* exact filters; NULL: any */
+    const char  *namespace;
+    const char  *token_type;            /* NULL: every token type */
+    struct md_tenant_filter tenant;
+    uint64_t     offset, limit;
+};
+
+struct md_cm_row {
+    int64_t     bucket_s;               /* start of the step bucket (may precede from_s) */
+    const char *cluster;                /* NULL when not grouped */
+    const char *namespace;
+    uint64_t    tokens;
+};
+
+typedef int md_cm_row_fn(void *arg, const struct md_cm_row *r);
+
+int  md_store_query_cm(struct md_store *st, const struct md_cm_query *q, md_cm_row_fn *fn,
+    void *arg, uint64_t *total, struct md_err *err);
 
 /* PRAGMA quick_check through a read-only connection; MD_OK when "ok". */
 int  md_store_check(struct md_store *st, struct md_err *err);
