@@ -59,12 +59,24 @@ def test_documented_equals_served():
     assert documented == served, ("documented but not served", documented - served,
                                   "served but not documented", served - documented)
     m = Meterd(extra_yaml="auth:\n  tokens:\n    - {name: ops, sha256: \"%s\", scope: admin}\n"
-               % hashlib.sha256(TOKEN.encode()).hexdigest())
+               "pricing:\n  file: %s\n"
+               % (hashlib.sha256(TOKEN.encode()).hexdigest(),
+                  os.path.join(harness.ARGS.source, "config", "pricing.yaml")))
     try:
         m.start()
         auth = {"Authorization": "Bearer " + TOKEN}
         answers = {}
         for path, item in spec["paths"].items():
+            if "get" not in item:
+                # POST-only admin routes: a GET is 405 with Allow, and without
+                # a token 401 (the scope is checked before the method)
+                op = item.get("post") or item.get("put")
+                url = path.replace("{month}", "2026-01")
+                r = m.get(url, headers=auth)
+                assert r.status == 405 and "405" in op["responses"], (path, r.status, r.text)
+                assert m.get(url).status == 401, path
+                answers[path] = r
+                continue
             op = item["get"]
             q = []
             for prm in op.get("parameters", []):
