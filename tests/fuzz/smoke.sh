@@ -8,6 +8,9 @@ corpus=$2
 work=$3
 secs=$4
 mkdir -p "$work/corpus" "$work/artifacts"
+# ASan keeps freed memory in a 256 MiB quarantine by default, which alone
+# would cross the RSS limit below; a small one still catches use-after-free
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=16"
 "$fuzzer" -max_total_time="$secs" -timeout=1 -rss_limit_mb=256 -max_len=65536 \
     -artifact_prefix="$work/artifacts/" -print_final_stats=1 \
     "$work/corpus" "$corpus" > "$work/fuzz.log" 2>&1
