@@ -41,6 +41,10 @@ static const struct md_cfg_key storage_keys[] = {
     { .name = "busy_timeout", .type = MD_CFG_DURATION, .off = OFF(storage.busy_timeout_ms),
       .min = 10, .max = 600000, .def = "5s",
       .help = "how long a write waits for a lock held by another process" },
+    { .name = "max_page_count", .type = MD_CFG_UINT, .off = OFF(storage.max_page_count),
+      .min = 0, .max = 4294967294ULL, .def = "0",
+      .help = "for tests/ops: cap the database at this many pages (PRAGMA max_page_count) "
+              "to rehearse a full disk; applied at start and on reload; 0: no cap" },
     END,
 };
 static const struct md_cfg_section storage_section = { .name = "storage", .keys = storage_keys };

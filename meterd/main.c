@@ -160,6 +160,7 @@ reload(struct md_app *app, const char *path)
             next->storage.path);
     md_config_unref(old);
     apply_logging(next);
+    md_store_set_max_page_count(app->store, next->storage.max_page_count);
     if (app->scrape != NULL)
         md_scrape_reload(app->scrape);
     atomic_store(&app->reload_ok, 1);
@@ -219,6 +220,7 @@ cmd_run(int argc, char **argv)
         &err);
     if (rc != MD_OK)
         md_fatal("store: %s", err.msg);
+    md_store_set_max_page_count(app.store, app.cfg->storage.max_page_count);
     rc = md_store_writer_start(app.store, &err);
     if (rc != MD_OK)
         md_fatal("store: %s", err.msg);

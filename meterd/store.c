@@ -83,6 +83,8 @@ struct md_store {
 
     atomic_ullong   commits, errors, busy_retries, write_ns_sum, dropped;
     atomic_int      healthy;
+    atomic_ullong   max_pages_want;     /* storage.max_page_count; 0: none */
+    uint64_t        max_pages_have;     /* writer thread: last applied */
     int             schema_version;
 
     /* writer thread only (after md_store_ledger_init) */
@@ -669,6 +671,29 @@ is_busy(sqlite3 *db)
     return e == SQLITE_BUSY || e == SQLITE_LOCKED;
 }
 
+/* storage.max_page_count (a rehearsal of a full disk): writes that need a
+ * page past the cap fail with SQLITE_FULL and roll back like any failure.
+ * SQLite keeps the cap at least the current page count. */
+static void
+apply_max_pages(struct md_store *st)
+{
+    uint64_t want = atomic_load(&st->max_pages_want);
+    char sql[64];
+
+    if (want == st->max_pages_have)
+        return;
+    (void)snprintf(sql, sizeof(sql), "PRAGMA max_page_count=%llu",
+        (unsigned long long)(want ? want : 4294967294ULL));
+    if (exec(st->db, sql, NULL) == MD_OK)
+        st->max_pages_have = want;
+}
+
+void
+md_store_set_max_page_count(struct md_store *st, uint64_t pages)
+{
+    atomic_store(&st->max_pages_want, pages);
+}
+
 static void *
 writer_main(void *arg)
 {
@@ -695,6 +720,7 @@ writer_main(void *arg)
         if (n == 0 && stopping)
             break;
         last_seq = batch[n - 1].seq;
+        apply_max_pages(st);
 
         /* a held lock is retried (the jobs stay in hand) until it is free;
          * any other failure drops this drain after logging it */

@@ -84,12 +84,14 @@ def commits(m):
 def settle(m, ft, more=2, timeout=20):
     """Waits until the target's script is used up, `more` further scrapes of
     it finished, and the store committed at least once after that (the
-    scrape thread submits in order, so the bad scrape was handled)."""
+    scrape thread submits in order, so the bad scrape was handled; a failed
+    commit counts too, for the full-disk test)."""
     wait_until(lambda: ft.pending() == 0, timeout, "scripted responses served")
     n0 = ft.finished
     wait_until(lambda: ft.finished >= n0 + more, timeout, "%d more scrapes" % more)
-    c0 = commits(m)
-    wait_until(lambda: commits(m) > c0, timeout, "a commit after the scrapes")
+    c0 = commits(m) + (m.metric("meterd_store_errors_total") or 0)
+    wait_until(lambda: commits(m) + (m.metric("meterd_store_errors_total") or 0) > c0,
+               timeout, "a commit (or a failed one) after the scrapes")
 
 
 def vm_kib(pid, field):

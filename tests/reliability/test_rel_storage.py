@@ -133,6 +133,67 @@ def test_12_wal_bounded():
         sim.cleanup()
 
 
+def test_11_disk_full():
+    """storage.max_page_count set by a reload rehearses a full disk."""
+    from faketarget import series_body
+    old = {"m%03d" % i: 1000 + i for i in range(20)}
+    ft = FakeTarget(ok(series_body(old)))
+    m = Meterd()
+    yaml = (m.base_yaml() + "scrape:\n  interval: 200ms\n  timeout: 200ms\n"
+            "ledger:\n  first_scrape: count\n" + rel.targets_yaml([(ft.url, "team-a")]))
+    m.write_config(raw=yaml)
+    try:
+        m.start()
+        base = sum(old.values())
+        wait_until(lambda: rel.total(m) == base, 20, "first scrape billed")
+        rel.settle(m, ft)
+        con = rel.db_ro(m.db)
+        pages = con.execute("PRAGMA page_count").fetchone()[0]
+        con.close()
+        # the disk is "full": no page beyond the current ones
+        m.write_config(raw=yaml.replace("storage:\n", "storage:\n  max_page_count: %d\n"
+                                        % pages))
+        m.signal(signal.SIGHUP)
+        wait_until(lambda: m.metric("meterd_config_reloads_total") >= 1, 10, "reload")
+        rel.settle(m, ft, more=3)
+        cp0 = rel.checkpoints(m)
+        e0 = m.metric("meterd_store_errors_total")
+        # old series grow by 5 and 3000 new series appear: new pages needed
+        new = {"n%04d" % i: 7 for i in range(3000)}
+        grown = {k: v + 5 for k, v in old.items()}
+        grown.update(new)
+        ft.set_default(ok(series_body(grown)))
+        wait_until(lambda: m.get("/readyz").status == 503, 20, "/readyz degraded")
+        wait_until(lambda: m.metric("meterd_store_healthy") == 0, 10, "store_healthy 0")
+        e1 = m.metric("meterd_store_errors_total")
+        assert e1 > e0, (e0, e1)
+        assert "rolled back" in m.log() and "full" in m.log(), m.log()[-2000:]
+        assert rel.checkpoints(m) == cp0, "checkpoint moved without its rows"
+        assert rel.total(m) == base, "the read API must still answer the committed usage"
+        n_fail = ft.finished
+        rel.settle(m, ft, more=3)
+        assert m.get("/readyz").status == 503
+        # space returns
+        m.write_config(raw=yaml)
+        m.signal(signal.SIGHUP)
+        want = base + 20 * 5 + 3000 * 7
+        wait_until(lambda: rel.total(m) == want, 20, "the whole gap billed")
+        wait_until(lambda: m.get("/readyz").status == 200, 10, "/readyz ready again")
+        rel.settle(m, ft)
+        assert rel.total(m) == want
+        failed_scrapes = ft.finished - n_fail
+        assert m.stop() == 0
+        assert harness.integrity_ok(m.db)
+        figure(11, "max_page_count=%d (the current size) via reload: writes failed with "
+                   "SQLITE_FULL and rolled back (store errors +%d), /readyz 503, "
+                   "meterd_store_healthy 0, checkpoints unchanged, usage API answered %d; "
+                   "after space returned the next scrape billed the whole gap: %d = 20 x 5 + "
+                   "3000 x 7, integrity ok" % (pages, e1 - e0, base, want - base))
+    finally:
+        m.cleanup()
+        ft.close()
+
+
 def ts_ms(s):
     return int(time.mktime(time.strptime(s + " UTC", "%Y-%m-%d %H:%M:%S %Z")) -
                time.timezone) * 1000
@@ -228,8 +289,16 @@ def test_9_synchronous_full():
             ft.set_default(ok(series_body({"m1": v * 10})))
             wait_until(lambda v=v: rel.total(m) == v * 10, 20, "commit %d" % v)
         c1 = rel.commits(m)
-        with open(trace) as f:
-            s1 = sum(1 for line in f if "sync(" in line)
+
+        def syncs():
+            with open(trace) as f:
+                return sum(1 for line in f if "sync(" in line)
+        # strace writes its log a little after the call returns
+        try:
+            wait_until(lambda: syncs() - s0 >= c1 - c0, 5, "one sync per commit")
+        except AssertionError:
+            pass
+        s1 = syncs()
         with open("/proc/%d/task/%d/children" % (m.proc.pid, m.proc.pid)) as f:
             child = int(f.read().split()[0])
         os.kill(child, signal.SIGTERM)      # meterd itself, not strace
@@ -243,5 +312,6 @@ def test_9_synchronous_full():
 
 
 if __name__ == "__main__":
-    harness.main([test_9_synchronous_full, test_10_write_lock_held, test_12_wal_bounded,
+    harness.main([test_9_synchronous_full, test_10_write_lock_held, test_11_disk_full,
+                  test_12_wal_bounded,
                   test_13_midnight_split_rerun])
