@@ -5,8 +5,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_rel_kill9  # noqa: E402  (puts tests/integration on sys.path)
 import harness  # noqa: E402
-import test_rel_kill9  # noqa: E402
 
 
 def test_8_kill9_1000():
