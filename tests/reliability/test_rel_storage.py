@@ -299,16 +299,25 @@ def test_9_synchronous_full():
         except AssertionError:
             pass
         s1 = syncs()
-        with open("/proc/%d/task/%d/children" % (m.proc.pid, m.proc.pid)) as f:
-            child = int(f.read().split()[0])
-        os.kill(child, signal.SIGTERM)      # meterd itself, not strace
+        os.kill(meterd_pid(m.proc.pid), signal.SIGTERM)   # meterd itself, not strace
         m.proc.wait(30)
         assert s1 - s0 >= c1 - c0 >= 10, (s1 - s0, c1 - c0)
         figure(9, "synchronous=FULL observed: %d commits -> %d fsync/fdatasync calls "
                "(>= 1 per commit; NORMAL would sync only at checkpoints)" % (c1 - c0, s1 - s0))
     finally:
+        if m.proc is not None and m.proc.poll() is None:
+            try:
+                os.kill(meterd_pid(m.proc.pid), signal.SIGKILL)
+            except (OSError, ValueError, IndexError):
+                pass
         m.cleanup()
         ft.close()
+
+
+def meterd_pid(strace_pid):
+    """The traced meterd: strace's only child."""
+    with open("/proc/%d/task/%d/children" % (strace_pid, strace_pid)) as f:
+        return int(f.read().split()[0])
 
 
 if __name__ == "__main__":
