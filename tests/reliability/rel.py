@@ -110,3 +110,13 @@ def reset_hwm(pid):
         return True
     except OSError:
         return False
+
+
+def sanitized():
+    """True when the build under test has AddressSanitizer (its shadow
+    memory and quarantine make RSS figures meaningless)."""
+    try:
+        with open(os.path.join(harness.ARGS.build, "CMakeCache.txt")) as f:
+            return any(l.startswith("MD_SANITIZE:") and "address" in l for l in f)
+    except OSError:
+        return False

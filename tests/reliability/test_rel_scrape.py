@@ -134,9 +134,14 @@ def test_3_size_limit_gzip_bomb_sample_limit():
         grow = hwm1 - max(hwm0, rss0)
         assert rel.failures(m, "body_too_large") == tl0 + 2
         assert rel.total(m) == want
-        assert grow * 1024 < 2 * limit, "peak RSS grew %d KiB (limit %d KiB)" % (grow, limit >> 10)
+        # ASan keeps freed blocks in quarantine and adds shadow memory: the
+        # bound is checked in the normal build, a loose one under ASan
+        bound = 2 * limit if not rel.sanitized() else 16 * limit
+        assert grow * 1024 < bound, "peak RSS grew %d KiB (limit %d KiB)" % (grow, limit >> 10)
         notes.append("gzip bomb %d B -> 1 GiB rejected (body_too_large), peak RSS +%d KiB "
-                     "(< 2 x %d KiB), handled within %.1fs" % (len(bomb), grow, limit >> 10, dt))
+                     "(bound %d KiB%s), handled within %.1fs"
+                     % (len(bomb), grow, bound >> 10, ", ASan build" if rel.sanitized() else
+                        " = 2 x limit", dt))
         # (c) sample_limit: exactly 100 samples pass, 101 fail
         sl0 = rel.failures(m, "sample_limit")
         over = series_body({k: v + 5 for k, v in a.items()}) + b"other_family_total 1\n"
