@@ -144,6 +144,15 @@ class FakeTarget:
             z = z[:len(z) // 2]
             c.sendall(self._head("200 OK", [("Content-Length", len(z)),
                                              ("Content-Encoding", "gzip")]) + z)
+        elif k == "gzip_cut_line":
+            # the stream is cut right after a sync flush that ends a line:
+            # what arrives decompresses to whole lines, but the gzip member
+            # has no end (no final block, no CRC/length trailer)
+            co = zlib.compressobj(6, zlib.DEFLATED, 31)
+            half = r.body.rfind(b"\n", 0, len(r.body) // 2) + 1
+            z = co.compress(r.body[:half]) + co.flush(zlib.Z_SYNC_FLUSH)
+            c.sendall(self._head("200 OK", [("Content-Length", len(z)),
+                                             ("Content-Encoding", "gzip")]) + z)
         elif k == "gzip_bomb":
             z = r.kw["blob"]
             c.sendall(self._head("200 OK", [("Content-Length", len(z)),
