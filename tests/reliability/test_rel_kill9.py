@@ -55,6 +55,7 @@ def run_kills(kills, check_every, seed=8):
             if m.proc.poll() is None:
                 m.kill9()
             modes[mode] += 1
+            m.stderr.close()        # harness opens the log at every start
             os.environ.pop("MD_FAILPOINT", None)
             if os.path.exists(m.db):
                 assert harness.integrity_ok(m.db), "integrity_check failed after kill %d" % i
