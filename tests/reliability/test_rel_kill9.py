@@ -27,7 +27,7 @@ def run_kills(kills, check_every, seed=8):
     sim = simctl.Sim(simctl.binary(harness.ARGS.build), targets=2, tick_ms=30, seed=seed,
                      args=["--new-series-every", "2", "--error-every", "13"]).start()
     ns = ["team-a", "team-b"]
-    m = Meterd(extra_yaml="scrape:\n  interval: 150ms\n  timeout: 150ms\n"
+    m = Meterd(extra_yaml="scrape:\n  interval: 250ms\n  timeout: 250ms\n"
                           "ledger:\n  first_scrape: count\n" + tue.targets_yaml(sim, ns))
     modes = {"sigkill": 0, "before_commit": 0, "after_commit": 0}
     kinds = list(modes)
@@ -42,7 +42,7 @@ def run_kills(kills, check_every, seed=8):
                 m.start(wait=False)
                 time.sleep(rnd.uniform(0.02, 0.6))
             else:
-                os.environ["MD_FAILPOINT"] = "%s:%d" % (mode, rnd.randint(1, 4))
+                os.environ["MD_FAILPOINT"] = "%s:%d" % (mode, rnd.randint(1, 3))
                 m.start(wait=False)
                 try:
                     wait_until(lambda: m.proc.poll() is not None, 15, "failpoint exit")
@@ -61,7 +61,8 @@ def run_kills(kills, check_every, seed=8):
                 assert harness.integrity_ok(m.db), "integrity_check failed after kill %d" % i
             if (i + 1) % check_every == 0 or i + 1 == kills:
                 m.start()
-                tue.settle_and_compare(m, sim, ns)
+                # generous: a loaded machine (or ASan) times scrapes out
+                tue.settle_and_compare(m, sim, ns, timeout=90)
                 checks += 1
                 sim.resume()
                 if i + 1 < kills:
