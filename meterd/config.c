@@ -494,7 +494,9 @@ validate_kubernetes(struct md_cfg_ctx *c, int node, const char *path, void *obj)
     static const char *const def_ports[] = { "aigw-admin", "aigw-metrics" };
     struct md_config *cfg = obj;
     struct md_strlist *pn = &cfg->kubernetes.port_names;
-    const char *api = cfg->kubernetes.api_server;
+    /* api_server is NULL when its own check rejected it (fuzz_config found
+     * this): the cross-key checks below then have nothing to check */
+    const char *api = cfg->kubernetes.api_server ? cfg->kubernetes.api_server : "";
     int is_http = strncmp(api, "http://", 7) == 0;
     int pn_node = md_cfgtab_key_node(c, node, "port_names", 1);
 
