@@ -40,6 +40,11 @@ run: build
 test: deps-test
 	@sh scripts/test.sh $(BUILD) $(ASAN_BUILD)
 
+# The long reliability scenarios (tests/reliability/test_long_*.py: 1,000
+# kill -9 points, ...), in the normal build only; figures in RELIABILITY.md.
+test-long: build
+	cd $(BUILD) && ctest -L long --output-on-failure --timeout 7200
+
 test-unit: build
 	cd $(BUILD) && ctest -L unit --output-on-failure
 

@@ -45,6 +45,10 @@ static const struct md_cfg_key storage_keys[] = {
     { .name = "busy_timeout", .type = MD_CFG_DURATION, .off = OFF(storage.busy_timeout_ms),
       .min = 10, .max = 600000, .def = "5s",
       .help = "how long a write waits for a lock held by another process" },
+    { .name = "max_page_count", .type = MD_CFG_UINT, .off = OFF(storage.max_page_count),
+      .min = 0, .max = 4294967294ULL, .def = "0",
+      .help = "for tests/ops: cap the database at this many pages (PRAGMA max_page_count) "
+              "to rehearse a full disk; applied at start and on reload; 0: no cap" },
     END,
 };
 static const struct md_cfg_section storage_section = { .name = "storage", .keys = storage_keys };
@@ -618,7 +622,9 @@ validate_kubernetes(struct md_cfg_ctx *c, int node, const char *path, void *obj)
     static const char *const def_ports[] = { "aigw-admin", "aigw-metrics" };
     struct md_config *cfg = obj;
     struct md_strlist *pn = &cfg->kubernetes.port_names;
-    const char *api = cfg->kubernetes.api_server;
+    /* api_server is NULL when its own check rejected it (fuzz_config found
+     * this): the cross-key checks below then have nothing to check */
+    const char *api = cfg->kubernetes.api_server ? cfg->kubernetes.api_server : "";
     int is_http = strncmp(api, "http://", 7) == 0;
     int pn_node = md_cfgtab_key_node(c, node, "port_names", 1);
 

@@ -44,6 +44,7 @@ struct md_config {
     struct {
         char     *path;
         uint64_t  busy_timeout_ms;
+        uint64_t  max_page_count;  /* 0: no cap (tests/ops: a full disk) */
     } storage;
     struct {
         uint64_t interval_ms;

@@ -201,6 +201,7 @@ reload(struct md_app *app, const char *path)
             "who can reach %s", next->listen);
     md_config_unref(old);
     apply_logging(next);
+    md_store_set_max_page_count(app->store, next->storage.max_page_count);
     if (app->scrape != NULL)
         md_scrape_reload(app->scrape);
     md_store_set_retention(app->store, next->usage.retention_ms);
@@ -269,6 +270,7 @@ cmd_run(int argc, char **argv)
     if (app.rating == NULL)
         md_fatal("rating: out of memory");
     md_store_set_rating(app.store, app.rating);
+    md_store_set_max_page_count(app.store, app.cfg->storage.max_page_count);
     rc = md_store_writer_start(app.store, &err);
     if (rc != MD_OK)
         md_fatal("store: %s", err.msg);

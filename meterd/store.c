@@ -9,7 +9,13 @@
  * Invariants: a drain of the queue is one BEGIN IMMEDIATE ... COMMIT; on
  * failure it is rolled back whole and its jobs are retried, never half
  * applied.  user_version always equals the last migration applied, and it is
- * set inside that migration's transaction. */
+ * set inside that migration's transaction.
+ *
+ * Failpoints (crash tests, issue 7): MD_FAILPOINT=name:N in the environment
+ * makes the writer _exit(137) the Nth time it reaches the point `name`:
+ *   before_commit  usage rows and checkpoints written, COMMIT not yet run
+ *   after_commit   COMMIT done, the in-memory ledger not yet committed
+ * Unset (always, outside tests) the check is one integer comparison. */
 #define MD_MODULE "store"
 #include "store.h"
 #include "store_priv.h"
@@ -24,11 +30,14 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ledger.h"
 #include "log.h"
 #include "usage_snapshot.h"
 #include "store_int.h"
+
+static void failpoint_init(void);
 
 /* generated at build time from schema/NNN_*.sql */
 struct md_migration {
@@ -97,6 +106,8 @@ struct md_store {
 
     atomic_ullong   commits, errors, busy_retries, write_ns_sum, dropped;
     atomic_int      healthy;
+    atomic_ullong   max_pages_want;     /* storage.max_page_count; 0: none */
+    uint64_t        max_pages_have;     /* writer thread: last applied */
     int             schema_version;
 
     /* writer thread only (after md_store_ledger_init) */
@@ -251,6 +262,7 @@ md_store_open(const char *path, uint64_t busy_timeout_ms, struct md_store **out,
         return md_err_set(err, MD_ENOMEM, "out of memory");
     st->path = md_strdup(path);
     st->busy_timeout_ms = busy_timeout_ms;
+    failpoint_init();
     pthread_mutex_init(&st->mu, NULL);
     pthread_cond_init(&st->cv_work, NULL);
     pthread_cond_init(&st->cv_done, NULL);
@@ -732,6 +744,43 @@ apply_job(struct md_store *st, struct job *j, uint64_t *tokens, uint64_t *reques
     return rc;
 }
 
+/* ---- failpoints (see the file comment) ---- */
+
+enum failpoint { FP_NONE = 0, FP_BEFORE_COMMIT, FP_AFTER_COMMIT };
+
+static enum failpoint fp_point;         /* set once in md_store_open */
+static uint64_t       fp_left;          /* writer thread only */
+
+static void
+failpoint_init(void)
+{
+    static const char *const names[] = { NULL, "before_commit", "after_commit" };
+    const char *v = getenv("MD_FAILPOINT"), *colon;
+    uint64_t n = 0;
+
+    if (v == NULL || (colon = strchr(v, ':')) == NULL)
+        return;
+    for (int i = 1; i < 3; i++) {
+        if (strlen(names[i]) == (size_t)(colon - v) &&
+            strncmp(v, names[i], (size_t)(colon - v)) == 0 &&
+            md_parse_u64(colon + 1, strlen(colon + 1), 1000000, &n) == MD_OK && n > 0) {
+            fp_point = (enum failpoint)i;
+            fp_left = n;
+            md_log_warn("failpoint %s armed: _exit(137) at hit %llu", names[i],
+                (unsigned long long)n);
+        }
+    }
+}
+
+static void
+failpoint(enum failpoint p)
+{
+    if (fp_point != p || p == FP_NONE)
+        return;
+    if (--fp_left == 0)
+        _exit(137);
+}
+
 /* Applies jobs[0..n) in one transaction.  On failure nothing is applied. */
 static int
 commit_jobs(struct md_store *st, struct job *jobs, size_t n, struct md_err *err)
@@ -756,8 +805,12 @@ commit_jobs(struct md_store *st, struct job *jobs, size_t n, struct md_err *err)
         if (!step_done(st->put_meta))
             rc = db_err(err, st->db, "write meta");
     }
+    if (rc == MD_OK && scrapes)
+        failpoint(FP_BEFORE_COMMIT);
     if (rc == MD_OK)
         rc = exec(st->db, "COMMIT", err);
+    if (rc == MD_OK && scrapes)
+        failpoint(FP_AFTER_COMMIT);
     if (rc != MD_OK) {
         if (!sqlite3_get_autocommit(st->db))
             (void)exec(st->db, "ROLLBACK", NULL);   /* keep the first error */
@@ -790,6 +843,29 @@ is_busy(sqlite3 *db)
     int e = sqlite3_errcode(db);
 
     return e == SQLITE_BUSY || e == SQLITE_LOCKED;
+}
+
+/* storage.max_page_count (a rehearsal of a full disk): writes that need a
+ * page past the cap fail with SQLITE_FULL and roll back like any failure.
+ * SQLite keeps the cap at least the current page count. */
+static void
+apply_max_pages(struct md_store *st)
+{
+    uint64_t want = atomic_load(&st->max_pages_want);
+    char sql[64];
+
+    if (want == st->max_pages_have)
+        return;
+    (void)snprintf(sql, sizeof(sql), "PRAGMA max_page_count=%llu",
+        (unsigned long long)(want ? want : 4294967294ULL));
+    if (exec(st->db, sql, NULL) == MD_OK)
+        st->max_pages_have = want;
+}
+
+void
+md_store_set_max_page_count(struct md_store *st, uint64_t pages)
+{
+    atomic_store(&st->max_pages_want, pages);
 }
 
 static void *
@@ -836,6 +912,7 @@ writer_main(void *arg)
         if (n == 0 && stopping)
             break;
         last_seq = batch[n - 1].seq;
+        apply_max_pages(st);
 
         /* a held lock is retried (the jobs stay in hand) until it is free;
          * any other failure drops this drain after logging it */

@@ -66,6 +66,9 @@ int  md_store_ledger_init(struct md_store *st, size_t series_max, uint64_t sprea
     int first_scrape_count, struct md_err *err);
 
 int  md_store_writer_start(struct md_store *st, struct md_err *err);
+/* Caps the database at `pages` pages (0: SQLite's maximum) before the next
+ * write: storage.max_page_count, to rehearse a full disk.  Any thread. */
+void md_store_set_max_page_count(struct md_store *st, uint64_t pages);
 /* Commits what is queued, then joins the writer thread.  Idempotent. */
 void md_store_writer_stop(struct md_store *st);
 

@@ -7,7 +7,7 @@ set -eu
 
 build_pkgs="cmake make gcc pkg-config libmicrohttpd-dev libcurl4-openssl-dev
 libsqlite3-dev libjansson-dev libpcre2-dev libyaml-dev zlib1g-dev"
-test_pkgs="libcmocka-dev clang libclang-rt-14-dev prometheus sqlite3 python3 python3-yaml curl
+test_pkgs="libcmocka-dev clang libclang-rt-14-dev prometheus sqlite3 python3 python3-yaml curl strace
 npm"
 
 want="$build_pkgs"

@@ -11,7 +11,7 @@ failed=0
 run_suite() {
     dir=$1
     log=$dir/ctest.log
-    (cd "$dir" && ctest --output-on-failure -j "$jobs" --timeout 900) 2>&1 | tee "$log"
+    (cd "$dir" && ctest --output-on-failure -j "$jobs" --timeout 900 -LE long) 2>&1 | tee "$log"
     p=$(sed -n 's/.*tests passed, \([0-9]*\) tests failed out of \([0-9]*\).*/\2 \1/p' "$log" | tail -n 1)
     if [ -z "$p" ]; then
         failed=$((failed + 1))
