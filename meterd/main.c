@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "api.h"
 #include "app.h"
 #include "cmd_bills.h"
 #include "cmd_usage.h"
@@ -279,6 +280,8 @@ cmd_run(int argc, char **argv)
     rc = md_scrape_start(&app, md_store_fresh(app.store), &app.scrape, &err);
     if (rc != MD_OK)
         md_fatal("scrape: %s", err.msg);
+    /* the Cost Management items' cost: stored bill lines */
+    md_api_costmgmt_set_cost_fn(md_store_cm_cost, app.store);
     rc = md_http_start(&app, app.cfg, &http, &err);
     if (rc != MD_OK) {
         md_scrape_stop(app.scrape);

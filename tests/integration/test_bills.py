@@ -349,6 +349,11 @@ def test_history_close_finalize_correct():
         wait_until(lambda: m.metric_sum("meterd_cost_total", {
             "namespace": "team-a", "model": "gpt-4.1-mini", "currency": "USD"}) == 0.4, 10,
             "meterd_cost_total of the closed day")
+        # the Cost Management API prices its items from the stored lines
+        cm = json.loads(m.get("/platform/cost.alauda.io/v1beta1/costs/usage?start=2026-01-01"
+                              "&end=2026-01-31&kind=project_all").body)
+        assert [(i["project"], i["usage"], i["cost"], i["currency"]) for i in cm["items"]] == \
+            [("team-a", 1000500, 0.4, "USD")], cm
         # the CLI backfill, twice: the second changes nothing
         for want in (0, 0):
             out = subprocess.run([harness.ARGS.meterd, "backfill", "-c", m.config, "--from",
