@@ -702,6 +702,7 @@ apply_job(struct md_store *st, struct job *j, uint64_t *tokens, uint64_t *reques
         if (sqlite3_step(del) != SQLITE_DONE) {
             rc = db_err(err, st->db, "retention");
         } else {
+            int deleted = sqlite3_changes(st->db);
             char v[32];
 
             (void)snprintf(v, sizeof(v), "%llu", (unsigned long long)(j->ts_ns / 1000000000ULL));
@@ -709,14 +710,10 @@ apply_job(struct md_store *st, struct job *j, uint64_t *tokens, uint64_t *reques
             sqlite3_bind_text(st->put_meta, 2, v, -1, SQLITE_TRANSIENT);
             if (!step_done(st->put_meta))
                 rc = db_err(err, st->db, "retention meta");
+            else if (deleted > 0)
+                md_log_info("usage.retention: deleted %d hourly rows before %s (unix seconds)",
+                    deleted, v);
         }
-        if (rc != MD_OK) {
-            sqlite3_finalize(del);
-            break;
-        }
-        else if (sqlite3_changes(st->db) > 0)
-            md_log_info("usage.retention: deleted %d hourly rows older than %llu",
-                sqlite3_changes(st->db), (unsigned long long)(j->ts_ns / 1000000000ULL));
         sqlite3_finalize(del);
         break;
     }

@@ -26,6 +26,16 @@ cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* A whole number from 0 to 10^6, or -1. */
+static int
+arg_int(const char *s)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+
+    return (*s == '\0' || *end != '\0' || v < 0 || v > 1000000) ? -1 : (int)v;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -37,12 +47,9 @@ main(int argc, char **argv)
     double t0, t1, *lat;
     long rows = 0;
 
-    if (argc != 7)
+    if (argc != 7 || (ns = arg_int(argv[2])) < 0 || (models = arg_int(argv[3])) < 0 ||
+        (days = arg_int(argv[4])) < 0 || (reps = arg_int(argv[6])) < 0)
         return 2;
-    ns = atoi(argv[2]);
-    models = atoi(argv[3]);
-    days = atoi(argv[4]);
-    reps = atoi(argv[6]);
     remove(argv[1]);
     sqlite3_open(argv[1], &db);
     sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"

@@ -210,7 +210,7 @@ test_too_many_errors(void **state)
 
     (void)state;
     for (int i = 0; i < 150; i++)
-        off += (size_t)sprintf(yaml + off, "k%03d: 1\n", i);
+        off += (size_t)snprintf(yaml + off, 200 * 16 - off, "k%03d: 1\n", i);
     assert_int_equal(md_config_load_buf("t.yaml", yaml, off, &c, &errs), MD_ECONFIG);
     assert_int_equal(errs.count, MD_CONFIG_ERRORS_MAX);
     assert_true(errs.truncated);

@@ -72,7 +72,7 @@ setup(void **state)
     static struct md_cfg_errors errs;
 
     (void)state;
-    strcpy(dir, "/tmp/md_rating_XXXXXX");
+    (void)snprintf(dir, sizeof(dir), "/tmp/md_rating_XXXXXX");
     if (mkdtemp(dir) == NULL)
         return -1;
     (void)snprintf(dbpath, sizeof(dbpath), "%s/m.db", dir);

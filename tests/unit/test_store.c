@@ -21,7 +21,7 @@ static int
 setup(void **state)
 {
     (void)state;
-    strcpy(dir, "/tmp/md_store_XXXXXX");
+    (void)snprintf(dir, sizeof(dir), "/tmp/md_store_XXXXXX");
     if (mkdtemp(dir) == NULL)
         return -1;
     (void)snprintf(dbpath, sizeof(dbpath), "%s/sub/dir/m.db", dir);
