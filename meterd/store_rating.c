@@ -766,7 +766,8 @@ rate_milestone(struct md_rating *r, sqlite3 *db, const char *cluster, int32_t da
             int64_t kept = sqlite3_step(k) == SQLITE_ROW ? sqlite3_column_int64(k, 0) : 0;
 
             sqlite3_finalize(k);
-            if ((int64_t)day * 86400 + 86400 <= kept) {
+            /* an open day was never deleted: it is rated from its usage */
+            if ((int64_t)day * 86400 + 86400 <= kept && strcmp(state, "open") != 0) {
                 rc = MD_OK;
                 goto mark;      /* clean the mark; nothing changes */
             }
