@@ -190,7 +190,8 @@ test_fixtures(void **state)
     static const char *const files[] = {
         "extproc_v04_text.prom", "extproc_newest_text.prom", "extproc_utf8.txt",
     };
-    const char *dir = getenv("MD_SHARED");
+    /* the repository's copies of ../shared/extproc (tests/fixtures/extproc) */
+    const char *dir = getenv("MD_FIXTURES");
     size_t checked = 0;
 
     (void)state;
@@ -200,7 +201,7 @@ test_fixtures(void **state)
         char *body;
         long n;
 
-        (void)snprintf(path, sizeof(path), "%s/extproc/%s", dir ? dir : "../shared", files[i]);
+        (void)snprintf(path, sizeof(path), "%s/extproc/%s", dir ? dir : "tests/fixtures", files[i]);
         f = fopen(path, "rb");
         if (f == NULL)
             fail_msg("cannot open fixture %s", path);
