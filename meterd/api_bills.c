@@ -105,6 +105,7 @@ handle_bills(const struct md_api_ctx *ctx, const struct md_api_req *req,
         md_api_error(resp, 400, "bad_request", "%s", err.msg);
         return;
     }
+    q.tenant = &req->tenant;    /* auth: a tenant token sees only its lines */
     md_bill_init(&bill, q.lines_max);
     if (md_rating_bills(ctx->app->rating, ctx->app->store, &q, &bill, &err) != MD_OK ||
         md_bill_render(&bill, &q, fmt, &body, &len, &err) != MD_OK) {

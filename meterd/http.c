@@ -56,8 +56,7 @@ static const struct {
     { "/metrics", R_METRICS, MD_AUTH_NEED_READER },     /* every tenant's usage */
     { "/api/v1/usage", R_API, MD_AUTH_NEED_ANY },        /* tenant-filtered */
     { "/api/v1/targets", R_API, MD_AUTH_NEED_ADMIN },    /* sidecar addresses */
-    /* bills are not tenant-filtered yet: readers and admins only */
-    { "/api/v1/bills", R_API, MD_AUTH_NEED_READER },
+    { "/api/v1/bills", R_API, MD_AUTH_NEED_ANY },        /* tenant-filtered */
     { "/api/v1/pricing", R_API, MD_AUTH_NEED_ADMIN },    /* PUT changes every bill */
     { "/api/v1/pricing/revisions", R_API, MD_AUTH_NEED_ADMIN },
     { "/api/v1/milestones", R_API, MD_AUTH_NEED_READER },

@@ -95,12 +95,16 @@ int  md_bill_add(struct md_bill *b, const struct md_bill_line *l);
  * model. */
 int  md_bill_merge_lines(struct md_bill *b, struct md_err *err);
 
+struct md_tenant_filter;
 struct md_bill_query {
     int32_t      from_day, to_day;       /* [from, to) */
     char         period[8];              /* "YYYY-MM" when asked by period, else "" */
     const char  *filter[MD_BILL_DIMS];   /* exact values; [DAY] unused */
     unsigned     group_mask;             /* bits 1 << enum md_bill_dim; 0: full lines */
     size_t       lines_max;
+    /* auth: a tenant token sees only lines of its namespaces or departments
+     * (NULL or unrestricted: every line) */
+    const struct md_tenant_filter *tenant;
 };
 enum md_bill_format { MD_BILL_JSON, MD_BILL_CSV, MD_BILL_FOCUS };
 

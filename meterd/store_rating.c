@@ -1616,6 +1616,24 @@ md_rating_bills(struct md_rating *r, struct md_store *st, const struct md_bill_q
         rc = db_err(err, db, "bills: open days");
         goto out;
     }
+    /* a tenant's bill: only its lines, so another tenant's data (existing or
+     * not) answers exactly like data that does not exist */
+    if (q->tenant != NULL && q->tenant->restricted) {
+        size_t w = 0;
+
+        for (size_t i = 0; i < out->count; i++) {
+            const struct md_bill_line *l = &out->lines[i];
+            int mine = 0;
+
+            for (size_t k = 0; k < q->tenant->ns_count && !mine; k++)
+                mine = strcmp(l->dims[MD_BILL_NAMESPACE], q->tenant->ns[k]) == 0;
+            for (size_t k = 0; k < q->tenant->dept_count && !mine; k++)
+                mine = strcmp(l->dims[MD_BILL_DEPARTMENT], q->tenant->dept[k]) == 0;
+            if (mine)
+                out->lines[w++] = out->lines[i];
+        }
+        out->count = w;
+    }
     rc = md_bill_merge_lines(out, err);
 out:
     if (h != NULL)

@@ -109,7 +109,9 @@ def test_auth_matrix():
     targets = "targets:\n" + "".join("  - url: %s\n    namespace: %s\n" % (sim.url(i), ns)
                                      for i, ns in enumerate(NAMESPACES))
     m = Meterd(extra_yaml="scrape:\n  interval: 200ms\n  timeout: 200ms\n"
-                          "ledger:\n  first_scrape: count\n" + targets + auth_yaml())
+                          "ledger:\n  first_scrape: count\n" + targets + auth_yaml() +
+               "pricing:\n  file: %s\n" % os.path.join(harness.ARGS.source, "config",
+                                                     "pricing.yaml"))
     try:
         m.start()
         # the clock stops after 25 ticks; wait for two scrapes after that
@@ -176,6 +178,20 @@ def test_auth_matrix():
                 got = sum(it["usage"] for it in json.loads(body)["items"])
                 assert got == want.get(ns, 0), (who, ns, got, want)
 
+        # ---- bills per token: a tenant sees only its lines ----
+        bills_q = "/api/v1/bills?" + urllib.parse.urlencode({"from": frm, "to": to})
+        seen = {}
+        for who in ("admin", "reader", "tenant_a", "tenant_b"):
+            st, _, body = req(m, bills_q, TOKENS[who])
+            assert st == 200, (who, st, body)
+            lines = json.loads(body)["lines"]
+            for ln in lines:
+                assert visible(who, ln["namespace"], ln["department"]), (who, ln)
+            seen[who] = {(ln["namespace"], ln["department"]) for ln in lines}
+        assert seen["admin"] == seen["reader"] and len(seen["admin"]) > len(seen["tenant_a"]) > 0
+        assert {ns for ns, _ in seen["tenant_a"]} == {"team-a"}, seen["tenant_a"]
+        assert seen["tenant_b"] == {k for k in seen["admin"] if visible("tenant_b", *k)}
+
         # ---- probing another tenant: byte-identical to a tenant that does not exist ----
         probes = [
             (CM + "/projects/team-b/costs/usage" + cm_q,
@@ -185,6 +201,7 @@ def test_auth_matrix():
             (CM + "/costs/usage" + cm_q.replace("namespace_all", "project") + "&name=team-b",
              CM + "/costs/usage" + cm_q.replace("namespace_all", "project") + "&name=nope"),
             (usage_q + "&namespace=team-b", usage_q + "&namespace=no-such-team"),
+            (bills_q + "&namespace=team-b", bills_q + "&namespace=no-such-team"),
             (usage_q + "&namespace=team-c&department=sales",
              usage_q + "&namespace=no-such-team&department=sales"),
         ]
