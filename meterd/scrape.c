@@ -25,7 +25,9 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
+#include <zlib.h>
 
 #include "../exporters/prom_text.h"
 #include "attrib.h"
@@ -71,8 +73,10 @@ struct target {
     uint64_t             started_wall_ns;
     unsigned             fails;
     CURL                *easy;
-    struct md_buf        body;
+    struct md_buf        body;        /* as received (gzip'ed when gzip is set) */
     int                  body_over;
+    int                  gzip;        /* Content-Encoding: gzip */
+    int                  encoding_bad; /* a Content-Encoding we did not ask for */
     struct md_complaint  complaint;
     struct status        st;          /* guarded by status_mu */
 };
@@ -89,6 +93,7 @@ struct md_scrape {
     struct md_attrib    *attrib;
     struct md_attrib_scratch *scratch; /* scrape thread's attribution memory */
     struct md_expfmt_parser *parser;  /* scrape thread's, reused for every body */
+    struct md_buf        plain;       /* a gzip body inflated, reused for every body */
     /* body memory of finished scrapes, handed to the next transfer: an idle
      * target holds no body, so memory follows the transfers in flight, not
      * the number of targets (200 targets x a 256 KiB body were 51 MB) */
@@ -142,6 +147,75 @@ write_cb(char *p, size_t size, size_t n, void *arg)
         return 0;                     /* aborts the transfer: CURLE_WRITE_ERROR */
     }
     return len;
+}
+
+/* Content-Encoding of the answer: meterd inflates gzip itself, so that a
+ * gzip stream cut short (libcurl 7.88 accepts one cut at a block boundary)
+ * fails the scrape instead of applying part of it. */
+static size_t
+header_cb(char *p, size_t size, size_t n, void *arg)
+{
+    struct target *t = arg;
+    size_t len = size * n, k = sizeof("content-encoding:") - 1;
+
+    if (len > k && strncasecmp(p, "content-encoding:", k) == 0) {
+        const char *v = p + k, *end = p + len;
+
+        while (v < end && (*v == ' ' || *v == '\t'))
+            v++;
+        while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+            end--;
+        if ((size_t)(end - v) == 4 && strncasecmp(v, "gzip", 4) == 0)
+            t->gzip = 1;
+        else if (!((size_t)(end - v) == 8 && strncasecmp(v, "identity", 8) == 0))
+            t->encoding_bad = 1;
+    }
+    return len;
+}
+
+/* Inflates a whole gzip member into out (cap: the body limit).  MD_ELIMIT
+ * past the cap (a gzip bomb stops there), MD_EPARSE for a corrupt or
+ * truncated stream or bytes after its end. */
+static int
+gunzip(const struct md_buf *in, struct md_buf *out, char *msg, size_t msg_len)
+{
+    z_stream z;
+    int zr, rc = MD_OK;
+
+    memset(&z, 0, sizeof(z));
+    md_buf_reset(out);
+    if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) {
+        (void)snprintf(msg, msg_len, "gzip: cannot initialise zlib");
+        return MD_ENOMEM;
+    }
+    z.next_in = (Bytef *)(uintptr_t)in->data;
+    z.avail_in = (uInt)in->len;
+    do {
+        char chunk[16384];
+
+        z.next_out = (Bytef *)chunk;
+        z.avail_out = sizeof(chunk);
+        zr = inflate(&z, Z_NO_FLUSH);
+        if (zr != Z_OK && zr != Z_STREAM_END) {
+            (void)snprintf(msg, msg_len, "gzip: %s", z.msg ? z.msg
+                : zr == Z_BUF_ERROR ? "stream truncated (no end of the gzip member)"
+                : "corrupt stream");
+            rc = zr == Z_MEM_ERROR ? MD_ENOMEM : MD_EPARSE;
+            break;
+        }
+        if (md_buf_append(out, chunk, sizeof(chunk) - z.avail_out) != MD_OK) {
+            (void)snprintf(msg, msg_len, "body exceeds %zu bytes once decompressed "
+                "(scrape.body_size_limit)", out->cap);
+            rc = MD_ELIMIT;
+            break;
+        }
+    } while (zr != Z_STREAM_END);
+    if (rc == MD_OK && z.avail_in != 0) {
+        (void)snprintf(msg, msg_len, "gzip: %u bytes after the end of the stream", z.avail_in);
+        rc = MD_EPARSE;
+    }
+    inflateEnd(&z);
+    return rc;
 }
 
 static void
@@ -319,6 +393,7 @@ sync_config(struct md_scrape *s)
 
         (void)snprintf(accept, sizeof(accept), "Accept: %s", s->cfg->scrape.accept);
         s->headers = curl_slist_append(s->headers, accept);
+        s->headers = curl_slist_append(s->headers, "Accept-Encoding: gzip");
     }
     if (disc_ready)
         s->initial_open = 0;
@@ -418,6 +493,8 @@ start_scrape(struct md_scrape *s, struct target *t, uint64_t now)
     }
     md_buf_reset(&t->body);
     t->body_over = 0;
+    t->gzip = 0;
+    t->encoding_bad = 0;
     (void)snprintf(ua, sizeof(ua), "meterd/%s", MD_VERSION);
     curl_easy_setopt(t->easy, CURLOPT_URL, t->url);
     curl_easy_setopt(t->easy, CURLOPT_PRIVATE, t);
@@ -425,7 +502,10 @@ start_scrape(struct md_scrape *s, struct target *t, uint64_t now)
     curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, t);
     curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, s->headers);
     curl_easy_setopt(t->easy, CURLOPT_USERAGENT, ua);
-    curl_easy_setopt(t->easy, CURLOPT_ACCEPT_ENCODING, "");   /* gzip, deflate... */
+    /* gzip is asked for and inflated by meterd (header_cb, gunzip) */
+    curl_easy_setopt(t->easy, CURLOPT_ACCEPT_ENCODING, NULL);
+    curl_easy_setopt(t->easy, CURLOPT_HEADERFUNCTION, header_cb);
+    curl_easy_setopt(t->easy, CURLOPT_HEADERDATA, t);
     curl_easy_setopt(t->easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, (long)t->timeout_ms);
     curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)t->timeout_ms);
@@ -544,6 +624,19 @@ finish_scrape_body(struct md_scrape *s, struct target *t, CURLcode cc, uint64_t 
         record(s, t, 0, FAIL_HTTP_STATUS, msg, 0, 0, NULL, now);
         return;
     }
+    if (t->encoding_bad) {
+        record(s, t, 0, FAIL_TRANSFER, "a Content-Encoding other than gzip", 0, 0, NULL, now);
+        return;
+    }
+    if (t->gzip) {
+        s->plain.cap = t->body.cap;
+        rc = gunzip(&t->body, &s->plain, msg, sizeof(msg));
+        if (rc != MD_OK) {
+            record(s, t, 0, rc == MD_ELIMIT ? FAIL_BODY_TOO_LARGE : FAIL_TRANSFER, msg, 0, 0,
+                NULL, now);
+            return;
+        }
+    }
     curl_easy_getinfo(t->easy, CURLINFO_CONTENT_TYPE, &ct);
     memset(&pc, 0, sizeof(pc));
     pc.attrib = s->attrib;
@@ -562,7 +655,9 @@ finish_scrape_body(struct md_scrape *s, struct target *t, CURLcode cc, uint64_t 
 
         /* the escaping= the exporter declares decodes dots/values names */
         md_expfmt_content_type(ct, ct ? strlen(ct) : 0, &fmt, &opts.escaping);
-        rc = md_expfmt_parser_run(s->parser, t->body.data ? t->body.data : "", t->body.len,
+        const struct md_buf *b = t->gzip ? &s->plain : &t->body;
+
+        rc = md_expfmt_parser_run(s->parser, b->data ? b->data : "", b->len,
             fmt, &lim, &opts, on_sample, &pc, &perr);
     }
     if (rc == MD_OK)
@@ -676,6 +771,7 @@ md_scrape_start(struct md_app *app, int store_fresh, struct md_scrape **out, str
     }
     s->scratch = md_attrib_scratch_new();
     s->parser = md_expfmt_parser_new();
+    md_buf_init(&s->plain, 1u << 20);
     if (s->scratch == NULL || s->parser == NULL) {
         md_scrape_stop(s);
         return md_err_set(err, MD_ENOMEM, "out of memory");
@@ -727,6 +823,7 @@ md_scrape_stop(struct md_scrape *s)
     md_attrib_free(s->attrib);
     md_attrib_scratch_free(s->scratch);
     md_expfmt_parser_free(s->parser);
+    md_buf_fini(&s->plain);
     for (size_t i = 0; i < s->nspare; i++)
         md_buf_fini(&s->spare[i]);
     md_config_unref(s->cfg);
