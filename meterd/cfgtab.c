@@ -849,3 +849,12 @@ md_cfgtab_help(FILE *fp, const struct md_cfg_section *root, const char *prefix)
 {
     help_section(fp, root, prefix);
 }
+
+void
+md_cfgtab_print_errors(FILE *fp, const struct md_cfg_errors *errs)
+{
+    for (size_t i = 0; i < errs->count; i++)
+        fprintf(fp, "%s\n", errs->msgs[i]);
+    if (errs->truncated)
+        fprintf(fp, "(more than %d errors; stopped counting)\n", MD_CONFIG_ERRORS_MAX);
+}

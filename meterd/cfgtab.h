@@ -107,6 +107,9 @@ void md_cfgtab_free(const struct md_cfg_section *root, void *obj);
 int  md_cfgtab_read_file(const char *path, char **data, size_t *len,
     struct md_cfg_errors *errs);
 void md_cfgtab_help(FILE *fp, const struct md_cfg_section *root, const char *prefix);
+/* Prints every collected error, one per line, and a note when there were
+ * more than MD_CONFIG_ERRORS_MAX (for command-line tools). */
+void md_cfgtab_print_errors(FILE *fp, const struct md_cfg_errors *errs);
 
 /* For validate functions: report an error at a node (0: no position). */
 void md_cfgtab_error(struct md_cfg_ctx *c, int node, const char *path, const char *fmt, ...)

@@ -43,8 +43,7 @@ open_ctx(const char *path, int writer, struct ctx *c)
         return 2;
     }
     if (md_config_load(path, &c->cfg, &errs) != MD_OK) {
-        for (size_t i = 0; i < errs.count; i++)
-            fprintf(stderr, "%s\n", errs.msgs[i]);
+        md_cfgtab_print_errors(stderr, &errs);
         return 1;
     }
     if (writer) {

@@ -120,8 +120,7 @@ md_cmd_discover(int argc, char **argv)
     if (errs == NULL)
         return 1;
     if (md_config_load(path, &cfg, errs) != MD_OK) {
-        for (size_t i = 0; i < errs->count; i++)
-            fprintf(stderr, "%s\n", errs->msgs[i]);
+        md_cfgtab_print_errors(stderr, errs);
         free(errs);
         return 1;
     }

@@ -35,22 +35,14 @@ usage(FILE *fp)
 }
 
 static int
-print_errors(const struct md_cfg_errors *errs)
-{
-    for (size_t i = 0; i < errs->count; i++)
-        fprintf(stderr, "%s\n", errs->msgs[i]);
-    if (errs->truncated)
-        fprintf(stderr, "(more than %d errors; stopped counting)\n", MD_CONFIG_ERRORS_MAX);
-    return 1;
-}
-
-static int
 load(const char *path, struct md_pricing **p)
 {
     static struct md_cfg_errors errs;   /* large; one CLI call at a time */
 
-    if (md_pricing_load(path, p, &errs) != MD_OK)
-        return print_errors(&errs);
+    if (md_pricing_load(path, p, &errs) != MD_OK) {
+        md_cfgtab_print_errors(stderr, &errs);
+        return 1;
+    }
     return 0;
 }
 
@@ -166,8 +158,10 @@ cmd_import(int argc, char **argv)
             o.currency);
         return 2;
     }
-    if (md_cfgtab_read_file(file, &data, &len, &errs) != MD_OK)
-        return print_errors(&errs);
+    if (md_cfgtab_read_file(file, &data, &len, &errs) != MD_OK) {
+        md_cfgtab_print_errors(stderr, &errs);
+        return 1;
+    }
     md_buf_init(&out, IMPORT_OUT_MAX);
     if (md_litellm_to_yaml(data, len, &o, &out, &st, &err) != MD_OK) {
         fprintf(stderr, "%s: %s\n", file, err.msg);
@@ -175,7 +169,7 @@ cmd_import(int argc, char **argv)
     }
     /* what we print must load: same validation as the daemon's */
     if (md_pricing_load_buf("<generated>", out.data, out.len, &check, &errs) != MD_OK) {
-        print_errors(&errs);
+        md_cfgtab_print_errors(stderr, &errs);
         goto out;
     }
     md_pricing_free(check);

@@ -125,8 +125,7 @@ md_cmd_usage(int argc, char **argv)
         return 2;
     }
     if (md_config_load(path, &cfg, errs) != MD_OK) {
-        for (size_t i = 0; i < errs->count; i++)
-            fprintf(stderr, "%s\n", errs->msgs[i]);
+        md_cfgtab_print_errors(stderr, errs);
         goto out;
     }
     if (md_api_usage_parse(&req, (int64_t)(md_now_realtime_ns() / 1000000000ULL), &q, &err)

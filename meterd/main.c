@@ -87,16 +87,6 @@ config_arg(int argc, char **argv)
 }
 
 static int
-print_errors(const struct md_cfg_errors *errs)
-{
-    for (size_t i = 0; i < errs->count; i++)
-        fprintf(stderr, "%s\n", errs->msgs[i]);
-    if (errs->truncated)
-        fprintf(stderr, "(more than %d errors; stopped counting)\n", MD_CONFIG_ERRORS_MAX);
-    return 1;
-}
-
-static int
 cmd_check_config(int argc, char **argv)
 {
     struct md_cfg_errors *errs = calloc(1, sizeof(*errs));
@@ -113,7 +103,7 @@ cmd_check_config(int argc, char **argv)
         return 1;
     rc = md_config_load(path, &cfg, errs);
     if (rc != MD_OK) {
-        print_errors(errs);
+        md_cfgtab_print_errors(stderr, errs);
         free(errs);
         return 1;
     }
@@ -239,7 +229,7 @@ cmd_run(int argc, char **argv)
         return 1;
     rc = md_config_load(path, &app.cfg, errs);
     if (rc != MD_OK) {
-        print_errors(errs);
+        md_cfgtab_print_errors(stderr, errs);
         free(errs);
         return 1;
     }
