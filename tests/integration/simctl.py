@@ -21,10 +21,12 @@ import random
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Response, http  # noqa: E402,F401  (simctl.http is used by tests)
 
 EAIG_TOKEN_BOUNDS = ["1", "4", "16", "64", "256", "1024", "4096", "16384", "65536",
                      "262144", "1.048576e+06", "4.194304e+06", "1.6777216e+07",
@@ -53,26 +55,6 @@ def free_port_range(n, lo=20000, hi=60000, tries=200):
         if all(_port_free(base + i) for i in range(n)):
             return base
     raise RuntimeError("no free range of %d ports" % n)
-
-
-class Response:
-    def __init__(self, status, headers, body):
-        self.status = status
-        self.headers = headers
-        self.body = body
-
-    @property
-    def text(self):
-        return self.body.decode("utf-8", "replace")
-
-
-def http(method, url, body=None, headers=None, timeout=10):
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return Response(r.status, dict(r.headers), r.read())
-    except urllib.error.HTTPError as e:
-        return Response(e.code, dict(e.headers), e.read())
 
 
 class Sim:
