@@ -33,7 +33,8 @@
  * - Items with zero tokens are not listed.  Items are ordered by bucket,
  *   then cluster, then namespace.
  * - usage is tokens (an integer).  cost is the priced amount from the
- *   pricing hook (decimal, currency units) or null when unpriced; currency
+ *   pricing hook (cm_cost.c: the bill of the same days, open days
+ *   provisional; decimal, currency units) or null when unpriced; currency
  *   is then "".
  * - Errors are Kubernetes Status objects; unknown parameters are 400 like
  *   everywhere in meterd's API.  A project without usage, an unknown one,
