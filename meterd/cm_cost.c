@@ -1,7 +1,8 @@
 /* cm_cost.c: the `cost` of a Cost Management item (api_costmgmt.c), taken
- * from the same bill the bills API serves (md_rating_bills): stored lines of
- * closed and finalized days, corrections booked in the range, and open days
- * rated now with the current pricing (provisional).  So an item's cost
+ * from the same bill the bills API serves: the stored lines of closed and
+ * finalized days and the corrections booked in the range (summed in SQL,
+ * md_store_cm_cost), plus the open days rated now with the current pricing
+ * (md_rating_bills, open days only: provisional).  So an item's cost
  * always covers the same days as its usage: month-to-date cost includes
  * today, as GET /api/v1/bills shows it.
  *
@@ -18,6 +19,7 @@
 #include "app.h"
 #include "cm_cost.h"
 #include "rating.h"
+#include "store.h"
 #include "util.h"
 
 int
@@ -28,12 +30,21 @@ md_app_cm_cost(void *arg, const struct md_cm_cost_key *k, int64_t *cost_nanos, c
     struct md_bill bill;
     struct md_err err = {0};
     int64_t sum = 0;
-    const char *cur = NULL;
-    int rc;
+    char cur[8] = "";
+    int rc, have = 0;
 
-    memset(&q, 0, sizeof(q));
     if (k->from_s < 0 || k->to_s <= k->from_s)
         return MD_ENOTFOUND;
+    /* the stored lines, summed in SQL (a cluster's month can be millions of
+     * lines: never loaded) */
+    rc = md_store_cm_cost(app->store, k, &sum, cur);
+    if (rc == MD_OK)
+        have = 1;
+    else if (rc != MD_ENOTFOUND)
+        return rc;
+    cur[sizeof(cur) - 1] = '\0';
+    /* the open days, rated now */
+    memset(&q, 0, sizeof(q));
     q.from_day = (int32_t)(k->from_s / 86400);
     q.to_day = (int32_t)((k->to_s + 86399) / 86400);
     q.filter[MD_BILL_CLUSTER] = k->cluster;
@@ -41,6 +52,7 @@ md_app_cm_cost(void *arg, const struct md_cm_cost_key *k, int64_t *cost_nanos, c
     q.filter[MD_BILL_TOKEN_TYPE] = k->token_type;
     q.lines_max = MD_RATING_LINES_MAX;
     q.tenant = k->tenant;
+    q.open_only = 1;
     md_bill_init(&bill, q.lines_max);
     rc = md_rating_bills(app->rating, app->store, &q, &bill, &err);
     for (size_t i = 0; rc == MD_OK && i < bill.count; i++) {
@@ -48,24 +60,23 @@ md_app_cm_cost(void *arg, const struct md_cm_cost_key *k, int64_t *cost_nanos, c
 
         if (!l->priced)
             continue;
-        if (cur != NULL && strcmp(cur, l->currency) != 0)
-            rc = MD_ELIMIT;                 /* no single cost */
+        if (have && strcmp(cur, l->currency) != 0)
+            rc = MD_ELIMIT;                 /* several currencies: no single cost */
+        else if (strlen(l->currency) >= sizeof(cur))
+            rc = MD_ELIMIT;
         else if (md_add_i64(sum, l->amount_nanos, &sum) != MD_OK)
             rc = MD_ELIMIT;
-        cur = l->currency;
-    }
-    if (rc == MD_OK && cur == NULL)
-        rc = MD_ENOTFOUND;
-    if (rc == MD_OK) {
-        size_t n = strlen(cur);
-
-        if (n >= 8) {
-            rc = MD_ELIMIT;
-        } else {
-            memcpy(currency, cur, n + 1);
-            *cost_nanos = sum;
+        else if (!have) {
+            memcpy(cur, l->currency, strlen(l->currency) + 1);
+            have = 1;
         }
     }
     md_bill_fini(&bill);
-    return rc;
+    if (rc != MD_OK)
+        return rc;
+    if (!have)
+        return MD_ENOTFOUND;
+    *cost_nanos = sum;
+    memcpy(currency, cur, sizeof(cur));
+    return MD_OK;
 }

@@ -401,3 +401,72 @@ out:
     return rc;
 }
 
+/* ---- Cost Management: the priced cost of stored bill lines ---- */
+
+int
+md_store_cm_cost(void *arg, const struct md_cm_cost_key *k, int64_t *cost_nanos,
+    char currency[8])
+{
+    struct md_store *st = arg;
+    struct md_err err = {0};
+    struct md_buf sql;
+    sqlite3_stmt *s = NULL;
+    sqlite3 *db;
+    int64_t sum = 0;
+    int rc, bind = 3, step, rows = 0;
+    char cur[8] = "";
+
+    rc = md_store_reader_db(st, &db, &err);
+    if (rc != MD_OK)
+        return rc;
+    md_buf_init(&sql, MD_STORE_SQL_MAX);
+    /* days whose lines are stored (closed, finalized, corrections booked on
+     * them); open days have no stored lines yet, so their cost shows once
+     * the day closes */
+    (void)md_buf_puts(&sql, "SELECT currency, sum(amount) FROM bill_lines d WHERE d.day >= ?1 "
+        "AND d.day < ?2 AND d.pricing_model != 'unpriced'");
+    if (k->cluster != NULL)
+        (void)md_buf_printf(&sql, " AND d.cluster = ?%d", bind++);
+    if (k->namespace != NULL)
+        (void)md_buf_printf(&sql, " AND d.namespace = ?%d", bind++);
+    if (k->token_type != NULL)
+        (void)md_buf_printf(&sql, " AND d.token_type = ?%d", bind++);
+    if (k->tenant != NULL)
+        md_store_tenant_sql(&sql, k->tenant, &bind);
+    if (md_buf_puts(&sql, " GROUP BY currency") != MD_OK) {
+        md_buf_fini(&sql);
+        return MD_ELIMIT;
+    }
+    if (sqlite3_prepare_v2(db, sql.data, -1, &s, NULL) != SQLITE_OK) {
+        md_buf_fini(&sql);
+        return MD_EDB;
+    }
+    md_buf_fini(&sql);
+    sqlite3_bind_int64(s, 1, k->from_s / 86400);
+    sqlite3_bind_int64(s, 2, (k->to_s + 86399) / 86400);
+    bind = 3;
+    if (k->cluster != NULL)
+        sqlite3_bind_text(s, bind++, k->cluster, -1, SQLITE_STATIC);
+    if (k->namespace != NULL)
+        sqlite3_bind_text(s, bind++, k->namespace, -1, SQLITE_STATIC);
+    if (k->token_type != NULL)
+        sqlite3_bind_text(s, bind++, k->token_type, -1, SQLITE_STATIC);
+    if (k->tenant != NULL)
+        md_store_tenant_bind(s, k->tenant, &bind);
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *c = (const char *)sqlite3_column_text(s, 0);
+
+        rows++;
+        (void)snprintf(cur, sizeof(cur), "%s", c ? c : "");
+        sum = sqlite3_column_int64(s, 1);
+    }
+    sqlite3_finalize(s);
+    if (step != SQLITE_DONE)
+        return MD_EDB;
+    /* nothing rated yet, or several currencies in one item: no single cost */
+    if (rows != 1)
+        return rows == 0 ? MD_ENOTFOUND : MD_ELIMIT;
+    *cost_nanos = sum;
+    memcpy(currency, cur, sizeof(cur));
+    return MD_OK;
+}
