@@ -118,6 +118,10 @@ static const struct md_cfg_key http_keys[] = {
     { .name = "connection_memory_limit", .type = MD_CFG_SIZE,
       .off = OFF(http.connection_memory_limit), .min = 4096, .max = 1ULL << 30,
       .def = "64KiB", .help = "memory per connection for headers and request body" },
+    { .name = "send_buffer", .type = MD_CFG_SIZE, .off = OFF(http.send_buffer),
+      .min = 0, .max = 64ULL << 20, .def = "256KiB",
+      .help = "SO_SNDBUF of each client socket (the kernel doubles it); 0 leaves the "
+              "kernel's autotuning (up to net.ipv4.tcp_wmem, 4 MiB)" },
     END,
 };
 static const struct md_cfg_section http_section = { .name = "http", .keys = http_keys };
