@@ -122,7 +122,7 @@ static const struct md_cfg_key http_keys[] = {
       .def = "64KiB", .help = "memory per connection for headers and request body" },
     { .name = "send_buffer", .type = MD_CFG_SIZE, .off = OFF(http.send_buffer),
       .min = 0, .max = 64ULL << 20, .def = "256KiB",
-      .help = "SO_SNDBUF of each client socket (the kernel doubles it); 0 leaves the "
+      .help = "SO_SNDBUF of each client socket (the kernel doubles it); 0B leaves the "
               "kernel's autotuning (up to net.ipv4.tcp_wmem, 4 MiB)" },
     END,
 };
