@@ -828,6 +828,12 @@ md_http_stop(struct md_http *h)
     /* closes every connection: their CLOSED notifications empty h->conns */
     if (h->d != NULL)
         MHD_stop_daemon(h->d);
+    while (h->conns != NULL) {          /* none expected; MHD calls no one now */
+        struct conn *k = h->conns;
+
+        h->conns = k->next;
+        md_free(k);
+    }
     md_auth_throttle_free(h->throttle);
     (void)pthread_cond_destroy(&h->cv);
     (void)pthread_mutex_destroy(&h->mu);
