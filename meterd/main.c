@@ -188,6 +188,8 @@ reload(struct md_app *app, const char *path)
     if (strcmp(old->storage.path, next->storage.path) != 0)
         md_log_warn("reload: storage.path changed to \"%s\"; it takes effect at the next restart",
             next->storage.path);
+    if (memcmp(&old->http, &next->http, sizeof(old->http)) != 0)    /* integers only */
+        md_log_warn("reload: the http section changed; it takes effect at the next restart");
     if (old->auth.enabled && !next->auth.enabled)
         md_log_warn("reload: the auth section was removed: the API is now open to anyone "
             "who can reach %s", next->listen);
