@@ -531,6 +531,37 @@ series_key_canon(size_t nlabels, enum md_instrument inst, int role,
     return MD_OK;
 }
 
+/* the drop reason of a sample decided by its name alone (inst, role from
+ * md_normalize_name and its rc), or -1 when its labels decide */
+static int
+name_drop(int nrc, enum md_instrument inst, enum md_role role)
+{
+    if (nrc != MD_OK || inst == MD_INST_UNKNOWN)
+        return MD_DROP_OTHER_FAMILY;
+    if (inst == MD_INST_INFERENCE_USAGE)
+        return MD_DROP_INFERENCE_DUPLICATE;
+    if (inst != MD_INST_TOKEN_USAGE)
+        return MD_DROP_OTHER_FAMILY;
+    /* these roles are decided without labels (sample_slow looks them up
+     * first but never uses them for these) */
+    if (role == MD_ROLE_BUCKET)
+        return MD_DROP_BUCKET;
+    if (role != MD_ROLE_SUM && role != MD_ROLE_COUNT && role != MD_ROLE_CREATED)
+        return MD_DROP_OTHER_FAMILY;
+    return -1;
+}
+
+int
+md_attrib_name_drop(struct md_str name)
+{
+    enum md_instrument inst = MD_INST_UNKNOWN;
+    enum md_role role = MD_ROLE_NONE;
+    char detail[64];
+    int rc = md_normalize_name(name, &inst, &role, detail, sizeof(detail));
+
+    return name_drop(rc, inst, role);
+}
+
 int
 md_attrib_sample(const struct md_attrib *a, const struct md_attrib_target *t,
     const struct md_sample *s, struct md_batch *b, struct md_attrib_scratch *sc,
@@ -543,28 +574,12 @@ md_attrib_sample(const struct md_attrib *a, const struct md_attrib_target *t,
     enum md_role role = MD_ROLE_NONE;
     enum md_kind kind;
     size_t n = s->nlabels;
-    int overflow, rc;
+    int overflow, rc, drop;
 
-    if (normalize_name_memo(sc, s->name, &inst, &role) != MD_OK || inst == MD_INST_UNKNOWN) {
-        b->dropped[MD_DROP_OTHER_FAMILY]++;
-        return MD_OK;
-    }
-    if (inst == MD_INST_INFERENCE_USAGE) {
-        b->dropped[MD_DROP_INFERENCE_DUPLICATE]++;
-        return MD_OK;
-    }
-    if (inst != MD_INST_TOKEN_USAGE) {
-        b->dropped[MD_DROP_OTHER_FAMILY]++;
-        return MD_OK;
-    }
-    /* these roles are decided without labels (sample_slow looks them up
-     * first but never uses them for these) */
-    if (role == MD_ROLE_BUCKET) {
-        b->dropped[MD_DROP_BUCKET]++;
-        return MD_OK;
-    }
-    if (role != MD_ROLE_SUM && role != MD_ROLE_COUNT && role != MD_ROLE_CREATED) {
-        b->dropped[MD_DROP_OTHER_FAMILY]++;
+    rc = normalize_name_memo(sc, s->name, &inst, &role);
+    drop = name_drop(rc, inst, role);
+    if (drop >= 0) {
+        b->dropped[drop]++;
         return MD_OK;
     }
     if (canon_labels(s, sc) != MD_OK)

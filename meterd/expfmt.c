@@ -143,6 +143,7 @@ struct name_cache {
     uint64_t    h;
     uint64_t    fam_gen;    /* metric names: sx is valid for this family */
     int         sx;
+    int         skip;       /* metric names: skip class, -1 = not asked yet */
     /* label names: the escape-free value last seen at this index, its term */
     const char *vraw;
     size_t      vlen;
@@ -188,6 +189,10 @@ struct md_expfmt_parser {
     void *arg;
     md_expfmt_family_fn *ffn;
     void *farg;
+    md_expfmt_skip_fn *sfn;
+    void *sarg;
+    int skip_full;
+    uint64_t skipped[MD_EXPFMT_SKIP_CLASSES];
     struct md_expfmt_error *err;
     uint64_t nsamples;
 
@@ -220,6 +225,8 @@ struct md_expfmt_parser {
     size_t prev_n;
     struct name_cache mcache[MCACHE_N];   /* recent metric names */
     unsigned mcache_next;
+    struct name_cache qcache[MCACHE_N];   /* recent escape-free {"quoted" names} */
+    unsigned qcache_next;
     char *scratch;
     size_t scratch_cap, scratch_len;
     uint32_t *ltab_idx, *ltab_gen;
@@ -237,6 +244,7 @@ struct md_expfmt_parser {
     uint64_t fam_h;
     enum md_metric_type fam_type;
     int fam_help, fam_typed, fam_unit, fam_deliver;
+    unsigned fam_skipped;       /* B(sfx) of the suffixes skipped in this family */
     uint64_t fam_samples;
     uint64_t fam_gen;           /* bumped whenever the family or its type changes */
     struct group g;
@@ -795,7 +803,8 @@ group_finish(struct md_expfmt_parser *ps)
     if (g->nbuckets > 0 && !g->have_inf) {
         rc = perr(ps, NULL, MD_EPARSE,
             "histogram series starting here has no le=\"+Inf\" bucket");
-    } else if (g->nbuckets == 0 && ps->om && ps->fam_type == MD_TYPE_HISTOGRAM) {
+    } else if (g->nbuckets == 0 && ps->om && ps->fam_type == MD_TYPE_HISTOGRAM &&
+        !(ps->fam_skipped & B(SFX_BUCKET))) {
         rc = perr(ps, NULL, MD_EPARSE,
             "OpenMetrics histogram series starting here has no buckets");
     } else if (g->have_inf && g->have_count && g->inf_val != g->count_val) {
@@ -852,6 +861,7 @@ family_open(struct md_expfmt_parser *ps, struct md_str name, uint64_t name_h, co
     ps->fam_help = ps->fam_typed = ps->fam_unit = 0;
     ps->fam_samples = 0;
     ps->fam_deliver = 1;
+    ps->fam_skipped = 0;
     ps->fam_open = 1;
     ps->fam_gen++;
     return MD_OK;
@@ -1593,6 +1603,86 @@ exemplar(struct md_expfmt_parser *ps, const char **qp, const char *eol, size_t b
     return MD_OK;
 }
 
+/* ---- skipped samples ---- */
+
+/* first byte in [q, eol) equal to a or b, or eol */
+static inline const char *
+scan2(const char *q, const char *eol, char a, char b)
+{
+#ifdef __SSE2__
+    const __m128i va = _mm_set1_epi8(a), vb = _mm_set1_epi8(b);
+
+    while (eol - q >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)q);
+        unsigned mask = (unsigned)_mm_movemask_epi8(
+            _mm_or_si128(_mm_cmpeq_epi8(v, va), _mm_cmpeq_epi8(v, vb)));
+
+        if (mask != 0)
+            return q + __builtin_ctz(mask);
+        q += 16;
+    }
+#endif
+    while (q < eol && *q != a && *q != b)
+        q++;
+    return q;
+}
+
+/* counts a sample of skip class k (suffix sx) that is not delivered */
+static int
+count_skipped(struct md_expfmt_parser *ps, int k, int sx, const char *at)
+{
+    if (ps->lim.samples_max != 0 && ps->nsamples >= ps->lim.samples_max)
+        return perr(ps, at, MD_ELIMIT, "more than %llu samples (samples_max)",
+            (unsigned long long)ps->lim.samples_max);
+    ps->nsamples++;
+    ps->skipped[k]++;
+    ps->fam_skipped |= B(sx);
+    return MD_OK;
+}
+
+/* The light check of a skipped line whose name c (already validated in this
+ * family) ends at q: an optional label set whose '}' lies outside balanced
+ * quotes (a backslash escapes the next byte, so `\"` and `}` inside a value
+ * cannot end it), then a blank and a non-empty value token.  Labels are not
+ * decoded, hashed or checked for duplicates; the value is not parsed.
+ * inside: q is already inside the braces (after a quoted metric name). */
+static int
+skip_light(struct md_expfmt_parser *ps, const struct name_cache *c, const char *q,
+    const char *eol, const char *at, int inside)
+{
+    if (!inside)
+        q = skip_blanks(ps->om, q, eol);
+    if (inside || (q < eol && *q == '{')) {
+        q += !inside;
+        for (;;) {
+            q = scan2(q, eol, '"', '}');
+            if (q == eol)
+                return perr(ps, q, MD_EPARSE, "expected '}' to close the label set");
+            if (*q == '}')
+                break;
+            for (q++;;) {
+                q = scan2(q, eol, '"', '\\');
+                if (q == eol)
+                    return perr(ps, q, MD_EPARSE, "unterminated quoted string");
+                if (*q == '"')
+                    break;
+                if (eol - q < 2)
+                    return perr(ps, q, MD_EPARSE, "unterminated quoted string");
+                q += 2;
+            }
+            q++;
+        }
+        q++;
+    }
+    if (q >= eol || (*q != ' ' && !is_blank(ps->om, *q)))
+        return perr(ps, q, MD_EPARSE, "expected a space and the sample value");
+    q = skip_blanks(ps->om, q + 1, eol);
+    if (q >= eol || *q == ' ')
+        return perr(ps, q, MD_EPARSE, "expected the sample value");
+    ps->fam_samples++;
+    return count_skipped(ps, c->skip, c->sx, at);
+}
+
 static int
 sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
 {
@@ -1624,7 +1714,10 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
         }
         nc = c;
         if (c != NULL) {
-            /* byte-identical to a name already validated in this body */
+            /* byte-identical to a name already validated in this body; a
+             * name skipped in this family needs only the light check */
+            if (c->skip > 0 && c->fam_gen == ps->fam_gen && ps->fam_open && !ps->skip_full)
+                return skip_light(ps, c, q + c->len, eol, name_at, 0);
             name.p = q;
             name.len = c->len;
             name_h = c->h;
@@ -1640,6 +1733,7 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
                 c->len = (size_t)(q - name_at);
                 c->h = name_h;
                 c->fam_gen = 0;
+                c->skip = -1;
                 nc = c;
             }
         }
@@ -1684,6 +1778,23 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
     } else {
         int resumed = 0;
 
+        /* {"name",...} with a name skipped in this family: the light check */
+        if (ps->sfn != NULL && !ps->skip_full && eol - q > 3 && q[1] == '"') {
+            for (size_t j = 0; j < MCACHE_N; j++) {
+                const struct name_cache *e = &ps->qcache[j];
+
+                if (e->len > 0 && e->skip > 0 && e->fam_gen == ps->fam_gen && ps->fam_open &&
+                    (size_t)(eol - q) > e->len + 3 && q[e->len + 2] == '"' &&
+                    memcmp(q + 2, e->raw, e->len) == 0) {
+                    /* the cached name holds no '"' or backslash: this string is it */
+                    const char *r = skip_blanks(ps->om, q + e->len + 3, eol);
+
+                    if (r < eol && (*r == ',' || *r == '}'))
+                        return skip_light(ps, e, r, eol, name_at, 1);
+                    break;
+                }
+            }
+        }
         ps->lbase = q;
         ps->qname_end = 0;
         if (ps->pl_ok && ps->pl_qname) {
@@ -1728,6 +1839,21 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
         if (!resumed)
             name_h = hbytes(name.p, name.len, 0);
         quoted = 1;
+        if (!ps->qname_dec) {
+            /* an escape-free quoted name: a view into the body */
+            for (size_t j = 0; j < MCACHE_N && nc == NULL; j++)
+                if (ps->qcache[j].len == name.len &&
+                    memcmp(ps->qcache[j].raw, name.p, name.len) == 0)
+                    nc = &ps->qcache[j];
+            if (nc == NULL) {
+                nc = &ps->qcache[ps->qcache_next++ % MCACHE_N];
+                nc->raw = name.p;
+                nc->len = name.len;
+                nc->h = name_h;
+                nc->fam_gen = 0;
+                nc->skip = -1;
+            }
+        }
     }
     ps->prev_n = ll.n;
     ps->pl_ok = !ps->decode_names && ll.n > 0 && ll.n <= LINEAR_DUP_MAX &&
@@ -1831,6 +1957,20 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
         }
     }
 
+    if (ps->sfn != NULL) {
+        int kc = nc != NULL ? nc->skip : -1;
+
+        if (kc < 0) {
+            kc = ps->sfn(ps->sarg, name);
+            if (kc < 0 || kc >= MD_EXPFMT_SKIP_CLASSES)
+                return perr(ps, name_at, MD_ESTATE, "skip callback returned class %d "
+                    "(expected 0..%d)", kc, MD_EXPFMT_SKIP_CLASSES - 1);
+            if (nc != NULL)
+                nc->skip = kc;
+        }
+        if (kc > 0)
+            return count_skipped(ps, kc, sx, name_at);
+    }
     rc = type_rules(ps, sx, &ll, s.value, name_at);
     if (rc != MD_OK)
         return rc;
@@ -2112,11 +2252,17 @@ md_expfmt_parser_run(struct md_expfmt_parser *ps, const char *body, size_t len,
     ps->arg = arg;
     ps->ffn = opts != NULL ? opts->family_fn : NULL;
     ps->farg = opts != NULL ? opts->family_arg : NULL;
+    ps->sfn = opts != NULL ? opts->skip_fn : NULL;
+    ps->sarg = opts != NULL ? opts->skip_arg : NULL;
+    ps->skip_full = opts != NULL && opts->skip_full;
+    memset(ps->skipped, 0, sizeof(ps->skipped));
     ps->err = err;
     ps->nsamples = 0;
     ps->prev_n = 0;
-    for (size_t i = 0; i < MCACHE_N; i++)
+    for (size_t i = 0; i < MCACHE_N; i++) {
         ps->mcache[i].len = 0;
+        ps->qcache[i].len = 0;
+    }
     for (size_t i = 0; i < ps->labels_cap; i++) {
         ps->ncache[i].len = 0;
         ps->ncache[i].vok = 0;
@@ -2135,6 +2281,8 @@ md_expfmt_parser_run(struct md_expfmt_parser *ps, const char *body, size_t len,
     rc = run(ps);
     if (rc != MD_OK && err != NULL && err->rc == 0)
         err->rc = rc;
+    if (opts != NULL && opts->skipped != NULL)
+        memcpy(opts->skipped, ps->skipped, sizeof(ps->skipped));
     ps->body = ps->end = ps->ls = NULL;
     return rc;
 }

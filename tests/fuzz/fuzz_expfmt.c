@@ -60,7 +60,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static struct md_expfmt_parser *ps;
     struct md_expfmt_limits lim;
-    struct md_expfmt_opts opts = { MD_ESC_UNDERSCORES, NULL, NULL };
+    struct md_expfmt_opts opts = { .escaping = MD_ESC_UNDERSCORES };
     struct md_expfmt_error err;
     enum md_expfmt_format fmt;
     char *body;
