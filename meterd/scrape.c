@@ -393,7 +393,11 @@ sync_config(struct md_scrape *s)
 
         (void)snprintf(accept, sizeof(accept), "Accept: %s", s->cfg->scrape.accept);
         s->headers = curl_slist_append(s->headers, accept);
-        s->headers = curl_slist_append(s->headers, "Accept-Encoding: gzip");
+        /* identity is said explicitly: without the header a server may pick
+         * any coding (RFC 9110 12.5.3); a gzip answer is inflated either way */
+        s->headers = curl_slist_append(s->headers,
+            s->cfg->scrape.compression == MD_CFG_COMPRESSION_IDENTITY ?
+                "Accept-Encoding: identity" : "Accept-Encoding: gzip");
     }
     if (disc_ready)
         s->initial_open = 0;
