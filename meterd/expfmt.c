@@ -29,6 +29,15 @@
  *   per-line hash table above (never quadratic).
  * - Memory is kept in the parser between bodies: a reused parser allocates
  *   nothing in the steady state.
+ * - Skipping (opts.skip_fn, the promise is in expfmt.h): a name's class is
+ *   cached with the metric-name cache entry (unquoted names) or in a twin
+ *   cache of escape-free quoted names.  A line whose cached name has a skip
+ *   class and was already seen in the current family (same fam_gen, so its
+ *   suffix is known to be valid) takes skip_light: braces and quotes are
+ *   balanced with memchr-like scans, nothing is decoded or hashed.  Every
+ *   other line is parsed in full; a skipped one then stops before the type
+ *   rules, the duplicate records and the callback.  Skipped lines never
+ *   touch the prefix-reuse state, which stays that of the last full line.
  * Invariants: nothing is read outside [body, body+len); every error names
  * line, column and what was expected; a limit error names the limit. */
 #include "expfmt.h"
