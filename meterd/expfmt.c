@@ -1649,6 +1649,106 @@ count_skipped(struct md_expfmt_parser *ps, int k, int sx, const char *at)
     return MD_OK;
 }
 
+/* The '}' closing a label set, from q inside it (in: q is inside a quoted
+ * string).  A backslash inside a string escapes the next byte.  NULL at the
+ * end of the line, with *open set when a string was still open. */
+static const char *
+close_scalar(const char *q, const char *eol, int in, int *open)
+{
+    for (;;) {
+        if (!in) {
+            q = scan2(q, eol, '"', '}');
+            if (q == eol) {
+                *open = 0;
+                return NULL;
+            }
+            if (*q == '}')
+                return q;
+            q++;
+        }
+        for (;;) {
+            q = scan2(q, eol, '"', '\\');
+            if (q == eol || (*q == '\\' && eol - q < 2)) {
+                *open = 1;
+                return NULL;
+            }
+            if (*q == '"')
+                break;
+            q += 2;
+        }
+        q++;
+        in = 0;
+    }
+}
+
+#ifdef __SSE2__
+static inline uint64_t
+eq64(__m128i v0, __m128i v1, __m128i v2, __m128i v3, char c)
+{
+    const __m128i k = _mm_set1_epi8(c);
+
+    return (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(v0, k)) |
+        (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(v1, k)) << 16 |
+        (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(v2, k)) << 32 |
+        (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(v3, k)) << 48;
+}
+#endif
+
+/* close_scalar's answer, 64 bytes at a time: while a block holds no
+ * backslash, the bytes inside strings are the prefix XOR of its quote mask
+ * (an opening quote starts a run, the closing one ends it), and the first
+ * '}' outside them closes the set.  A block with a backslash (rare in
+ * label values) hands over to close_scalar.  The last partial block is
+ * copied into a zeroed one (zeros are neither quotes nor braces). */
+static const char *
+close_brace(const char *q, const char *eol, int *open)
+{
+#ifdef __SSE2__
+    uint64_t in = 0;    /* all ones: inside a string at the block start */
+
+    while (q < eol) {
+        char tail[64];
+        const char *b = q;
+        size_t n = (size_t)(eol - q);
+        __m128i v0, v1, v2, v3;
+        uint64_t mq, mb, mr, x;
+
+        if (n < 64) {
+            memset(tail, 0, sizeof(tail));
+            memcpy(tail, q, n);
+            b = tail;
+        }
+        v0 = _mm_loadu_si128((const __m128i *)(const void *)b);
+        v1 = _mm_loadu_si128((const __m128i *)(const void *)(b + 16));
+        v2 = _mm_loadu_si128((const __m128i *)(const void *)(b + 32));
+        v3 = _mm_loadu_si128((const __m128i *)(const void *)(b + 48));
+        mb = eq64(v0, v1, v2, v3, '\\');
+        if (mb != 0)
+            return close_scalar(q, eol, in != 0, open);
+        mq = eq64(v0, v1, v2, v3, '"');
+        mr = eq64(v0, v1, v2, v3, '}');
+        x = mq;
+        x ^= x << 1;
+        x ^= x << 2;
+        x ^= x << 4;
+        x ^= x << 8;
+        x ^= x << 16;
+        x ^= x << 32;
+        x ^= in;
+        if ((mr & ~x) != 0)
+            return q + __builtin_ctzll(mr & ~x);
+        in = (uint64_t)((int64_t)x >> 63);
+        if (n <= 64)
+            break;
+        q += 64;
+    }
+    *open = in != 0;
+    return NULL;
+#else
+    return close_scalar(q, eol, 0, open);
+#endif
+}
+
 /* The light check of a skipped line whose name c (already validated in this
  * family) ends at q: an optional label set whose '}' lies outside balanced
  * quotes (a backslash escapes the next byte, so `\"` and `}` inside a value
@@ -1662,26 +1762,13 @@ skip_light(struct md_expfmt_parser *ps, const struct name_cache *c, const char *
     if (!inside)
         q = skip_blanks(ps->om, q, eol);
     if (inside || (q < eol && *q == '{')) {
-        q += !inside;
-        for (;;) {
-            q = scan2(q, eol, '"', '}');
-            if (q == eol)
-                return perr(ps, q, MD_EPARSE, "expected '}' to close the label set");
-            if (*q == '}')
-                break;
-            for (q++;;) {
-                q = scan2(q, eol, '"', '\\');
-                if (q == eol)
-                    return perr(ps, q, MD_EPARSE, "unterminated quoted string");
-                if (*q == '"')
-                    break;
-                if (eol - q < 2)
-                    return perr(ps, q, MD_EPARSE, "unterminated quoted string");
-                q += 2;
-            }
-            q++;
-        }
-        q++;
+        int open = 0;
+        const char *r = close_brace(q + !inside, eol, &open);
+
+        if (r == NULL)
+            return perr(ps, eol, MD_EPARSE, open ? "unterminated quoted string"
+                                                 : "expected '}' to close the label set");
+        q = r + 1;
     }
     if (q >= eol || (*q != ' ' && !is_blank(ps->om, *q)))
         return perr(ps, q, MD_EPARSE, "expected a space and the sample value");

@@ -390,6 +390,62 @@ test_dots(void **state)
     md_expfmt_parser_free(ps);
 }
 
+/* '}', '"' (escaped) and block boundaries: the light check reads 64-byte
+ * blocks, so a '}' inside a value and the real closing '}' are moved
+ * across every offset of two blocks, with and without a backslash */
+static void
+test_block_offsets(void **state)
+{
+    struct md_expfmt_parser *ps = md_expfmt_parser_new();
+
+    (void)state;
+    assert_non_null(ps);
+    for (int bs = 0; bs < 2; bs++) {
+        for (size_t k = 0; k < 140; k++) {
+            char body[2048], pad[160];
+            struct skc_result r;
+            int n;
+
+            memset(pad, 'x', k);
+            pad[k] = '\0';
+            n = snprintf(body, sizeof(body),
+                "# TYPE tok histogram\n"
+                "tok_bucket{a=\"%s}\",b=\"%s\",le=\"1\"} 1\n"
+                "tok_bucket{a=\"%s}\",b=\"%s\",le=\"+Inf\"} 1\n"
+                "tok_sum{a=\"%s}\",b=\"%s\"} 1\n"
+                "tok_count{a=\"%s}\",b=\"%s\"} 1\n"
+                "tok_bucket{a=\"%s\",b=\"%s}\",le=\"1\"} 1\n"
+                "tok_bucket{a=\"%s\",b=\"%s}\",le=\"+Inf\"} 1\n"
+                "tok_sum{a=\"%s\",b=\"%s}\"} 1\n"
+                "tok_count{a=\"%s\",b=\"%s}\"} 1\n",
+                pad, bs ? "\\\"" : "", pad, bs ? "\\\"" : "",
+                pad, bs ? "\\\"" : "", pad, bs ? "\\\"" : "",
+                pad, bs ? "\\\"" : "", pad, bs ? "\\\"" : "",
+                pad, bs ? "\\\"" : "", pad, bs ? "\\\"" : "");
+            assert_true(n > 0 && (size_t)n < sizeof(body));
+            if (skc_check(ps, body, (size_t)n, MD_EXPFMT_TEXT, NULL, MD_ESC_UNDERSCORES,
+                    cls_bucket, NULL, &r) != 0 || r.rc[0] != MD_OK || r.delivered != 4 ||
+                r.counts[1] != 4)
+                fail_msg("offset %zu backslash %d: %s (rc %d %d %d, delivered %llu)", k, bs,
+                    r.why, r.rc[0], r.rc[1], r.rc[2], (unsigned long long)r.delivered);
+            /* the same lines with the closing '}' removed must fail */
+            {
+                char *cut = strstr(body, "\"} 1\ntok_bucket{a=");
+
+                assert_non_null(cut);
+                cut = strstr(cut + 1, "\"} 1\n");   /* the second bucket line's end */
+                assert_non_null(cut);
+                cut[1] = ' ';
+                assert_int_equal(skc_check(ps, body, (size_t)n, MD_EXPFMT_TEXT, NULL,
+                    MD_ESC_UNDERSCORES, cls_bucket, NULL, &r), 0);
+                if (r.rc[2] != MD_EPARSE)
+                    fail_msg("offset %zu backslash %d: an unclosed label set passed", k, bs);
+            }
+        }
+    }
+    md_expfmt_parser_free(ps);
+}
+
 /* ---- malformed bodies ---- */
 
 #define HIST_HEAD "# TYPE tok histogram\ntok_bucket{le=\"1\"} 1\n"
@@ -659,6 +715,7 @@ main(void)
         cmocka_unit_test(test_fixtures),
         cmocka_unit_test(test_valid_bodies),
         cmocka_unit_test(test_dots),
+        cmocka_unit_test(test_block_offsets),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_samples_max),
         cmocka_unit_test(test_bad_class),
