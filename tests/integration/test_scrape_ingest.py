@@ -4,6 +4,10 @@
   `Accept-Encoding: gzip` and answers gzip; with `identity` it sees
   `Accept-Encoding: identity` (never gzip) and answers the body as is; a
   target that gzips anyway is still inflated and billed.
+- meterd checks the gzip trailer itself (md_crc32): a body whose CRC-32 or
+  length in the trailer is wrong fails the scrape (reason transfer, the
+  error names the check) and nothing of it is counted; so does an FHCRC
+  header (zlib then checks everything itself), when its CRC-16 is wrong.
 - The counters stay exact with the parser's fast skip (samples meterd never
   bills are not decoded): one scrape of each ExtProc fixture, then the
   target answers 503, so `meterd_scrape_samples` and
@@ -12,6 +16,7 @@
 Python 3 stdlib only."""
 import gzip
 import http.server
+import json
 import os
 import re
 import sys
@@ -31,7 +36,7 @@ class Target:
     """Serves `body` to the first request (gzip'ed when asked, or always
     with force_gzip), 503 afterwards; records every request's headers."""
 
-    def __init__(self, body, content_type, force_gzip=False):
+    def __init__(self, body, content_type, force_gzip=False, mangle=None):
         self.body = body
         self.requests = []
         self.mu = threading.Lock()
@@ -53,6 +58,8 @@ class Target:
                 self.send_header("Content-Type", content_type)
                 if force_gzip or "gzip" in ae:
                     data = gzip.compress(data)
+                    if mangle:
+                        data = mangle(data)
                     self.send_header("Content-Encoding", "gzip")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -144,6 +151,129 @@ def test_identity_target_gzips_anyway():
     check(FIXTURES[0][0], FIXTURES[0][1], "identity", "identity", force_gzip=True)
 
 
+def flip(pos):
+    """A gzip member with one byte changed at pos (negative: from the end)."""
+    def f(data):
+        b = bytearray(data)
+        b[pos] ^= 0x01
+        return bytes(b)
+    return f
+
+
+def with_fhcrc(bad):
+    """The member with FLG.FHCRC set and a CRC-16 of the header inserted
+    after the 10-byte header (wrong when bad)."""
+    def f(data):
+        import zlib
+        head = bytearray(data[:10])
+        head[3] |= 0x02
+        crc16 = zlib.crc32(bytes(head)) & 0xffff
+        if bad:
+            crc16 ^= 0x5555
+        return bytes(head) + crc16.to_bytes(2, "little") + data[10:]
+    return f
+
+
+def scrape_failing(mangle):
+    """One target answering mangled gzip; returns (failures by reason,
+    last_error, meterd_scrape_samples) after the first scrape."""
+    path = os.path.join(harness.ARGS.source, "tests", "fixtures", "extproc", FIXTURES[0][0])
+    with open(path, "rb") as f:
+        body = f.read()
+    tgt = Target(body, FIXTURES[0][1], force_gzip=True, mangle=mangle)
+    m = harness.Meterd(extra_yaml="scrape:\n  interval: 1s\n  timeout: 900ms\n"
+                       "targets:\n  - url: %s\n" % tgt.url)
+    try:
+        m.start()
+        harness.wait_until(lambda: len(tgt.requests) >= 2, 15, "two scrapes")
+        harness.wait_until(lambda: (m.metric_sum("meterd_scrape_failures_total") or 0) >= 2,
+                           10, "two failed scrapes")
+        doc = json.loads(m.get("/api/v1/targets").text)
+        t = doc["targets"][0]
+        return (t["failures"], t["last_error"], m.metric_sum("meterd_scrape_samples"),
+                m.metric_sum("meterd_samples_dropped_total"))
+    finally:
+        m.stop()
+        m.cleanup()
+        tgt.close()
+
+
+def test_gzip_trailer_checked():
+    # the first scrape fails on the trailer, the second on the 503
+    for what, mangle, err in (("CRC-32", flip(-8), "incorrect data check (CRC-32"),
+                              ("ISIZE", flip(-2), "incorrect length check ("),
+                              ("header CRC-16", with_fhcrc(True), "header crc mismatch")):
+        fails, last, samples, dropped = scrape_failing(mangle)
+        assert fails.get("transfer", 0) >= 1, (what, fails, last)
+        assert samples == 0 and dropped == 0, (what, samples, dropped)
+    # the error of the trailer scrape is logged; the last error is the 503
+    # one, so the message is checked on a target that never answers 503
+    for what, mangle, err in (("CRC-32", flip(-8), "incorrect data check (CRC-32"),
+                              ("ISIZE", flip(-2), "incorrect length check ("),
+                              ("header CRC-16", with_fhcrc(True), "header crc mismatch")):
+        got = last_error_always(mangle)
+        assert err in got, (what, got)
+
+
+def last_error_always(mangle):
+    path = os.path.join(harness.ARGS.source, "tests", "fixtures", "extproc", FIXTURES[0][0])
+    with open(path, "rb") as f:
+        body = f.read()
+    data = mangle(gzip.compress(body))
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", FIXTURES[0][1])
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = "http://127.0.0.1:%d/metrics" % srv.server_address[1]
+    m = harness.Meterd(extra_yaml="scrape:\n  interval: 1s\n  timeout: 900ms\n"
+                       "targets:\n  - url: %s\n" % url)
+    try:
+        m.start()
+
+        def err():
+            doc = json.loads(m.get("/api/v1/targets").text)
+            return doc["targets"][0]["last_error"] or None
+        harness.wait_until(err, 15, "a failed scrape")
+        return err()
+    finally:
+        m.stop()
+        m.cleanup()
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_fhcrc_header_accepted_when_right():
+    """A correct FHCRC header goes through zlib's own checks and is billed."""
+    path = os.path.join(harness.ARGS.source, "tests", "fixtures", "extproc", FIXTURES[0][0])
+    with open(path, "rb") as f:
+        body = f.read()
+    tgt = Target(body, FIXTURES[0][1], force_gzip=True, mangle=with_fhcrc(False))
+    m = harness.Meterd(extra_yaml="scrape:\n  interval: 1s\n  timeout: 900ms\n"
+                       "targets:\n  - url: %s\n" % tgt.url)
+    try:
+        m.start()
+        harness.wait_until(lambda: (m.metric_sum("meterd_scrape_samples") or 0) > 0, 15,
+                           "a successful scrape")
+        assert int(m.metric_sum("meterd_scrape_samples")) == \
+            expected_counts(body.decode("utf-8"))["samples"]
+    finally:
+        m.stop()
+        m.cleanup()
+        tgt.close()
+
+
 if __name__ == "__main__":
     harness.main([test_gzip_default_asks_for_gzip, test_identity_does_not_ask_for_gzip,
-                  test_gzip_explicit_every_fixture, test_identity_target_gzips_anyway])
+                  test_gzip_explicit_every_fixture, test_identity_target_gzips_anyway,
+                  test_gzip_trailer_checked, test_fhcrc_header_accepted_when_right])
