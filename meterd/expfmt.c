@@ -185,6 +185,7 @@ struct le_cache {
 #define LE_CACHE_N 64
 #define LINEAR_DUP_MAX 16
 #define MCACHE_N 4
+#define LM_BLOCKS 64    /* close_brace remembers lines up to 4 KiB */
 
 struct md_expfmt_parser {
     /* per run */
@@ -236,6 +237,10 @@ struct md_expfmt_parser {
     unsigned mcache_next;
     struct name_cache qcache[MCACHE_N];   /* recent escape-free {"quoted" names} */
     unsigned qcache_next;
+    /* close_brace's memo of the previous light check (NULL: none) */
+    const char *lm_base, *lm_prev;
+    size_t lm_n;                          /* whole blocks remembered */
+    unsigned char lm_in[LM_BLOCKS];       /* inside a string after block i */
     char *scratch;
     size_t scratch_cap, scratch_len;
     uint32_t *ltab_idx, *ltab_gen;
@@ -1692,6 +1697,17 @@ eq64(__m128i v0, __m128i v1, __m128i v2, __m128i v3, char c)
         (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(v2, k)) << 32 |
         (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(v3, k)) << 48;
 }
+
+/* non-zero when any of the 64 bytes is c */
+static inline int
+any64(__m128i v0, __m128i v1, __m128i v2, __m128i v3, char c)
+{
+    const __m128i k = _mm_set1_epi8(c);
+
+    return _mm_movemask_epi8(_mm_or_si128(
+        _mm_or_si128(_mm_cmpeq_epi8(v0, k), _mm_cmpeq_epi8(v1, k)),
+        _mm_or_si128(_mm_cmpeq_epi8(v2, k), _mm_cmpeq_epi8(v3, k))));
+}
 #endif
 
 /* close_scalar's answer, 64 bytes at a time: while a block holds no
@@ -1699,19 +1715,29 @@ eq64(__m128i v0, __m128i v1, __m128i v2, __m128i v3, char c)
  * (an opening quote starts a run, the closing one ends it), and the first
  * '}' outside them closes the set.  A block with a backslash (rare in
  * label values) hands over to close_scalar.  The last partial block is
- * copied into a zeroed one (zeros are neither quotes nor braces). */
+ * copied into a zeroed one (zeros are neither quotes nor braces).
+ * Memo: consecutive skipped lines (a histogram's buckets) repeat all but
+ * their last bytes.  The whole blocks of the previous light check, their
+ * bytes and the string state after each, are kept (lm_*); a block equal to
+ * the one at the same offset of the previous line, reached in the same
+ * state (every block before it equal too), ends in the same state and holds
+ * no closing brace (else that check would have stopped there). */
 static const char *
-close_brace(const char *q, const char *eol, int *open)
+close_brace(struct md_expfmt_parser *ps, const char *q, const char *eol, int *open)
 {
 #ifdef __SSE2__
     uint64_t in = 0;    /* all ones: inside a string at the block start */
+    const char *base = q;
+    size_t i = 0;       /* index of the block at q (blocks recorded, once past the memo) */
+    int same = ps->lm_base != NULL;
 
+    ps->lm_base = NULL;     /* until this line's blocks are recorded */
     while (q < eol) {
         char tail[64];
         const char *b = q;
         size_t n = (size_t)(eol - q);
         __m128i v0, v1, v2, v3;
-        uint64_t mq, mb, mr, x;
+        uint64_t mq, mr, x;
 
         if (n < 64) {
             memset(tail, 0, sizeof(tail));
@@ -1722,11 +1748,36 @@ close_brace(const char *q, const char *eol, int *open)
         v1 = _mm_loadu_si128((const __m128i *)(const void *)(b + 16));
         v2 = _mm_loadu_si128((const __m128i *)(const void *)(b + 32));
         v3 = _mm_loadu_si128((const __m128i *)(const void *)(b + 48));
-        mb = eq64(v0, v1, v2, v3, '\\');
-        if (mb != 0)
+        if (same) {
+            same = n >= 64 && i < ps->lm_n;
+            if (same) {
+                const char *o = ps->lm_prev + 64 * i;
+                __m128i e = _mm_and_si128(
+                    _mm_and_si128(
+                        _mm_cmpeq_epi8(v0, _mm_loadu_si128((const __m128i *)(const void *)o)),
+                        _mm_cmpeq_epi8(v1, _mm_loadu_si128((const __m128i *)(const void *)
+                            (o + 16)))),
+                    _mm_and_si128(
+                        _mm_cmpeq_epi8(v2, _mm_loadu_si128((const __m128i *)(const void *)
+                            (o + 32))),
+                        _mm_cmpeq_epi8(v3, _mm_loadu_si128((const __m128i *)(const void *)
+                            (o + 48)))));
+
+                same = _mm_movemask_epi8(e) == 0xffff;
+            }
+            if (same) {
+                in = ps->lm_in[i] ? ~(uint64_t)0 : 0;
+                i++;
+                q += 64;
+                continue;
+            }
+        }
+        if (any64(v0, v1, v2, v3, '\\')) {
+            ps->lm_n = i;
+            ps->lm_base = ps->lm_prev = base;
             return close_scalar(q, eol, in != 0, open);
+        }
         mq = eq64(v0, v1, v2, v3, '"');
-        mr = eq64(v0, v1, v2, v3, '}');
         x = mq;
         x ^= x << 1;
         x ^= x << 2;
@@ -1735,16 +1786,28 @@ close_brace(const char *q, const char *eol, int *open)
         x ^= x << 16;
         x ^= x << 32;
         x ^= in;
-        if ((mr & ~x) != 0)
-            return q + __builtin_ctzll(mr & ~x);
+        if (any64(v0, v1, v2, v3, '}')) {
+            mr = eq64(v0, v1, v2, v3, '}');
+            if ((mr & ~x) != 0) {
+                ps->lm_n = i;
+                ps->lm_base = ps->lm_prev = base;
+                return q + __builtin_ctzll(mr & ~x);
+            }
+        }
         in = (uint64_t)((int64_t)x >> 63);
         if (n <= 64)
             break;
+        /* a line longer than LM_BLOCKS blocks: only its start is kept
+         * (i then stays at LM_BLOCKS, the count recorded) */
+        if (i < LM_BLOCKS)
+            ps->lm_in[i++] = in != 0;
         q += 64;
     }
     *open = in != 0;
+    ps->lm_n = 0;
     return NULL;
 #else
+    (void)ps;
     return close_scalar(q, eol, 0, open);
 #endif
 }
@@ -1763,7 +1826,7 @@ skip_light(struct md_expfmt_parser *ps, const struct name_cache *c, const char *
         q = skip_blanks(ps->om, q, eol);
     if (inside || (q < eol && *q == '{')) {
         int open = 0;
-        const char *r = close_brace(q + !inside, eol, &open);
+        const char *r = close_brace(ps, q + !inside, eol, &open);
 
         if (r == NULL)
             return perr(ps, eol, MD_EPARSE, open ? "unterminated quoted string"
@@ -2359,6 +2422,8 @@ md_expfmt_parser_run(struct md_expfmt_parser *ps, const char *body, size_t len,
         ps->mcache[i].len = 0;
         ps->qcache[i].len = 0;
     }
+    ps->lm_base = NULL;
+    ps->lm_n = 0;
     for (size_t i = 0; i < ps->labels_cap; i++) {
         ps->ncache[i].len = 0;
         ps->ncache[i].vok = 0;
