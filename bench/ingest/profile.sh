@@ -21,8 +21,15 @@ dir=$(mktemp -d /tmp/meterd-profile-XXXXXX)
 "$build/extproc-sim" --targets "$n" --base-port "$((port + 1))" --control-port "$port" \
     --seed 1 --quiet > "$dir/sim.log" 2>&1 &
 sim=$!
-trap 'kill $sim 2>/dev/null || true' EXIT
-sleep 2
+trap 'kill $sim 2>/dev/null || true; wait $sim 2>/dev/null || true' EXIT
+i=0
+until curl -sf "http://127.0.0.1:$port/healthz" > /dev/null; do
+    i=$((i + 1))
+    if [ "$i" -gt 50 ] || ! kill -0 "$sim" 2>/dev/null; then
+        echo "profile.sh: extproc-sim did not start:" >&2; cat "$dir/sim.log" >&2; exit 1
+    fi
+    sleep 0.2
+done
 {
     printf 'cluster: prof\nlisten: 127.0.0.1:%d\nstorage:\n  path: %s/var/meterd.db\n' \
         "$((port + 1000))" "$dir"

@@ -18,6 +18,8 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 build=${1:-$root/build}
+# absolute: the scrapers run in their own temporary directories
+build=$(cd "$build" && pwd)
 [ -x "$build/meterd" ] && [ -x "$build/extproc-sim" ] || {
     echo "run.sh: build first: cmake -S . -B build && cmake --build build -j2" >&2; exit 2; }
 [ -x /usr/bin/prometheus ] || { echo "run.sh: /usr/bin/prometheus missing" >&2; exit 2; }
