@@ -122,7 +122,9 @@ typedef int md_expfmt_skip_fn(void *arg, struct md_str sample_name);
  * entered in the duplicate-series check and never given to the type rules
  * (histogram bucket order, +Inf == _count, quantile range, info == 1).
  * Once a name has been seen (and fully parsed) in the current family, its
- * later lines are skipped on a light check only: the name bytes, braces
+ * later lines are skipped on a light check only (names as written, or
+ * escape-free quoted names; names that need decoding, with escapes or the
+ * dots/values escaping, are always parsed in full): the name bytes, braces
  * closed outside balanced quotes (escapes honoured, so a `\"` or `}` inside
  * a label value cannot end the label set), a blank and a non-empty value
  * token before the newline.  Labels are not decoded or hashed and numbers
