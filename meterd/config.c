@@ -74,8 +74,7 @@ static const struct md_cfg_key scrape_keys[] = {
       .def = "gzip", .values = compression_values,
       .help = "gzip: ask targets for gzip (Accept-Encoding: gzip; meterd inflates and "
               "checks it); identity: ask for the body as is (Accept-Encoding: identity), "
-              "cheaper on loopback and pod-to-pod networks where inflating costs more CPU "
-              "than the bytes it saves" },
+              "which saves the targets compressing it" },
     END,
 };
 static const struct md_cfg_section scrape_section = {

@@ -35,7 +35,7 @@ struct md_auth_token_cfg {
 
 enum md_cfg_first_scrape { MD_CFG_FIRST_BASELINE, MD_CFG_FIRST_COUNT };
 /* scrape.compression: ask targets for gzip (inflated by meterd) or for the
- * body as is (loopback, pod-to-pod: inflating costs more than it saves) */
+ * body as is (saves the targets compressing; see bench/RESULTS.md) */
 enum md_cfg_compression { MD_CFG_COMPRESSION_GZIP, MD_CFG_COMPRESSION_IDENTITY };
 
 enum md_cfg_log_level { MD_CFG_LOG_DEBUG, MD_CFG_LOG_INFO, MD_CFG_LOG_WARN, MD_CFG_LOG_ERROR };
