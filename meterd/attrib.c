@@ -185,11 +185,18 @@ str_is(const struct md_str *v, const char *lit)
     return v != NULL && v->len == n && memcmp(v->p, lit, n) == 0;
 }
 
+#define RAW_MEMO_MAX 64
+
 struct canon_label {
     char   name[CANON_MAX];
     size_t name_len;
     const struct md_str *value;
     int    is_le;
+    /* the raw name name[] was computed from (label order repeats from one
+     * sample to the next, so index i usually holds the same name again);
+     * raw_len 0: nothing remembered */
+    char   raw[RAW_MEMO_MAX];
+    size_t raw_len;
 };
 
 /* md_normalize_name is pure: consecutive samples of one series family
@@ -216,6 +223,8 @@ md_attrib_scratch_new(void)
     if (sc != NULL) {
         md_buf_init(&sc->key, MD_ATTRIB_KEY_MAX);
         sc->memo.len = 0;
+        for (size_t i = 0; i < LABELS_MAX; i++)
+            sc->labels[i].raw_len = 0;
     }
     return sc;
 }
@@ -462,13 +471,23 @@ canon_labels(const struct md_sample *s, struct md_attrib_scratch *sc)
         return MD_ELIMIT;
     for (size_t i = 0; i < s->nlabels; i++) {
         struct canon_label *l = &sc->labels[i];
-        size_t len = md_normalize_label_key(s->labels[i].name, l->name, CANON_MAX);
+        struct md_str raw = s->labels[i].name;
+        size_t len;
 
+        l->value = &s->labels[i].value;
+        /* md_normalize_label_key is pure: the same raw name, the same key */
+        if (raw.len > 0 && raw.len == l->raw_len && memcmp(raw.p, l->raw, raw.len) == 0)
+            continue;
+        l->raw_len = 0;
+        len = md_normalize_label_key(raw, l->name, CANON_MAX);
         if (len == 0 || len >= CANON_MAX)
             return MD_ELIMIT;
         l->name_len = len;
-        l->value = &s->labels[i].value;
         l->is_le = len == 2 && memcmp(l->name, "le", 2) == 0;
+        if (raw.len <= RAW_MEMO_MAX) {
+            memcpy(l->raw, raw.p, raw.len);
+            l->raw_len = raw.len;
+        }
     }
     return MD_OK;
 }
@@ -531,6 +550,37 @@ series_key_canon(size_t nlabels, enum md_instrument inst, int role,
     return MD_OK;
 }
 
+/* the drop reason of a sample decided by its name alone (inst, role from
+ * md_normalize_name and its rc), or -1 when its labels decide */
+static int
+name_drop(int nrc, enum md_instrument inst, enum md_role role)
+{
+    if (nrc != MD_OK || inst == MD_INST_UNKNOWN)
+        return MD_DROP_OTHER_FAMILY;
+    if (inst == MD_INST_INFERENCE_USAGE)
+        return MD_DROP_INFERENCE_DUPLICATE;
+    if (inst != MD_INST_TOKEN_USAGE)
+        return MD_DROP_OTHER_FAMILY;
+    /* these roles are decided without labels (sample_slow looks them up
+     * first but never uses them for these) */
+    if (role == MD_ROLE_BUCKET)
+        return MD_DROP_BUCKET;
+    if (role != MD_ROLE_SUM && role != MD_ROLE_COUNT && role != MD_ROLE_CREATED)
+        return MD_DROP_OTHER_FAMILY;
+    return -1;
+}
+
+int
+md_attrib_name_drop(struct md_str name)
+{
+    enum md_instrument inst = MD_INST_UNKNOWN;
+    enum md_role role = MD_ROLE_NONE;
+    char detail[64];
+    int rc = md_normalize_name(name, &inst, &role, detail, sizeof(detail));
+
+    return name_drop(rc, inst, role);
+}
+
 int
 md_attrib_sample(const struct md_attrib *a, const struct md_attrib_target *t,
     const struct md_sample *s, struct md_batch *b, struct md_attrib_scratch *sc,
@@ -543,28 +593,12 @@ md_attrib_sample(const struct md_attrib *a, const struct md_attrib_target *t,
     enum md_role role = MD_ROLE_NONE;
     enum md_kind kind;
     size_t n = s->nlabels;
-    int overflow, rc;
+    int overflow, rc, drop;
 
-    if (normalize_name_memo(sc, s->name, &inst, &role) != MD_OK || inst == MD_INST_UNKNOWN) {
-        b->dropped[MD_DROP_OTHER_FAMILY]++;
-        return MD_OK;
-    }
-    if (inst == MD_INST_INFERENCE_USAGE) {
-        b->dropped[MD_DROP_INFERENCE_DUPLICATE]++;
-        return MD_OK;
-    }
-    if (inst != MD_INST_TOKEN_USAGE) {
-        b->dropped[MD_DROP_OTHER_FAMILY]++;
-        return MD_OK;
-    }
-    /* these roles are decided without labels (sample_slow looks them up
-     * first but never uses them for these) */
-    if (role == MD_ROLE_BUCKET) {
-        b->dropped[MD_DROP_BUCKET]++;
-        return MD_OK;
-    }
-    if (role != MD_ROLE_SUM && role != MD_ROLE_COUNT && role != MD_ROLE_CREATED) {
-        b->dropped[MD_DROP_OTHER_FAMILY]++;
+    rc = normalize_name_memo(sc, s->name, &inst, &role);
+    drop = name_drop(rc, inst, role);
+    if (drop >= 0) {
+        b->dropped[drop]++;
         return MD_OK;
     }
     if (canon_labels(s, sc) != MD_OK)

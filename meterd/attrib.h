@@ -36,6 +36,13 @@ void              md_attrib_free(struct md_attrib *a);      /* NULL ok */
 int md_attrib_sample(const struct md_attrib *a, const struct md_attrib_target *t,
     const struct md_sample *s, struct md_batch *b, struct md_attrib_scratch *sc,
     struct md_err *err);
+/* The drop reason (enum md_drop) of every sample with this name, when the
+ * name alone decides it (not a token-usage family, an inference-usage
+ * duplicate, a _bucket, another role), or -1 when the sample's labels
+ * decide.  md_attrib_sample gives the same answer for such a sample, so a
+ * parser may skip these samples by name (md_expfmt_opts.skip_fn) and count
+ * them under this reason instead. */
+int md_attrib_name_drop(struct md_str name);
 /* After the whole body parsed: moves OpenMetrics _created values onto the
  * entries of the same series and removes the _created entries. */
 int md_attrib_finish(struct md_batch *b, struct md_err *err);

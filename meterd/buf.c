@@ -75,6 +75,30 @@ md_buf_append(struct md_buf *b, const void *p, size_t len)
 }
 
 int
+md_buf_reserve(struct md_buf *b, size_t want, char **at, size_t *room)
+{
+    int rc;
+
+    if (want > b->cap - b->len)
+        return MD_ELIMIT;
+    rc = grow(b, b->len + want);
+    if (rc != MD_OK)
+        return rc;
+    *at = b->data + b->len;
+    *room = b->alloc - 1 - b->len;
+    if (*room > b->cap - b->len)
+        *room = b->cap - b->len;
+    return MD_OK;
+}
+
+void
+md_buf_commit(struct md_buf *b, size_t n)
+{
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+int
 md_buf_puts(struct md_buf *b, const char *s)
 {
     return md_buf_append(b, s, strlen(s));

@@ -23,6 +23,12 @@ int  md_buf_printf(struct md_buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 int  md_buf_vprintf(struct md_buf *b, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
+/* Writing in place (a decompressor's output): room for at least `want`
+ * more bytes, returned in *at / *room (room may be larger, never past cap);
+ * MD_ELIMIT when want > cap - len, MD_ENOMEM.  md_buf_commit(b, n) then
+ * appends the n <= room bytes written there. */
+int  md_buf_reserve(struct md_buf *b, size_t want, char **at, size_t *room);
+void md_buf_commit(struct md_buf *b, size_t n);
 /* Takes the bytes out (caller frees with md_free); the buffer is emptied. */
 char *md_buf_steal(struct md_buf *b, size_t *len);
 

@@ -262,7 +262,7 @@ md_cmd_parse(int argc, char **argv)
     struct ctx c;
     struct md_buf in;
     struct md_expfmt_error err;
-    struct md_expfmt_opts opts = { MD_ESC_UNDERSCORES, NULL, NULL };
+    struct md_expfmt_opts opts = { .escaping = MD_ESC_UNDERSCORES };
     struct md_expfmt_parser *ps = NULL;
     enum md_expfmt_format fmt = MD_EXPFMT_AUTO;
     const char *path = NULL, *ct = NULL, *fmt_arg = NULL;

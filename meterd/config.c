@@ -33,6 +33,7 @@ static const char *check_open_path(const char *v);
 
 static const char *const log_levels[] = { "debug", "info", "warn", "error", NULL };
 static const char *const log_formats[] = { "logfmt", "json", NULL };
+static const char *const compression_values[] = { "gzip", "identity", NULL };
 
 #define OFF(field) offsetof(struct md_config, field)
 #define TOFF(field) offsetof(struct md_target_cfg, field)
@@ -69,6 +70,11 @@ static const struct md_cfg_key scrape_keys[] = {
     { .name = "accept", .type = MD_CFG_STR, .off = OFF(scrape.accept), .max = 512,
       .def = "text/plain;version=0.0.4", .check = check_header_value,
       .help = "Accept header sent to targets (every EAIG version answers text 0.0.4)" },
+    { .name = "compression", .type = MD_CFG_ENUM, .off = OFF(scrape.compression),
+      .def = "gzip", .values = compression_values,
+      .help = "gzip: ask targets for gzip (Accept-Encoding: gzip; meterd inflates and "
+              "checks it); identity: ask for the body as is (Accept-Encoding: identity), "
+              "which saves the targets compressing it" },
     END,
 };
 static const struct md_cfg_section scrape_section = {

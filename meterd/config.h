@@ -34,6 +34,9 @@ struct md_auth_token_cfg {
 };
 
 enum md_cfg_first_scrape { MD_CFG_FIRST_BASELINE, MD_CFG_FIRST_COUNT };
+/* scrape.compression: ask targets for gzip (inflated by meterd) or for the
+ * body as is (saves the targets compressing; see bench/RESULTS.md) */
+enum md_cfg_compression { MD_CFG_COMPRESSION_GZIP, MD_CFG_COMPRESSION_IDENTITY };
 
 enum md_cfg_log_level { MD_CFG_LOG_DEBUG, MD_CFG_LOG_INFO, MD_CFG_LOG_WARN, MD_CFG_LOG_ERROR };
 enum md_cfg_log_format { MD_CFG_LOG_LOGFMT, MD_CFG_LOG_JSON };
@@ -52,6 +55,7 @@ struct md_config {
         uint64_t body_size_limit;
         uint64_t sample_limit;        /* 0: unlimited */
         char    *accept;              /* Accept header sent to targets */
+        int      compression;         /* enum md_cfg_compression */
     } scrape;
     struct md_cfg_list targets;   /* struct md_target_cfg */
     struct {

@@ -29,6 +29,15 @@
  *   per-line hash table above (never quadratic).
  * - Memory is kept in the parser between bodies: a reused parser allocates
  *   nothing in the steady state.
+ * - Skipping (opts.skip_fn, the promise is in expfmt.h): a name's class is
+ *   cached with the metric-name cache entry (unquoted names) or in a twin
+ *   cache of escape-free quoted names.  A line whose cached name has a skip
+ *   class and was already seen in the current family (same fam_gen, so its
+ *   suffix is known to be valid) takes skip_light: braces and quotes are
+ *   balanced with memchr-like scans, nothing is decoded or hashed.  Every
+ *   other line is parsed in full; a skipped one then stops before the type
+ *   rules, the duplicate records and the callback.  Skipped lines never
+ *   touch the prefix-reuse state, which stays that of the last full line.
  * Invariants: nothing is read outside [body, body+len); every error names
  * line, column and what was expected; a limit error names the limit. */
 #include "expfmt.h"
@@ -143,6 +152,7 @@ struct name_cache {
     uint64_t    h;
     uint64_t    fam_gen;    /* metric names: sx is valid for this family */
     int         sx;
+    int         skip;       /* metric names: skip class, -1 = not asked yet */
     /* label names: the escape-free value last seen at this index, its term */
     const char *vraw;
     size_t      vlen;
@@ -175,6 +185,7 @@ struct le_cache {
 #define LE_CACHE_N 64
 #define LINEAR_DUP_MAX 16
 #define MCACHE_N 4
+#define LM_BLOCKS 64    /* close_brace remembers lines up to 4 KiB */
 
 struct md_expfmt_parser {
     /* per run */
@@ -188,6 +199,10 @@ struct md_expfmt_parser {
     void *arg;
     md_expfmt_family_fn *ffn;
     void *farg;
+    md_expfmt_skip_fn *sfn;
+    void *sarg;
+    int skip_full;
+    uint64_t skipped[MD_EXPFMT_SKIP_CLASSES];
     struct md_expfmt_error *err;
     uint64_t nsamples;
 
@@ -220,6 +235,12 @@ struct md_expfmt_parser {
     size_t prev_n;
     struct name_cache mcache[MCACHE_N];   /* recent metric names */
     unsigned mcache_next;
+    struct name_cache qcache[MCACHE_N];   /* recent escape-free {"quoted" names} */
+    unsigned qcache_next;
+    /* close_brace's memo of the previous light check (NULL: none) */
+    const char *lm_base, *lm_prev;
+    size_t lm_n;                          /* whole blocks remembered */
+    unsigned char lm_in[LM_BLOCKS];       /* inside a string after block i */
     char *scratch;
     size_t scratch_cap, scratch_len;
     uint32_t *ltab_idx, *ltab_gen;
@@ -237,6 +258,7 @@ struct md_expfmt_parser {
     uint64_t fam_h;
     enum md_metric_type fam_type;
     int fam_help, fam_typed, fam_unit, fam_deliver;
+    unsigned fam_skipped;       /* B(sfx) of the suffixes skipped in this family */
     uint64_t fam_samples;
     uint64_t fam_gen;           /* bumped whenever the family or its type changes */
     struct group g;
@@ -795,7 +817,8 @@ group_finish(struct md_expfmt_parser *ps)
     if (g->nbuckets > 0 && !g->have_inf) {
         rc = perr(ps, NULL, MD_EPARSE,
             "histogram series starting here has no le=\"+Inf\" bucket");
-    } else if (g->nbuckets == 0 && ps->om && ps->fam_type == MD_TYPE_HISTOGRAM) {
+    } else if (g->nbuckets == 0 && ps->om && ps->fam_type == MD_TYPE_HISTOGRAM &&
+        !(ps->fam_skipped & B(SFX_BUCKET))) {
         rc = perr(ps, NULL, MD_EPARSE,
             "OpenMetrics histogram series starting here has no buckets");
     } else if (g->have_inf && g->have_count && g->inf_val != g->count_val) {
@@ -852,6 +875,7 @@ family_open(struct md_expfmt_parser *ps, struct md_str name, uint64_t name_h, co
     ps->fam_help = ps->fam_typed = ps->fam_unit = 0;
     ps->fam_samples = 0;
     ps->fam_deliver = 1;
+    ps->fam_skipped = 0;
     ps->fam_open = 1;
     ps->fam_gen++;
     return MD_OK;
@@ -1593,6 +1617,231 @@ exemplar(struct md_expfmt_parser *ps, const char **qp, const char *eol, size_t b
     return MD_OK;
 }
 
+/* ---- skipped samples ---- */
+
+/* first byte in [q, eol) equal to a or b, or eol */
+static inline const char *
+scan2(const char *q, const char *eol, char a, char b)
+{
+#ifdef __SSE2__
+    const __m128i va = _mm_set1_epi8(a), vb = _mm_set1_epi8(b);
+
+    while (eol - q >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)q);
+        unsigned mask = (unsigned)_mm_movemask_epi8(
+            _mm_or_si128(_mm_cmpeq_epi8(v, va), _mm_cmpeq_epi8(v, vb)));
+
+        if (mask != 0)
+            return q + __builtin_ctz(mask);
+        q += 16;
+    }
+#endif
+    while (q < eol && *q != a && *q != b)
+        q++;
+    return q;
+}
+
+/* counts a sample of skip class k (suffix sx) that is not delivered */
+static int
+count_skipped(struct md_expfmt_parser *ps, int k, int sx, const char *at)
+{
+    if (ps->lim.samples_max != 0 && ps->nsamples >= ps->lim.samples_max)
+        return perr(ps, at, MD_ELIMIT, "more than %llu samples (samples_max)",
+            (unsigned long long)ps->lim.samples_max);
+    ps->nsamples++;
+    ps->skipped[k]++;
+    ps->fam_skipped |= B(sx);
+    return MD_OK;
+}
+
+/* The '}' closing a label set, from q inside it (in: q is inside a quoted
+ * string).  A backslash inside a string escapes the next byte.  NULL at the
+ * end of the line, with *open set when a string was still open. */
+static const char *
+close_scalar(const char *q, const char *eol, int in, int *open)
+{
+    for (;;) {
+        if (!in) {
+            q = scan2(q, eol, '"', '}');
+            if (q == eol) {
+                *open = 0;
+                return NULL;
+            }
+            if (*q == '}')
+                return q;
+            q++;
+        }
+        for (;;) {
+            q = scan2(q, eol, '"', '\\');
+            if (q == eol || (*q == '\\' && eol - q < 2)) {
+                *open = 1;
+                return NULL;
+            }
+            if (*q == '"')
+                break;
+            q += 2;
+        }
+        q++;
+        in = 0;
+    }
+}
+
+#ifdef __SSE2__
+static inline uint64_t
+eq64(__m128i v0, __m128i v1, __m128i v2, __m128i v3, char c)
+{
+    const __m128i k = _mm_set1_epi8(c);
+
+    return (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(v0, k)) |
+        (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(v1, k)) << 16 |
+        (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(v2, k)) << 32 |
+        (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_cmpeq_epi8(v3, k)) << 48;
+}
+
+/* non-zero when any of the 64 bytes is c */
+static inline int
+any64(__m128i v0, __m128i v1, __m128i v2, __m128i v3, char c)
+{
+    const __m128i k = _mm_set1_epi8(c);
+
+    return _mm_movemask_epi8(_mm_or_si128(
+        _mm_or_si128(_mm_cmpeq_epi8(v0, k), _mm_cmpeq_epi8(v1, k)),
+        _mm_or_si128(_mm_cmpeq_epi8(v2, k), _mm_cmpeq_epi8(v3, k))));
+}
+#endif
+
+/* close_scalar's answer, 64 bytes at a time: while a block holds no
+ * backslash, the bytes inside strings are the prefix XOR of its quote mask
+ * (an opening quote starts a run, the closing one ends it), and the first
+ * '}' outside them closes the set.  A block with a backslash (rare in
+ * label values) hands over to close_scalar.  The last partial block is
+ * copied into a zeroed one (zeros are neither quotes nor braces).
+ * Memo: consecutive skipped lines (a histogram's buckets) repeat all but
+ * their last bytes.  The whole blocks of the previous light check, their
+ * bytes and the string state after each, are kept (lm_*); a block equal to
+ * the one at the same offset of the previous line, reached in the same
+ * state (every block before it equal too), ends in the same state and holds
+ * no closing brace (else that check would have stopped there). */
+static const char *
+close_brace(struct md_expfmt_parser *ps, const char *q, const char *eol, int *open)
+{
+#ifdef __SSE2__
+    uint64_t in = 0;    /* all ones: inside a string at the block start */
+    const char *base = q;
+    size_t i = 0;       /* index of the block at q (blocks recorded, once past the memo) */
+    int same = ps->lm_base != NULL;
+
+    ps->lm_base = NULL;     /* until this line's blocks are recorded */
+    while (q < eol) {
+        char tail[64];
+        const char *b = q;
+        size_t n = (size_t)(eol - q);
+        __m128i v0, v1, v2, v3;
+        uint64_t mq, mr, x;
+
+        if (n < 64) {
+            memset(tail, 0, sizeof(tail));
+            memcpy(tail, q, n);
+            b = tail;
+        }
+        v0 = _mm_loadu_si128((const __m128i *)(const void *)b);
+        v1 = _mm_loadu_si128((const __m128i *)(const void *)(b + 16));
+        v2 = _mm_loadu_si128((const __m128i *)(const void *)(b + 32));
+        v3 = _mm_loadu_si128((const __m128i *)(const void *)(b + 48));
+        if (same) {
+            same = n >= 64 && i < ps->lm_n;
+            if (same) {
+                const char *o = ps->lm_prev + 64 * i;
+                __m128i e = _mm_and_si128(
+                    _mm_and_si128(
+                        _mm_cmpeq_epi8(v0, _mm_loadu_si128((const __m128i *)(const void *)o)),
+                        _mm_cmpeq_epi8(v1, _mm_loadu_si128((const __m128i *)(const void *)
+                            (o + 16)))),
+                    _mm_and_si128(
+                        _mm_cmpeq_epi8(v2, _mm_loadu_si128((const __m128i *)(const void *)
+                            (o + 32))),
+                        _mm_cmpeq_epi8(v3, _mm_loadu_si128((const __m128i *)(const void *)
+                            (o + 48)))));
+
+                same = _mm_movemask_epi8(e) == 0xffff;
+            }
+            if (same) {
+                in = ps->lm_in[i] ? ~(uint64_t)0 : 0;
+                i++;
+                q += 64;
+                continue;
+            }
+        }
+        if (any64(v0, v1, v2, v3, '\\')) {
+            ps->lm_n = i;
+            ps->lm_base = ps->lm_prev = base;
+            return close_scalar(q, eol, in != 0, open);
+        }
+        mq = eq64(v0, v1, v2, v3, '"');
+        x = mq;
+        x ^= x << 1;
+        x ^= x << 2;
+        x ^= x << 4;
+        x ^= x << 8;
+        x ^= x << 16;
+        x ^= x << 32;
+        x ^= in;
+        if (any64(v0, v1, v2, v3, '}')) {
+            mr = eq64(v0, v1, v2, v3, '}');
+            if ((mr & ~x) != 0) {
+                ps->lm_n = i;
+                ps->lm_base = ps->lm_prev = base;
+                return q + __builtin_ctzll(mr & ~x);
+            }
+        }
+        in = (uint64_t)((int64_t)x >> 63);
+        if (n <= 64)
+            break;
+        /* a line longer than LM_BLOCKS blocks: only its start is kept
+         * (i then stays at LM_BLOCKS, the count recorded) */
+        if (i < LM_BLOCKS)
+            ps->lm_in[i++] = in != 0;
+        q += 64;
+    }
+    *open = in != 0;
+    ps->lm_n = 0;
+    return NULL;
+#else
+    (void)ps;
+    return close_scalar(q, eol, 0, open);
+#endif
+}
+
+/* The light check of a skipped line whose name c (already validated in this
+ * family) ends at q: an optional label set whose '}' lies outside balanced
+ * quotes (a backslash escapes the next byte, so `\"` and `}` inside a value
+ * cannot end it), then a blank and a non-empty value token.  Labels are not
+ * decoded, hashed or checked for duplicates; the value is not parsed.
+ * inside: q is already inside the braces (after a quoted metric name). */
+static int
+skip_light(struct md_expfmt_parser *ps, const struct name_cache *c, const char *q,
+    const char *eol, const char *at, int inside)
+{
+    if (!inside)
+        q = skip_blanks(ps->om, q, eol);
+    if (inside || (q < eol && *q == '{')) {
+        int open = 0;
+        const char *r = close_brace(ps, q + !inside, eol, &open);
+
+        if (r == NULL)
+            return perr(ps, eol, MD_EPARSE, open ? "unterminated quoted string"
+                                                 : "expected '}' to close the label set");
+        q = r + 1;
+    }
+    if (q >= eol || (*q != ' ' && !is_blank(ps->om, *q)))
+        return perr(ps, q, MD_EPARSE, "expected a space and the sample value");
+    q = skip_blanks(ps->om, q + 1, eol);
+    if (q >= eol || *q == ' ')
+        return perr(ps, q, MD_EPARSE, "expected the sample value");
+    ps->fam_samples++;
+    return count_skipped(ps, c->skip, c->sx, at);
+}
+
 static int
 sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
 {
@@ -1624,7 +1873,10 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
         }
         nc = c;
         if (c != NULL) {
-            /* byte-identical to a name already validated in this body */
+            /* byte-identical to a name already validated in this body; a
+             * name skipped in this family needs only the light check */
+            if (c->skip > 0 && c->fam_gen == ps->fam_gen && ps->fam_open && !ps->skip_full)
+                return skip_light(ps, c, q + c->len, eol, name_at, 0);
             name.p = q;
             name.len = c->len;
             name_h = c->h;
@@ -1640,6 +1892,7 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
                 c->len = (size_t)(q - name_at);
                 c->h = name_h;
                 c->fam_gen = 0;
+                c->skip = -1;
                 nc = c;
             }
         }
@@ -1684,6 +1937,23 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
     } else {
         int resumed = 0;
 
+        /* {"name",...} with a name skipped in this family: the light check */
+        if (ps->sfn != NULL && !ps->skip_full && eol - q > 3 && q[1] == '"') {
+            for (size_t j = 0; j < MCACHE_N; j++) {
+                const struct name_cache *e = &ps->qcache[j];
+
+                if (e->len > 0 && e->skip > 0 && e->fam_gen == ps->fam_gen && ps->fam_open &&
+                    (size_t)(eol - q) > e->len + 3 && q[e->len + 2] == '"' &&
+                    memcmp(q + 2, e->raw, e->len) == 0) {
+                    /* the cached name holds no '"' or backslash: this string is it */
+                    const char *r = skip_blanks(ps->om, q + e->len + 3, eol);
+
+                    if (r < eol && (*r == ',' || *r == '}'))
+                        return skip_light(ps, e, r, eol, name_at, 1);
+                    break;
+                }
+            }
+        }
         ps->lbase = q;
         ps->qname_end = 0;
         if (ps->pl_ok && ps->pl_qname) {
@@ -1728,6 +1998,21 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
         if (!resumed)
             name_h = hbytes(name.p, name.len, 0);
         quoted = 1;
+        if (!ps->qname_dec) {
+            /* an escape-free quoted name: a view into the body */
+            for (size_t j = 0; j < MCACHE_N && nc == NULL; j++)
+                if (ps->qcache[j].len == name.len &&
+                    memcmp(ps->qcache[j].raw, name.p, name.len) == 0)
+                    nc = &ps->qcache[j];
+            if (nc == NULL) {
+                nc = &ps->qcache[ps->qcache_next++ % MCACHE_N];
+                nc->raw = name.p;
+                nc->len = name.len;
+                nc->h = name_h;
+                nc->fam_gen = 0;
+                nc->skip = -1;
+            }
+        }
     }
     ps->prev_n = ll.n;
     ps->pl_ok = !ps->decode_names && ll.n > 0 && ll.n <= LINEAR_DUP_MAX &&
@@ -1831,6 +2116,20 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
         }
     }
 
+    if (ps->sfn != NULL) {
+        int kc = nc != NULL ? nc->skip : -1;
+
+        if (kc < 0) {
+            kc = ps->sfn(ps->sarg, name);
+            if (kc < 0 || kc >= MD_EXPFMT_SKIP_CLASSES)
+                return perr(ps, name_at, MD_ESTATE, "skip callback returned class %d "
+                    "(expected 0..%d)", kc, MD_EXPFMT_SKIP_CLASSES - 1);
+            if (nc != NULL)
+                nc->skip = kc;
+        }
+        if (kc > 0)
+            return count_skipped(ps, kc, sx, name_at);
+    }
     rc = type_rules(ps, sx, &ll, s.value, name_at);
     if (rc != MD_OK)
         return rc;
@@ -2112,11 +2411,19 @@ md_expfmt_parser_run(struct md_expfmt_parser *ps, const char *body, size_t len,
     ps->arg = arg;
     ps->ffn = opts != NULL ? opts->family_fn : NULL;
     ps->farg = opts != NULL ? opts->family_arg : NULL;
+    ps->sfn = opts != NULL ? opts->skip_fn : NULL;
+    ps->sarg = opts != NULL ? opts->skip_arg : NULL;
+    ps->skip_full = opts != NULL && opts->skip_full;
+    memset(ps->skipped, 0, sizeof(ps->skipped));
     ps->err = err;
     ps->nsamples = 0;
     ps->prev_n = 0;
-    for (size_t i = 0; i < MCACHE_N; i++)
+    for (size_t i = 0; i < MCACHE_N; i++) {
         ps->mcache[i].len = 0;
+        ps->qcache[i].len = 0;
+    }
+    ps->lm_base = NULL;
+    ps->lm_n = 0;
     for (size_t i = 0; i < ps->labels_cap; i++) {
         ps->ncache[i].len = 0;
         ps->ncache[i].vok = 0;
@@ -2135,6 +2442,8 @@ md_expfmt_parser_run(struct md_expfmt_parser *ps, const char *body, size_t len,
     rc = run(ps);
     if (rc != MD_OK && err != NULL && err->rc == 0)
         err->rc = rc;
+    if (opts != NULL && opts->skipped != NULL)
+        memcpy(opts->skipped, ps->skipped, sizeof(ps->skipped));
     ps->body = ps->end = ps->ls = NULL;
     return rc;
 }

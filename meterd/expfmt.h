@@ -106,12 +106,51 @@ int md_expfmt_parse(const char *body, size_t len, enum md_expfmt_format fmt,
     const struct md_expfmt_limits *lim, md_expfmt_sample_fn *fn, void *arg,
     struct md_expfmt_error *err);
 
+/* Skip classes: a caller that will never use some samples names them by
+ * their (decoded) sample name.  The parser asks once per distinct name (and
+ * again after its small name cache forgot it); the answer must depend on the
+ * name only.  0 = deliver; 1..MD_EXPFMT_SKIP_CLASSES-1 = do not deliver,
+ * count under that class.  Any other value fails the parse (MD_ESTATE). */
+#define MD_EXPFMT_SKIP_CLASSES 16
+typedef int md_expfmt_skip_fn(void *arg, struct md_str sample_name);
+
 /* Reusable parser: keeps its scratch memory and series table between bodies,
- * so a scraper parsing the same target again allocates nothing. */
+ * so a scraper parsing the same target again allocates nothing.
+ *
+ * Skipped samples (skip_fn): a sample whose name is classed > 0 is counted
+ * (toward samples_max, and in skipped[class]) but never delivered, never
+ * entered in the duplicate-series check and never given to the type rules
+ * (histogram bucket order, +Inf == _count, quantile range, info == 1).
+ * Once a name has been seen (and fully parsed) in the current family, its
+ * later lines are skipped on a light check only (names as written, or
+ * escape-free quoted names; names that need decoding, with escapes or the
+ * dots/values escaping, are always parsed in full): the name bytes, braces
+ * closed outside balanced quotes (escapes honoured, so a `\"` or `}` inside
+ * a label value cannot end the label set), a blank and a non-empty value
+ * token before the newline.  Labels are not decoded or hashed and numbers
+ * are not parsed on those lines.  What stays exact: every delivered sample
+ * is parsed and checked in full; the line, family and # EOF structure of
+ * the body; duplicate detection among delivered series; samples_max and the
+ * counts (delivered + sum of skipped = samples in the body).  What is
+ * weaker: a skipped line that is malformed inside its label set or value (a
+ * bad escape, invalid UTF-8, a non-number) no longer fails the body.  So
+ * for every body: if the parse without skip_fn succeeds, the parse with it
+ * succeeds and delivers exactly the samples of class 0, in the same order,
+ * with the same content; the converse does not hold.  OpenMetrics'
+ * "histogram series has no buckets" rule is not applied to a family whose
+ * _bucket samples were skipped. */
 struct md_expfmt_opts {
     enum md_expfmt_escaping escaping;
     md_expfmt_family_fn    *family_fn;   /* NULL: deliver every family */
     void                   *family_arg;
+    md_expfmt_skip_fn      *skip_fn;     /* NULL: skip nothing */
+    void                   *skip_arg;
+    /* MD_EXPFMT_SKIP_CLASSES counters, zeroed by each run and filled during
+     * it (complete only when the run returns MD_OK); may be NULL */
+    uint64_t               *skipped;
+    /* 1: parse skipped lines in full anyway (no light check); for tests
+     * and tools that want every byte validated */
+    int                     skip_full;
 };
 
 struct md_expfmt_parser;

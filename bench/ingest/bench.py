@@ -152,11 +152,16 @@ class Sim:
             self.proc.wait()
 
 
-def prom_yaml(sim, interval):
+def prom_yaml(sim, interval, disable_compression=False):
+    # disable_compression is a VictoriaMetrics scrape_config key (no
+    # Accept-Encoding: gzip); Prometheus 2.42 has no such option (it came in
+    # 2.49 as enable_compression), so it always asks for gzip
     tl = ", ".join("'%s'" % u for u in sim.urls())
     return ("global:\n  scrape_interval: %ds\n  scrape_timeout: %ds\n"
-            "scrape_configs:\n  - job_name: sim\n    metrics_path: /metrics\n"
-            "    static_configs:\n      - targets: [%s]\n" % (interval, interval, tl))
+            "scrape_configs:\n  - job_name: sim\n    metrics_path: /metrics\n%s"
+            "    static_configs:\n      - targets: [%s]\n" % (
+                interval, interval,
+                "    disable_compression: true\n" if disable_compression else "", tl))
 
 
 class Scraper:
@@ -187,16 +192,17 @@ class Scraper:
 
 class Meterd(Scraper):
     name = "meterd"
+    compression = "gzip"
 
     def command(self):
         cfg = os.path.join(self.dir, "meterd.yaml")
         with open(cfg, "w") as f:
             f.write("cluster: bench\nlisten: 127.0.0.1:%d\n"
                     "storage:\n  path: %s\n"
-                    "scrape:\n  interval: %ds\n  timeout: %ds\n"
+                    "scrape:\n  interval: %ds\n  timeout: %ds\n  compression: %s\n"
                     "log:\n  level: warn\n"
                     "targets:\n" % (self.port, os.path.join(self.dir, "var", "meterd.db"),
-                                    self.args.interval, self.args.interval))
+                                    self.args.interval, self.args.interval, self.compression))
             for u in self.sim.urls():
                 f.write("  - url: http://%s/metrics\n    namespace: bench\n" % u)
         return [self.args.meterd, "run", "-c", cfg]
@@ -215,6 +221,12 @@ class Meterd(Scraper):
             billed += t["billed_series"]
         fails = sum(sum(t["failures"].values()) for t in doc["targets"])
         return {"samples": samples, "series": billed, "ok_scrapes": ok, "failed_scrapes": fails}
+
+
+class MeterdIdentity(Meterd):
+    """meterd with scrape.compression: identity (no gzip on the wire)."""
+    name = "meterd-identity"
+    compression = "identity"
 
 
 class Prometheus(Scraper):
@@ -242,11 +254,12 @@ class Prometheus(Scraper):
 
 class Victoria(Scraper):
     name = "victoriametrics"
+    disable_compression = False
 
     def command(self):
         cfg = os.path.join(self.dir, "scrape.yml")
         with open(cfg, "w") as f:
-            f.write(prom_yaml(self.sim, self.args.interval))
+            f.write(prom_yaml(self.sim, self.args.interval, self.disable_compression))
         return [self.args.victoria, "-promscrape.config=" + cfg,
                 "-storageDataPath=" + os.path.join(self.dir, "data"),
                 "-httpListenAddr=127.0.0.1:%d" % self.port,
@@ -263,7 +276,14 @@ class Victoria(Scraper):
                 "failed_scrapes": msum(m, "vm_promscrape_scrapes_failed_total")}
 
 
-SYSTEMS = {"meterd": Meterd, "prometheus": Prometheus, "victoriametrics": Victoria}
+class VictoriaIdentity(Victoria):
+    """VictoriaMetrics with disable_compression: true in its scrape_config."""
+    name = "victoriametrics-identity"
+    disable_compression = True
+
+
+SYSTEMS = {"meterd": Meterd, "meterd-identity": MeterdIdentity, "prometheus": Prometheus,
+           "victoriametrics": Victoria, "victoriametrics-identity": VictoriaIdentity}
 
 
 def one_run(args, sim, cls, port, body):

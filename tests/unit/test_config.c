@@ -38,6 +38,7 @@ test_defaults(void **state)
     assert_int_equal(c->scrape.interval_ms, 15000);
     assert_int_equal(c->scrape.timeout_ms, 10000);
     assert_int_equal(c->scrape.body_size_limit, 16u << 20);
+    assert_int_equal(c->scrape.compression, MD_CFG_COMPRESSION_GZIP);
     assert_int_equal(c->targets.count, 0);
     assert_int_equal(c->log.level, MD_CFG_LOG_INFO);
     assert_int_equal(c->log.format, MD_CFG_LOG_LOGFMT);
@@ -66,6 +67,7 @@ test_full_file(void **state)
         "  interval: 1m\n"
         "  timeout: 30s\n"
         "  body_size_limit: 8MiB\n"
+        "  compression: identity\n"
         "targets:\n"
         "  - url: http://127.0.0.1:1064/metrics\n"
         "    namespace: team-a\n"
@@ -83,6 +85,7 @@ test_full_file(void **state)
     assert_int_equal(c->scrape.interval_ms, 60000);
     assert_int_equal(c->scrape.timeout_ms, 30000);
     assert_int_equal(c->scrape.body_size_limit, 8u << 20);
+    assert_int_equal(c->scrape.compression, MD_CFG_COMPRESSION_IDENTITY);
     assert_int_equal(c->targets.count, 2);
     t = c->targets.v;
     assert_string_equal(t[0].url, "http://127.0.0.1:1064/metrics");
@@ -127,6 +130,10 @@ static const struct {
     /* enums */
     { "log:\n  level: loud\n",
       { "t.yaml:2:10: log.level: \"loud\" is not one of: debug, info, warn, error" } },
+    { "scrape:\n  compression: zstd\n",
+      { "t.yaml:2:16: scrape.compression: \"zstd\" is not one of: gzip, identity" } },
+    { "scrape:\n  compression: GZIP\n",
+      { "t.yaml:2:16: scrape.compression: \"GZIP\" is not one of: gzip, identity" } },
     /* type mismatches */
     { "storage: 5\n", { "t.yaml:1:10: storage: expected a mapping" } },
     { "targets: {a: 1}\n", { "t.yaml:1:10: targets: expected a list" } },

@@ -224,7 +224,7 @@ check_totals(const char *file, const char *ct, const void *want, size_t nwant)
     struct md_expfmt_error err;
     enum md_expfmt_format fmt;
     enum md_expfmt_escaping esc;
-    struct md_expfmt_opts opts = { MD_ESC_UNDERSCORES, NULL, NULL };
+    struct md_expfmt_opts opts = { .escaping = MD_ESC_UNDERSCORES };
     struct md_expfmt_parser *ps = md_expfmt_parser_new();
     size_t len;
     char *body = read_fixture(file, &len);
@@ -319,7 +319,7 @@ cmp_str(const void *a, const void *b)
 static void
 norm_parse(const char *body, size_t len, enum md_expfmt_escaping esc, struct norm_list *l)
 {
-    struct md_expfmt_opts opts = { esc, NULL, NULL };
+    struct md_expfmt_opts opts = { .escaping = esc };
     struct md_expfmt_parser *ps = md_expfmt_parser_new();
     struct md_expfmt_error err;
     int rc = md_expfmt_parser_run(ps, body, len, MD_EXPFMT_TEXT, NULL, &opts, norm_fn, l, &err);
@@ -386,7 +386,7 @@ test_escapings(void **state)
     };
     struct norm_list ref = { 0 };
     struct first f;
-    struct md_expfmt_opts o = { MD_ESC_DOTS, NULL, NULL };
+    struct md_expfmt_opts o = { .escaping = MD_ESC_DOTS };
     struct md_expfmt_parser *ps = md_expfmt_parser_new();
 
     (void)state;
@@ -1027,7 +1027,7 @@ test_abort_and_filter(void **state)
 {
     static const char body[] = "k{a=\"1\"} 1\nk{a=\"2\"} 2\nskip{a=\"1\"} 3\nskip{a=\"2\"} 4\n";
     static const char bad[] = "k 1\nskip 1\nskip 2\n";
-    struct md_expfmt_opts o = { MD_ESC_UNDERSCORES, filter_fn, NULL };
+    struct md_expfmt_opts o = { .escaping = MD_ESC_UNDERSCORES, .family_fn = filter_fn };
     struct md_expfmt_parser *ps = md_expfmt_parser_new();
     struct md_expfmt_error err;
     struct filt f = { 0, 0 };

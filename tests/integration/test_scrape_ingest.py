@@ -1,0 +1,247 @@
+"""test_scrape_ingest.py: what the scraper asks for and what it counts.
+
+- scrape.compression: with the default (gzip) a target sees
+  `Accept-Encoding: gzip` and answers gzip; with `identity` it sees
+  `Accept-Encoding: identity` (never gzip) and answers the body as is; a
+  target that gzips anyway is still inflated and billed.
+- meterd checks the gzip trailer itself (md_crc32): a body whose CRC-32 or
+  length in the trailer is wrong fails the scrape (reason transfer, the
+  error names the check) and nothing of it is counted; so does an FHCRC
+  header (zlib then checks everything itself), when its CRC-16 is wrong.
+- The counters stay exact with the parser's fast skip (samples meterd never
+  bills are not decoded): each ExtProc fixture is scraped repeatedly;
+  `meterd_scrape_samples` must equal the body's samples and
+  `meterd_samples_dropped_total{reason}` that many bodies' worth as there
+  were successful scrapes, compared with counts made here from the
+  fixture's lines.
+Python 3 stdlib only."""
+import gzip
+import http.server
+import json
+import os
+import re
+import sys
+import threading
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
+FIXTURES = [
+    ("extproc_newest_text.prom", "text/plain; version=0.0.4; charset=utf-8; escaping=underscores"),
+    ("extproc_v04_text.prom", "text/plain; version=0.0.4; charset=utf-8; escaping=underscores"),
+    ("extproc_utf8.txt", "text/plain; version=0.0.4; charset=utf-8; escaping=allow-utf-8"),
+]
+
+
+class Target:
+    """Serves `body` (gzip'ed when asked, or always with force_gzip, then
+    passed through mangle) to every request; records every request's
+    headers."""
+
+    def __init__(self, body, content_type, force_gzip=False, mangle=None):
+        self.body = body
+        self.requests = []
+        self.mu = threading.Lock()
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                with outer.mu:
+                    outer.requests.append(dict((k.lower(), v) for k, v in self.headers.items()))
+                data = outer.body
+                ae = self.headers.get("Accept-Encoding", "")
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                if force_gzip or "gzip" in ae:
+                    data = gzip.compress(data)
+                    if mangle:
+                        data = mangle(data)
+                    self.send_header("Content-Encoding", "gzip")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = "http://127.0.0.1:%d/metrics" % self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def expected_counts(text):
+    """Samples and the drop reasons decided by name, from the lines alone."""
+    samples = bucket = other = count_not_input = 0
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        samples += 1
+        m = re.match(r'\{"([^"]+)"', line) or re.match(r"([^{ ]+)", line)
+        name = m.group(1)
+        token = name.replace(".", "_").startswith("gen_ai_client_token_usage")
+        if not token:
+            other += 1
+        elif name.endswith("_bucket"):
+            bucket += 1
+        elif name.endswith("_count"):
+            tt = re.search(r'"?gen_ai[._]token[._]type"?="([^"]*)"', line)
+            if tt is None or tt.group(1) != "input":
+                count_not_input += 1
+    return {"samples": samples, "histogram_bucket": bucket, "other_family": other,
+            "count_not_input": count_not_input}
+
+
+def scrape_once(fixture, ct, compression=None, force_gzip=False):
+    path = os.path.join(harness.ARGS.source, "tests", "fixtures", "extproc", fixture)
+    with open(path, "rb") as f:
+        body = f.read()
+    tgt = Target(body, ct, force_gzip)
+    extra = "scrape:\n  interval: 1s\n  timeout: 1s\n"
+    if compression:
+        extra += "  compression: %s\n" % compression
+    extra += "targets:\n  - url: %s\n" % tgt.url
+    m = harness.Meterd(extra_yaml=extra)
+
+    def ok_scrapes():
+        t = json.loads(m.get("/api/v1/targets").text)["targets"][0]
+        return t["scrapes"] - sum(t["failures"].values())
+
+    try:
+        m.start()
+        harness.wait_until(lambda: ok_scrapes() >= 1, 30, "a successful scrape")
+        # the drop counters add up over the successful scrapes (a slow one
+        # may time out and count nothing): read them between two equal
+        # counts of successful scrapes, so they belong to exactly `ok` bodies
+        for _ in range(50):
+            ok = ok_scrapes()
+            got = {"samples": int(m.metric_sum("meterd_scrape_samples"))}
+            for r in ("histogram_bucket", "other_family", "count_not_input"):
+                got[r] = int(m.metric("meterd_samples_dropped_total", {"reason": r}) or 0)
+            if ok_scrapes() == ok:
+                break
+        else:
+            raise AssertionError("scrapes kept completing while the counters were read")
+        for r in ("histogram_bucket", "other_family", "count_not_input"):
+            assert got[r] % ok == 0, (r, got[r], ok)
+            got[r] //= ok
+        return tgt.requests, got, expected_counts(body.decode("utf-8")), m.log()
+    finally:
+        m.stop()
+        m.cleanup()
+        tgt.close()
+
+
+def check(fixture, ct, compression, want_ae, force_gzip=False):
+    reqs, got, want, log = scrape_once(fixture, ct, compression, force_gzip)
+    ae = reqs[0].get("accept-encoding")
+    assert ae == want_ae, "%s: Accept-Encoding %r, want %r" % (fixture, ae, want_ae)
+    assert got == want, "%s (%s): counters %s, want %s\n%s" % (fixture, compression, got,
+                                                               want, log[-2000:])
+
+
+def test_gzip_default_asks_for_gzip():
+    check(FIXTURES[0][0], FIXTURES[0][1], None, "gzip")
+
+
+def test_identity_does_not_ask_for_gzip():
+    for fx, ct in FIXTURES:
+        check(fx, ct, "identity", "identity")
+
+
+def test_gzip_explicit_every_fixture():
+    for fx, ct in FIXTURES[1:]:
+        check(fx, ct, "gzip", "gzip")
+
+
+def test_identity_target_gzips_anyway():
+    check(FIXTURES[0][0], FIXTURES[0][1], "identity", "identity", force_gzip=True)
+
+
+def flip(pos):
+    """A gzip member with one byte changed at pos (negative: from the end)."""
+    def f(data):
+        b = bytearray(data)
+        b[pos] ^= 0x01
+        return bytes(b)
+    return f
+
+
+def with_fhcrc(bad):
+    """The member with FLG.FHCRC set and a CRC-16 of the header inserted
+    after the 10-byte header (wrong when bad)."""
+    def f(data):
+        import zlib
+        head = bytearray(data[:10])
+        head[3] |= 0x02
+        crc16 = zlib.crc32(bytes(head)) & 0xffff
+        if bad:
+            crc16 ^= 0x5555
+        return bytes(head) + crc16.to_bytes(2, "little") + data[10:]
+    return f
+
+
+def scrape_failing(mangle):
+    """One target answering mangled gzip every time; returns (failures by
+    reason, last_error, meterd_scrape_samples, dropped samples) after two
+    scrapes."""
+    path = os.path.join(harness.ARGS.source, "tests", "fixtures", "extproc", FIXTURES[0][0])
+    with open(path, "rb") as f:
+        body = f.read()
+    tgt = Target(body, FIXTURES[0][1], force_gzip=True, mangle=mangle)
+    m = harness.Meterd(extra_yaml="scrape:\n  interval: 1s\n  timeout: 1s\n"
+                       "targets:\n  - url: %s\n" % tgt.url)
+    try:
+        m.start()
+        harness.wait_until(lambda: len(tgt.requests) >= 2, 30, "two scrapes")
+        harness.wait_until(lambda: (m.metric_sum("meterd_scrape_failures_total") or 0) >= 2,
+                           30, "two failed scrapes")
+        doc = json.loads(m.get("/api/v1/targets").text)
+        t = doc["targets"][0]
+        return (t["failures"], t["last_error"], m.metric_sum("meterd_scrape_samples"),
+                m.metric_sum("meterd_samples_dropped_total"))
+    finally:
+        m.stop()
+        m.cleanup()
+        tgt.close()
+
+
+def test_gzip_trailer_checked():
+    # every scrape gets the mangled member: each fails, nothing is counted
+    for what, mangle, err in (("CRC-32", flip(-8), "incorrect data check (CRC-32"),
+                              ("ISIZE", flip(-2), "incorrect length check ("),
+                              ("header CRC-16", with_fhcrc(True), "header crc mismatch")):
+        fails, last, samples, dropped = scrape_failing(mangle)
+        assert fails.get("transfer", 0) >= 2 and sum(fails.values()) == fails["transfer"], \
+            (what, fails, last)
+        assert samples == 0 and dropped == 0, (what, samples, dropped)
+        assert err in last, (what, last)
+
+
+def test_fhcrc_header_accepted_when_right():
+    """A correct FHCRC header goes through zlib's own checks and is billed."""
+    path = os.path.join(harness.ARGS.source, "tests", "fixtures", "extproc", FIXTURES[0][0])
+    with open(path, "rb") as f:
+        body = f.read()
+    tgt = Target(body, FIXTURES[0][1], force_gzip=True, mangle=with_fhcrc(False))
+    m = harness.Meterd(extra_yaml="scrape:\n  interval: 1s\n  timeout: 1s\n"
+                       "targets:\n  - url: %s\n" % tgt.url)
+    try:
+        m.start()
+        harness.wait_until(lambda: (m.metric_sum("meterd_scrape_samples") or 0) > 0, 30,
+                           "a successful scrape")
+        assert int(m.metric_sum("meterd_scrape_samples")) == \
+            expected_counts(body.decode("utf-8"))["samples"]
+    finally:
+        m.stop()
+        m.cleanup()
+        tgt.close()
+
+
+if __name__ == "__main__":
+    harness.main([test_gzip_default_asks_for_gzip, test_identity_does_not_ask_for_gzip,
+                  test_gzip_explicit_every_fixture, test_identity_target_gzips_anyway,
+                  test_gzip_trailer_checked, test_fhcrc_header_accepted_when_right])
