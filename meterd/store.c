@@ -1096,9 +1096,13 @@ md_store_reader(struct md_store *st, sqlite3 **db, struct md_err *err)
 void
 md_store_set_rating(struct md_store *st, struct md_rating *r)
 {
+    if (st->rating != NULL && st->rating != r)
+        md_rating_bind_db(st->rating, NULL);
     st->rating = r;
-    if (r != NULL)
+    if (r != NULL) {
         md_rating_set_aggregate(r, st->usnap);
+        md_rating_bind_db(r, st->db);
+    }
 }
 
 int
@@ -1426,6 +1430,8 @@ md_store_close(struct md_store *st)
     tls_reader = NULL;
     sqlite3_finalize(st->ins_event);
     st->ins_event = NULL;
+    if (st->rating != NULL)
+        md_rating_bind_db(st->rating, NULL);
     {
         sqlite3_stmt **stmts[] = {
             &st->sel_target, &st->ins_target, &st->sel_dims, &st->ins_dims, &st->upsert_usage,
