@@ -154,7 +154,11 @@ struct md_store {
     int             metering_marked;    /* metering_started_ns written */
     sqlite3_stmt   *sel_target, *ins_target, *sel_dims, *ins_dims, *upsert_usage,
                    *put_key, *del_key, *del_keys, *upd_state, *upsert_state, *del_state,
-                   *put_target, *del_target, *put_meta, *begin, *commit;
+                   *put_target, *del_target, *put_meta, *begin, *commit, *upd_usage,
+                   *data_version;
+    int64_t         dv_last;            /* PRAGMA data_version at the last drain */
+    uint64_t        tick_last_ns;       /* monotonic: the last rating tick */
+    int             tick_more;          /* that tick left work */
     struct tstate  *ts;                 /* sorted by target */
     size_t          nts, tscap;
     struct tscratch *scr;               /* this transaction's targets */
@@ -373,7 +377,9 @@ md_store_open(const char *path, uint64_t busy_timeout_ms, struct md_store **out,
         sqlite3_prepare_v3(st->db, "BEGIN IMMEDIATE", -1, SQLITE_PREPARE_PERSISTENT,
             &st->begin, NULL) != SQLITE_OK ||
         sqlite3_prepare_v3(st->db, "COMMIT", -1, SQLITE_PREPARE_PERSISTENT, &st->commit,
-            NULL) != SQLITE_OK) {
+            NULL) != SQLITE_OK ||
+        sqlite3_prepare_v3(st->db, "PRAGMA data_version", -1, SQLITE_PREPARE_PERSISTENT,
+            &st->data_version, NULL) != SQLITE_OK) {
         rc = db_err(err, st->db, "prepare insert event");
         goto fail;
     }
@@ -466,10 +472,20 @@ step_done(sqlite3_stmt *s)
 
 /* ---- per-drain usage sums (writer thread) ---- */
 
+/* An UPDATE of the existing hour row (the common case: one seek), else the
+ * upsert (the hour's first usage of these dimensions). */
 static int
 upsert_usage_row(struct md_store *st, uint64_t hour_s, int64_t dim, uint64_t tokens,
     uint64_t requests, struct md_err *err)
 {
+    sqlite3_bind_int64(st->upd_usage, 1, (sqlite3_int64)hour_s);
+    sqlite3_bind_int64(st->upd_usage, 2, dim);
+    sqlite3_bind_int64(st->upd_usage, 3, (sqlite3_int64)tokens);
+    sqlite3_bind_int64(st->upd_usage, 4, (sqlite3_int64)requests);
+    if (!step_done(st->upd_usage))
+        return db_err(err, st->db, "update usage");
+    if (sqlite3_changes(st->db) == 1)
+        return MD_OK;
     sqlite3_bind_int64(st->upsert_usage, 1, (sqlite3_int64)hour_s);
     sqlite3_bind_int64(st->upsert_usage, 2, dim);
     sqlite3_bind_int64(st->upsert_usage, 3, (sqlite3_int64)tokens);
@@ -1201,15 +1217,34 @@ commit_jobs(struct md_store *st, struct job *jobs, size_t n, struct md_err *err)
     uint64_t t0 = md_now_monotonic_ns(), tokens = 0, requests = 0;
     int rc = step_done(st->begin) ? MD_OK : db_err(err, st->db, "BEGIN IMMEDIATE"), scrapes = 0;
 
-    st->touch_valid = 0;
+    /* The milestone memo (apply_scrape) skips re-marking a (cluster, day)
+     * marked by an earlier committed drain: the mark is a no-op while the
+     * milestone stays as it left it (open, or dirty).  Only the rater (a
+     * tick or a call on this connection) or another process changes it,
+     * so those forget the memo: another process's commit shows as a new
+     * PRAGMA data_version. */
+    if (rc == MD_OK) {
+        int64_t v = 0;
+
+        if (sqlite3_step(st->data_version) == SQLITE_ROW)
+            v = sqlite3_column_int64(st->data_version, 0);
+        sqlite3_reset(st->data_version);
+        if (v == 0 || v != st->dv_last)
+            st->touch_valid = 0;
+        st->dv_last = v;
+    }
 
     for (size_t i = 0; i < n && rc == MD_OK; i++) {
         /* other jobs (retention, calls) see the usage of the scrapes
          * before them, as if each scrape had been written at once */
         if (jobs[i].kind != JOB_SCRAPE)
             rc = uagg_flush(st, err);
+        if (jobs[i].kind == JOB_CALL)
+            st->touch_valid = 0;
         if (rc == MD_OK)
             rc = apply_job(st, &jobs[i], &tokens, &requests, err);
+        if (jobs[i].kind == JOB_CALL)
+            st->touch_valid = 0;
         scrapes |= jobs[i].kind == JOB_SCRAPE;
     }
     if (rc == MD_OK)
@@ -1243,6 +1278,7 @@ commit_jobs(struct md_store *st, struct job *jobs, size_t n, struct md_err *err)
         memo_clear(st);
         uagg_reset(st);
         scr_clear(st);
+        st->touch_valid = 0;
         atomic_fetch_add(&st->errors, 1);
         return rc;
     }
@@ -1291,6 +1327,20 @@ md_store_set_max_page_count(struct md_store *st, uint64_t pages)
     atomic_store(&st->max_pages_want, pages);
 }
 
+/* One rating tick; a tick that wrote anything forgets the milestone memo. */
+static void
+rating_tick(struct md_store *st, uint64_t budget_ms)
+{
+    sqlite3_int64 before = sqlite3_total_changes64(st->db);
+
+    st->tick_more = md_rating_tick(st->rating, st->db, budget_ms);
+    st->tick_last_ns = md_now_monotonic_ns();
+    if (sqlite3_total_changes64(st->db) != before)
+        st->touch_valid = 0;
+    if (md_rating_take_changed(st->rating) && st->usnap != NULL)
+        md_usnap_pub_publish(st->usnap_pub, md_usnap_agg_snapshot(st->usnap));
+}
+
 static void *
 writer_main(void *arg)
 {
@@ -1320,9 +1370,7 @@ writer_main(void *arg)
                 st->stopping)
                 continue;
             pthread_mutex_unlock(&st->mu);
-            (void)md_rating_tick(st->rating, st->db, 200);
-            if (md_rating_take_changed(st->rating) && st->usnap != NULL)
-                md_usnap_pub_publish(st->usnap_pub, md_usnap_agg_snapshot(st->usnap));
+            rating_tick(st, 200);
             pthread_mutex_lock(&st->mu);
         }
         stopping = st->stopping;
@@ -1355,11 +1403,12 @@ writer_main(void *arg)
             atomic_store(&st->healthy, 0);
             md_complain(&complaint, MD_LOG_ERR, MD_MODULE, "write: %s (rolled back)", err.msg);
         }
-        if (st->rating != NULL && !stopping) {
-            (void)md_rating_tick(st->rating, st->db, 50);
-            if (md_rating_take_changed(st->rating) && st->usnap != NULL)
-                md_usnap_pub_publish(st->usnap_pub, md_usnap_agg_snapshot(st->usnap));
-        }
+        /* under load the queue is never idle: rate after a drain too, at
+         * once while the rater has work, else about once a second (a tick
+         * that finds nothing costs as much as a small drain) */
+        if (st->rating != NULL && !stopping && (st->tick_more ||
+                md_now_monotonic_ns() - st->tick_last_ns >= 1000000000ULL))
+            rating_tick(st, 50);
         pthread_mutex_lock(&st->mu);
         for (size_t i = 0; i < n; i++) {
             if (batch[i].kind == JOB_CALL) {
@@ -1739,6 +1788,9 @@ md_store_ledger_init(struct md_store *st, size_t series_max, uint64_t spread_max
             "tokens = tokens + excluded.tokens, requests = requests + excluded.requests",
             &st->upsert_usage, err);
     if (rc == MD_OK)
+        rc = prepare(st, "UPDATE usage_hourly SET tokens = tokens + ?3, requests = requests + ?4 "
+            "WHERE hour_s = ?1 AND dim_id = ?2", &st->upd_usage, err);
+    if (rc == MD_OK)
         rc = prepare(st, "INSERT OR REPLACE INTO ledger_keys(target_id, slot, key) "
             "VALUES (?1, ?2, ?3)", &st->put_key, err);
     if (rc == MD_OK)
@@ -2019,7 +2071,7 @@ md_store_close(struct md_store *st)
             &st->sel_target, &st->ins_target, &st->sel_dims, &st->ins_dims, &st->upsert_usage,
             &st->put_key, &st->del_key, &st->del_keys, &st->upd_state, &st->upsert_state,
             &st->del_state, &st->put_target, &st->del_target, &st->put_meta, &st->begin,
-            &st->commit,
+            &st->commit, &st->upd_usage, &st->data_version,
         };
 
         for (size_t i = 0; i < sizeof(stmts) / sizeof(stmts[0]); i++) {

@@ -44,14 +44,13 @@ for f in sorted(glob.glob(d + "/cg.out-*")):
         continue
     tot = int(re.search(r"([\d,]+) \(100.0%\)\s+PROGRAM TOTALS", out).group(1).replace(",", ""))
     def incl(fn):
-        m = re.search(r"^\s*([\d,]+) \([\d.]+%\)\s+\S*:" + fn + r"\b", out, re.M) or \
-            re.search(r"^\s*([\d,]+) \([\d.]+%\)\s+\S*" + fn + r" ", out, re.M)
+        m = re.search(r"^\s*([\d,]+) \([\d.]+%\)\s+\S*:(?:" + fn + r")(?:\.\S+)? \[", out, re.M)
         return int(m.group(1).replace(",", "")) if m else 0
     cj = incl("commit_jobs")
     per = scrapes * billed
     print("dir %s\nscrapes %d billed_series_per_target %.1f" % (d, scrapes, billed))
     print("writer thread Ir %d = %.0f per billed series per scrape (%.0f per scrape)" % (tot, tot / per, tot / scrapes))
     print("commit_jobs incl Ir %d = %.0f per billed series per scrape (%.0f per scrape)" % (cj, cj / per, cj / scrapes))
-    for fn in ["md_ledger_apply", "write_staged", "apply_scrape", "sqlite3_step", "md_rating_tick", "walFrames|sqlite3WalFrames", "sqlite3PagerCommitPhaseOne"]:
+    for fn in ["md_ledger_apply", "write_staged", "apply_scrape", "sqlite3_step", "md_rating_tick", "sqlite3WalFrames", "sqlite3_prepare_v2", "commit_jobs", "writer_main"]:
         print("  %-30s %12d  %.0f/series-scrape" % (fn, incl(fn), incl(fn) / per))
 PY
