@@ -1404,11 +1404,18 @@ writer_main(void *arg)
             md_complain(&complaint, MD_LOG_ERR, MD_MODULE, "write: %s (rolled back)", err.msg);
         }
         /* under load the queue is never idle: rate after a drain too, at
-         * once while the rater has work, else about once a second (a tick
-         * that finds nothing costs as much as a small drain) */
-        if (st->rating != NULL && !stopping && (st->tick_more ||
-                md_now_monotonic_ns() - st->tick_last_ns >= 1000000000ULL))
-            rating_tick(st, 50);
+         * once after a call (pricing, backfill, tests adding usage) or while
+         * the rater has work, else about once a second (a tick that finds
+         * nothing costs as much as a small drain) */
+        if (st->rating != NULL && !stopping) {
+            int call = 0;
+
+            for (size_t i = 0; i < n && !call; i++)
+                call = batch[i].kind == JOB_CALL;
+            if (call || st->tick_more ||
+                    md_now_monotonic_ns() - st->tick_last_ns >= 1000000000ULL)
+                rating_tick(st, 50);
+        }
         pthread_mutex_lock(&st->mu);
         for (size_t i = 0; i < n; i++) {
             if (batch[i].kind == JOB_CALL) {
