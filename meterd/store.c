@@ -117,6 +117,10 @@ struct uagg {
     int      used;
     uint64_t hour_s;
     uint64_t tokens, requests;
+    /* the dimension values for /metrics: a scrape of this drain, alive
+     * until the drain's jobs are freed after its commit */
+    const struct md_batch       *b;
+    const struct md_batch_entry *e;
 };
 
 struct md_store {
@@ -134,6 +138,8 @@ struct md_store {
     uint64_t        next_seq;           /* seq of the next submitted job */
     uint64_t        done_seq;           /* every job below this is finished */
     int             last_drain_rc;
+    int             urgent;             /* a flush or call waits: drain now */
+    uint64_t        drain_last_ns;      /* writer: monotonic start of the last drain */
     int             stopping;
     int             running;
     pthread_t       thread;
@@ -474,10 +480,20 @@ step_done(sqlite3_stmt *s)
 
 /* An UPDATE of the existing hour row (the common case: one seek), else the
  * upsert (the hour's first usage of these dimensions). */
+static void stage_snapshot(struct md_store *st, const struct md_batch *b,
+    const struct md_batch_entry *e, int is_req, uint64_t amount);
+
 static int
-upsert_usage_row(struct md_store *st, uint64_t hour_s, int64_t dim, uint64_t tokens,
-    uint64_t requests, struct md_err *err)
+upsert_usage_row(struct md_store *st, const struct uagg *u, struct md_err *err)
 {
+    uint64_t hour_s = u->hour_s, tokens = u->tokens, requests = u->requests;
+    int64_t dim = u->dim;
+
+    /* what is written is staged for /metrics, applied when it commits */
+    if (st->usnap != NULL && tokens > 0)
+        stage_snapshot(st, u->b, u->e, 0, tokens);
+    if (st->usnap != NULL && requests > 0)
+        stage_snapshot(st, u->b, u->e, 1, requests);
     sqlite3_bind_int64(st->upd_usage, 1, (sqlite3_int64)hour_s);
     sqlite3_bind_int64(st->upd_usage, 2, dim);
     sqlite3_bind_int64(st->upd_usage, 3, (sqlite3_int64)tokens);
@@ -514,7 +530,7 @@ uagg_flush(struct md_store *st, struct md_err *err)
 
         if (!e->used)
             continue;
-        rc = upsert_usage_row(st, e->hour_s, e->dim, e->tokens, e->requests, err);
+        rc = upsert_usage_row(st, e, err);
         if (rc != MD_OK)
             return rc;
         e->used = 0;
@@ -535,8 +551,8 @@ uagg_home(int64_t dim, uint64_t hour_s, size_t mask)
 /* Adds amount (< 2^63) to the (dim, hour) sum; a sum that would pass
  * INT64_MAX is written out first. */
 static int
-uagg_add(struct md_store *st, int64_t dim, uint64_t hour_s, int is_req, uint64_t amount,
-    struct md_err *err)
+uagg_add(struct md_store *st, const struct md_batch *b, const struct md_batch_entry *be,
+    int64_t dim, uint64_t hour_s, int is_req, uint64_t amount, struct md_err *err)
 {
     struct uagg *e;
     uint64_t *sum;
@@ -577,11 +593,13 @@ uagg_add(struct md_store *st, int64_t dim, uint64_t hour_s, int is_req, uint64_t
         e->used = 1;
         e->dim = dim;
         e->hour_s = hour_s;
+        e->b = b;
+        e->e = be;
         st->nuagg++;
     }
     sum = is_req ? &e->requests : &e->tokens;
     if (*sum > (uint64_t)INT64_MAX - amount) {
-        rc = upsert_usage_row(st, hour_s, dim, e->tokens, e->requests, err);
+        rc = upsert_usage_row(st, e, err);
         if (rc != MD_OK)
             return rc;
         e->tokens = e->requests = 0;
@@ -992,11 +1010,9 @@ apply_scrape(struct md_store *st, struct md_batch *b, uint64_t *tokens, uint64_t
             return rc;
         if (d->amount > INT64_MAX)
             return md_err_set(err, MD_ELIMIT, "delta above 2^63");
-        rc = uagg_add(st, dim, d->hour_start_s, is_req, d->amount, err);
+        rc = uagg_add(st, b, e, dim, d->hour_start_s, is_req, d->amount, err);
         if (rc != MD_OK)
             return rc;
-        if (st->usnap != NULL)
-            stage_snapshot(st, b, e, is_req, d->amount);
         if (st->rating != NULL && !is_req) {
             const char *cl = md_batch_str(b, e->dim_off[MD_DIM_CLUSTER]);
             size_t cl_len = e->dim_len[MD_DIM_CLUSTER];
@@ -1373,6 +1389,29 @@ writer_main(void *arg)
             rating_tick(st, 200);
             pthread_mutex_lock(&st->mu);
         }
+        /* group commit: a drain starts at most every MD_STORE_COMMIT_GAP_MS,
+         * so that one transaction carries the scrapes of that time (their
+         * usage summed per (dims, hour), one BEGIN/COMMIT and WAL sync).
+         * Nothing is lost by waiting: queued scrapes are not committed
+         * yet, and a crash loses them exactly as it loses any queued
+         * scrape (counters are cumulative: the next scrape bills the gap).
+         * A flush, a call, a stop or a half-full queue do not wait. */
+        while (st->q_len > 0 && !st->stopping && !st->urgent &&
+                st->q_len < MD_STORE_QUEUE_MAX / 2) {
+            uint64_t now = md_now_monotonic_ns(), due = st->drain_last_ns +
+                (uint64_t)MD_STORE_COMMIT_GAP_MS * 1000000ULL;
+            struct timespec until;
+
+            if (now >= due)
+                break;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += (long)(due - now);
+            until.tv_sec += until.tv_nsec / 1000000000L;
+            until.tv_nsec %= 1000000000L;
+            (void)pthread_cond_timedwait(&st->cv_work, &st->mu, &until);
+        }
+        st->urgent = 0;
+        st->drain_last_ns = md_now_monotonic_ns();
         stopping = st->stopping;
         while (st->q_len > 0) {
             batch[n++] = st->queue[st->q_head];
@@ -1495,6 +1534,8 @@ submit(struct md_store *st, struct job *j)
     j->seq = st->next_seq++;
     st->queue[(st->q_head + st->q_len) % MD_STORE_QUEUE_MAX] = *j;
     st->q_len++;
+    if (j->kind == JOB_CALL)
+        st->urgent = 1;         /* its caller waits */
     pthread_cond_signal(&st->cv_work);
     pthread_mutex_unlock(&st->mu);
     return MD_OK;
@@ -1795,8 +1836,8 @@ md_store_ledger_init(struct md_store *st, size_t series_max, uint64_t spread_max
             "tokens = tokens + excluded.tokens, requests = requests + excluded.requests",
             &st->upsert_usage, err);
     if (rc == MD_OK)
-        rc = prepare(st, "UPDATE usage_hourly SET tokens = tokens + ?3, requests = requests + ?4 "
-            "WHERE hour_s = ?1 AND dim_id = ?2", &st->upd_usage, err);
+        rc = prepare(st, "UPDATE usage_hourly SET tokens = tokens + ?3, "
+            "requests = requests + ?4 WHERE hour_s = ?1 AND dim_id = ?2", &st->upd_usage, err);
     if (rc == MD_OK)
         rc = prepare(st, "INSERT OR REPLACE INTO ledger_keys(target_id, slot, key) "
             "VALUES (?1, ?2, ?3)", &st->put_key, err);
@@ -1938,6 +1979,10 @@ md_store_flush(struct md_store *st)
 
     pthread_mutex_lock(&st->mu);
     want = st->next_seq;
+    if (st->done_seq < want) {
+        st->urgent = 1;
+        pthread_cond_signal(&st->cv_work);
+    }
     while (st->done_seq < want && st->running)
         pthread_cond_wait(&st->cv_done, &st->mu);
     rc = st->done_seq >= want ? st->last_drain_rc : MD_ESTATE;

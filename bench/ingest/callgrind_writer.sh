@@ -40,17 +40,20 @@ billed = sum(x.get("billed_series", 0) for x in ts) / max(1, len(ts))
 for f in sorted(glob.glob(d + "/cg.out-*")):
     out = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", f],
                          capture_output=True, text=True).stdout
-    if "writer_main" not in out:
-        continue
     tot = int(re.search(r"([\d,]+) \(100.0%\)\s+PROGRAM TOTALS", out).group(1).replace(",", ""))
     def incl(fn):
         m = re.search(r"^\s*([\d,]+) \([\d.]+%\)\s+\S*:(?:" + fn + r")(?:\.\S+)? \[", out, re.M)
         return int(m.group(1).replace(",", "")) if m else 0
+    if incl("writer_main") < 0.9 * tot:
+        continue
     cj = incl("commit_jobs")
+    print("writer thread file %s" % f)
     per = scrapes * billed
     print("dir %s\nscrapes %d billed_series_per_target %.1f" % (d, scrapes, billed))
     print("writer thread Ir %d = %.0f per billed series per scrape (%.0f per scrape)" % (tot, tot / per, tot / scrapes))
     print("commit_jobs incl Ir %d = %.0f per billed series per scrape (%.0f per scrape)" % (cj, cj / per, cj / scrapes))
-    for fn in ["md_ledger_apply", "write_staged", "apply_scrape", "sqlite3_step", "md_rating_tick", "sqlite3WalFrames", "sqlite3_prepare_v2", "commit_jobs", "writer_main"]:
+    for fn in ["md_ledger_apply", "write_staged", "uagg_flush", "md_rating_tick", "md_rating_touch",
+               "sqlite3_step", "sqlite3_prepare_v2", "sqlite3_exec", "sqlite3WalFrames",
+               "md_usnap_agg_stage_usage"]:
         print("  %-30s %12d  %.0f/series-scrape" % (fn, incl(fn), incl(fn) / per))
 PY
