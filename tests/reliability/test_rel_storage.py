@@ -118,7 +118,9 @@ def test_12_wal_bounded():
         # size stays at the high-water mark: about 1000 auto-checkpoint
         # pages (4 MiB) plus what the held snapshot added
         assert max(sizes) <= 16 << 20, max(sizes)
-        assert commits > 20 and reads[0] > 10, (commits, reads[0])
+        # the writer commits at most once a second (group commit,
+        # MD_STORE_COMMIT_GAP_MS), so 7 s give about 7 commits
+        assert commits >= 5 and reads[0] > 10, (commits, reads[0])
         assert m.stop() == 0
         after = os.path.getsize(wal) if os.path.exists(wal) else 0
         figure(12, "%d commits while %d API reads and a 3 s read snapshot ran: WAL max %d KiB "
