@@ -18,7 +18,7 @@
 #include "util.h"
 
 #define MD_STORE_QUEUE_MAX   4096   /* jobs waiting for the writer */
-#define MD_STORE_COMMIT_GAP_MS 1000 /* least time between two drains' starts
+#define MD_STORE_COMMIT_GAP_MS 250  /* least time between two drains' starts
                                      * (group commit; flush and calls skip it) */
 #define MD_STORE_READERS_MAX 128    /* read-only connections (one per thread) */
 #define MD_STORE_TEXT_MAX    1024   /* bytes of an event's detail */
