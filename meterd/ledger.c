@@ -6,7 +6,10 @@
  * Layout: series records live in a dense array (ser[0..count)); an
  * open-addressing index (linear probing, load <= 1/2, slot = record index + 1,
  * 0 = empty) finds them by SipHash(target, key).  Targets are a small array
- * sorted by id.
+ * sorted by id.  Each record has a slot, its place in its target's stored
+ * state (the store's ledger_state row): new records take the lowest slot no
+ * record of the target holds (tombstones hold theirs until commit), so a
+ * target's slots stay below the most records it had at once.
  *
  * Invariants:
  *  - every record in ser[] has exactly one slot; live = records without

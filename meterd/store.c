@@ -9,7 +9,15 @@
  * Invariants: a drain of the queue is one BEGIN IMMEDIATE ... COMMIT; on
  * failure it is rolled back whole and its jobs are retried, never half
  * applied.  user_version always equals the last migration applied, and it is
- * set inside that migration's transaction.
+ * set inside that migration's transaction.  Drains start at most every
+ * MD_STORE_COMMIT_GAP_MS (group commit) unless a flush, call or stop waits.
+ *
+ * Ledger state (schema/004_ledger_state.sql), writer thread only: `ts[]`
+ * mirrors every target's committed ledger_state row; a drain edits copies
+ * (`scr[]`) that replace the mirror after COMMIT and are dropped on
+ * ROLLBACK, so the mirror always equals the database.  A drain's usage is
+ * summed per (dims, hour) in `uagg` and written before anything else of the
+ * drain reads usage_hourly (other jobs, the end of the drain).
  *
  * Failpoints (crash tests, issue 7): MD_FAILPOINT=name:N in the environment
  * makes the writer _exit(137) the Nth time it reaches the point `name`:
