@@ -6,7 +6,10 @@
  * Layout: series records live in a dense array (ser[0..count)); an
  * open-addressing index (linear probing, load <= 1/2, slot = record index + 1,
  * 0 = empty) finds them by SipHash(target, key).  Targets are a small array
- * sorted by id.
+ * sorted by id.  Each record has a slot, its place in its target's stored
+ * state (the store's ledger_state row): new records take the lowest slot no
+ * record of the target holds (tombstones hold theirs until commit), so a
+ * target's slots stay below the most records it had at once.
  *
  * Invariants:
  *  - every record in ser[] has exactly one slot; live = records without
@@ -48,8 +51,9 @@ struct series {
     double   created;
     char    *key;           /* key_len bytes, no terminator */
     uint32_t target;
-    uint32_t key_len;
-    uint32_t flags;
+    uint32_t slot;          /* the series' place in its target's stored state */
+    uint16_t key_len;       /* <= MD_LEDGER_KEY_MAX */
+    uint16_t flags;
     uint32_t seen;          /* apply epoch that matched it (not state) */
 };
 
@@ -57,6 +61,8 @@ struct target {
     uint64_t last_scrape_ns;
     uint32_t id;
     uint32_t flags;         /* F_DROPPED, F_DIRTY */
+    uint32_t nslots;        /* slots handed out: every record's slot is below */
+    uint32_t nrec;          /* records of the target in ser[], tombstones too */
 };
 
 enum undo_kind { U_MOD = 0, U_INS };
@@ -75,6 +81,7 @@ struct tundo {
     uint32_t id;
     uint32_t kind;
     uint32_t old_flags;
+    uint32_t nslots;
 };
 
 /* classification of one input during an apply */
@@ -123,6 +130,8 @@ struct md_ledger {
     size_t   dsetn;         /* slots in use by the current apply (pow2) */
     struct md_ledger_delta *deltas;
     size_t   deltacap;
+    uint8_t *smap;          /* slots in use of the applied target (holes) */
+    size_t   smapcap;
 };
 
 /* ---- hashing: SipHash-1-3, keyed per ledger and per target ---- */
@@ -206,7 +215,7 @@ static int
 key_eq(const struct series *s, uint64_t hash, uint32_t target,
     const char *key, size_t len)
 {
-    return s->hash == hash && s->target == target && s->key_len == len &&
+    return s->hash == hash && s->target == target && (size_t)s->key_len == len &&
         memcmp(s->key, key, len) == 0;
 }
 
@@ -393,22 +402,28 @@ touch_target(struct md_ledger *l, struct target *t, uint32_t kind)
     u->kind = kind;
     u->old_flags = t->flags;
     u->last_scrape_ns = t->last_scrape_ns;
+    u->nslots = t->nslots;
     t->flags |= F_DIRTY;
 }
 
-/* Appends a record (capacity and index room reserved); takes key. */
+/* Appends a record of target t at slot (capacity and index room reserved);
+ * takes key. */
 static uint32_t
-series_append(struct md_ledger *l, uint64_t hash, uint32_t target, char *key,
-    size_t key_len)
+series_append(struct md_ledger *l, uint64_t hash, struct target *t,
+    uint32_t slot, char *key, size_t key_len)
 {
     uint32_t idx = (uint32_t)l->count;
     struct series *s = &l->ser[idx];
 
     memset(s, 0, sizeof(*s));
     s->hash = hash;
-    s->target = target;
+    s->target = t->id;
+    s->slot = slot;
     s->key = key;
-    s->key_len = (uint32_t)key_len;
+    s->key_len = (uint16_t)key_len;
+    t->nrec++;
+    if (slot >= t->nslots)
+        t->nslots = slot + 1;
     slot_insert(l->slots, l->nslots, hash, idx);
     l->count++;
     l->live++;
@@ -422,8 +437,11 @@ series_pop(struct md_ledger *l)
 {
     uint32_t idx = (uint32_t)(l->count - 1);
     struct series *s = &l->ser[idx];
+    struct target *t = target_find(l, s->target);
 
     slot_delete(l, idx);
+    if (t != NULL)
+        t->nrec--;
     if (!(s->flags & F_DROPPED))
         l->live--;
     l->key_bytes -= s->key_len;
@@ -437,7 +455,10 @@ static void
 series_remove(struct md_ledger *l, uint32_t idx)
 {
     uint32_t last = (uint32_t)(l->count - 1);
+    struct target *t = target_find(l, l->ser[idx].target);
 
+    if (t != NULL)
+        t->nrec--;
     slot_delete(l, idx);
     l->key_bytes -= l->ser[idx].key_len;
     md_free(l->ser[idx].key);
@@ -546,6 +567,7 @@ md_ledger_free(struct md_ledger *l)
     md_free(l->work);
     md_free(l->dset);
     md_free(l->deltas);
+    md_free(l->smap);
     md_free(l);
 }
 
@@ -646,8 +668,8 @@ md_ledger_apply(struct md_ledger *l, uint32_t target, int target_initial,
     int baseline = first && target_initial && policy == MD_FIRST_BASELINE;
     size_t new_records = 0, revived = 0, drops = 0, nbuckets = 0, nd = 0;
     size_t want = 16;
-    uint32_t prev = NONE;
-    int rc = MD_OK;
+    uint32_t prev = NONE, free_slot = 0;
+    int rc = MD_OK, holes;
 
     memset(&r, 0, sizeof(r));
     if (n > l->series_max)
@@ -870,6 +892,11 @@ md_ledger_apply(struct md_ledger *l, uint32_t target, int target_initial,
             sizeof(*l->deltas));
     if (rc == MD_OK)
         rc = reserve_series(l, new_records);
+    /* slots freed by committed drops are reused lowest first, so a
+     * target's stored state stays as long as its most series at once */
+    holes = new_records > 0 && t != NULL && t->nrec < t->nslots;
+    if (rc == MD_OK && holes)
+        rc = reserve((void **)&l->smap, &l->smapcap, t->nslots, 1);
     for (size_t i = 0; i < n && rc == MD_OK; i++) {
         struct work *w = &l->work[i];
 
@@ -888,6 +915,12 @@ md_ledger_apply(struct md_ledger *l, uint32_t target, int target_initial,
             "ledger: target %u: out of memory", target);
 
     /* phase 2: changes; nothing below can fail */
+    if (holes) {
+        memset(l->smap, 0, t->nslots);
+        for (size_t j = 0; j < l->count; j++)
+            if (l->ser[j].target == target)
+                l->smap[l->ser[j].slot] = 1;
+    }
     if (t == NULL) {
         t = target_insert(l, target);
         touch_target(l, t, U_INS);
@@ -918,7 +951,15 @@ md_ledger_apply(struct md_ledger *l, uint32_t target, int target_initial,
         if (w->cls == C_SKIP || w->cls == C_STALE)
             continue;
         if (w->idx == NONE) {
-            w->idx = series_append(l, w->hash, target, w->key_copy,
+            uint32_t slot = t->nslots;
+
+            if (holes) {
+                while (free_slot < t->nslots && l->smap[free_slot])
+                    free_slot++;
+                if (free_slot < t->nslots)
+                    slot = free_slot++;
+            }
+            w->idx = series_append(l, w->hash, t, slot, w->key_copy,
                 in[i].key_len);
             w->key_copy = NULL;
             if (l->nundo >= l->undocap)
@@ -931,7 +972,7 @@ md_ledger_apply(struct md_ledger *l, uint32_t target, int target_initial,
         } else {
             touch_series(l, w->idx);
             if (l->ser[w->idx].flags & F_DROPPED) {
-                l->ser[w->idx].flags &= ~F_DROPPED;
+                l->ser[w->idx].flags = (uint16_t)(l->ser[w->idx].flags & ~F_DROPPED);
                 l->live++;
             }
         }
@@ -942,7 +983,7 @@ md_ledger_apply(struct md_ledger *l, uint32_t target, int target_initial,
         if (w->has_created)
             s->flags |= F_CREATED;
         else
-            s->flags &= ~F_CREATED;
+            s->flags = (uint16_t)(s->flags & ~F_CREATED);
         if (w->delta > 0) {
             size_t k = md_ledger_spread(w->delta, w->has_t0, w->t0, w->t1,
                 l->spread_max_ns, &l->deltas[nd]);
@@ -1008,6 +1049,8 @@ static void
 fill_state(const struct series *s, struct md_ledger_state *out)
 {
     out->target = s->target;
+    out->slot = s->slot;
+    out->is_new = 0;
     out->key = s->key;
     out->key_len = s->key_len;
     out->value = s->value;
@@ -1028,6 +1071,7 @@ md_ledger_staged_series(const struct md_ledger *l, size_t i,
     struct md_ledger_state *out)
 {
     fill_state(&l->ser[l->undo[i].idx], out);
+    out->is_new = l->undo[i].kind == U_INS;
 }
 
 size_t
@@ -1064,7 +1108,7 @@ md_ledger_commit(struct md_ledger *l)
     for (size_t i = 0; i < l->nundo; i++) {
         struct series *s = &l->ser[l->undo[i].idx];
 
-        s->flags &= ~F_DIRTY;
+        s->flags = (uint16_t)(s->flags & ~F_DIRTY);
         if (s->flags & F_DROPPED)
             l->undo[ndrop++].idx = l->undo[i].idx;
     }
@@ -1102,7 +1146,7 @@ md_ledger_rollback(struct md_ledger *l)
             l->live++;
         else if (!(s->flags & F_DROPPED) && (u->old_flags & F_DROPPED))
             l->live--;
-        s->flags = u->old_flags;
+        s->flags = (uint16_t)u->old_flags;
         s->value = u->value;
         s->ts_ns = u->ts_ns;
         s->created = u->created;
@@ -1118,6 +1162,7 @@ md_ledger_rollback(struct md_ledger *l)
         }
         t->flags = u->old_flags;
         t->last_scrape_ns = u->last_scrape_ns;
+        t->nslots = u->nslots;
     }
     l->ntundo = 0;
 }
@@ -1149,10 +1194,22 @@ md_ledger_restore_series(struct md_ledger *l, uint32_t target,
     const char *key, size_t key_len, uint64_t value, uint64_t ts_ns,
     int has_created, double created, struct md_err *err)
 {
+    const struct target *t = target_find(l, target);
+
+    return md_ledger_restore_series_at(l, target, t != NULL ? t->nslots : 0,
+        key, key_len, value, ts_ns, has_created, created, err);
+}
+
+int
+md_ledger_restore_series_at(struct md_ledger *l, uint32_t target,
+    uint32_t slot, const char *key, size_t key_len, uint64_t value,
+    uint64_t ts_ns, int has_created, double created, struct md_err *err)
+{
     uint64_t hash;
     char *copy;
     uint32_t idx;
     struct series *s;
+    struct target *t;
 
     if (l->nundo != 0 || l->ntundo != 0)
         return md_err_set(err, MD_ESTATE,
@@ -1163,6 +1220,9 @@ md_ledger_restore_series(struct md_ledger *l, uint32_t target,
         return md_err_set(err, MD_ELIMIT,
             "ledger: restore: key of %zu bytes exceeds %d", key_len,
             MD_LEDGER_KEY_MAX);
+    if (slot >= MD_LEDGER_SERIES_LIMIT)
+        return md_err_set(err, MD_ELIMIT,
+            "ledger: restore: slot %u of target %u out of range", slot, target);
     hash = hash_key(l, target, key, key_len);
     if (lookup(l, hash, target, key, key_len) != NONE) {
         char kb[121];
@@ -1182,9 +1242,10 @@ md_ledger_restore_series(struct md_ledger *l, uint32_t target,
     if (copy == NULL)
         return md_err_set(err, MD_ENOMEM, "ledger: out of memory");
     memcpy(copy, key, key_len);
-    if (target_find(l, target) == NULL)
-        (void)target_insert(l, target);
-    idx = series_append(l, hash, target, copy, key_len);
+    t = target_find(l, target);
+    if (t == NULL)
+        t = target_insert(l, target);
+    idx = series_append(l, hash, t, slot, copy, key_len);
     s = &l->ser[idx];
     s->value = value;
     s->ts_ns = ts_ns;
@@ -1268,5 +1329,6 @@ md_ledger_memory_bytes(const struct md_ledger *l)
         l->nslots * sizeof(*l->slots) + l->key_bytes + l->count * 16 +
         l->tgtcap * sizeof(*l->tgt) + l->undocap * sizeof(*l->undo) +
         l->tundocap * sizeof(*l->tundo) + l->workcap * sizeof(*l->work) +
-        l->dsetcap * sizeof(*l->dset) + l->deltacap * sizeof(*l->deltas);
+        l->dsetcap * sizeof(*l->dset) + l->deltacap * sizeof(*l->deltas) +
+        l->smapcap;
 }

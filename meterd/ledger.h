@@ -153,6 +153,9 @@ struct md_ledger_result {
 /* A series' state as the store keeps it (also what restore takes). */
 struct md_ledger_state {
     uint32_t    target;
+    uint32_t    slot;           /* the series' place among its target's:
+                                 * stable while the series lives; a slot
+                                 * freed by a committed drop is reused */
     const char *key;            /* ledger-owned; valid until the next call
                                  * that changes the ledger */
     size_t      key_len;
@@ -161,6 +164,8 @@ struct md_ledger_state {
     int         has_created;
     double      created;
     int         dropped;        /* staged list only: delete this state */
+    int         is_new;         /* staged list only: the series (and its
+                                 * slot) first appeared in this transaction */
 };
 
 struct md_ledger_target_state {
@@ -223,6 +228,12 @@ int md_ledger_restore_target(struct md_ledger *l, uint32_t target,
 int md_ledger_restore_series(struct md_ledger *l, uint32_t target,
     const char *key, size_t key_len, uint64_t value, uint64_t ts_ns,
     int has_created, double created, struct md_err *err);
+/* The same at a given slot (as stored); restore_series takes the target's
+ * next slot.  Slots of one target must be distinct (the caller's storage
+ * guarantees it); MD_ELIMIT for a slot >= MD_LEDGER_SERIES_LIMIT. */
+int md_ledger_restore_series_at(struct md_ledger *l, uint32_t target,
+    uint32_t slot, const char *key, size_t key_len, uint64_t value,
+    uint64_t ts_ns, int has_created, double created, struct md_err *err);
 
 /* Read access (staged changes included). */
 int    md_ledger_get(const struct md_ledger *l, uint32_t target,

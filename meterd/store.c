@@ -9,7 +9,15 @@
  * Invariants: a drain of the queue is one BEGIN IMMEDIATE ... COMMIT; on
  * failure it is rolled back whole and its jobs are retried, never half
  * applied.  user_version always equals the last migration applied, and it is
- * set inside that migration's transaction.
+ * set inside that migration's transaction.  Drains start at most every
+ * MD_STORE_COMMIT_GAP_MS (group commit) unless a flush, call or stop waits.
+ *
+ * Ledger state (schema/004_ledger_state.sql), writer thread only: `ts[]`
+ * mirrors every target's committed ledger_state row; a drain edits copies
+ * (`scr[]`) that replace the mirror after COMMIT and are dropped on
+ * ROLLBACK, so the mirror always equals the database.  A drain's usage is
+ * summed per (dims, hour) in `uagg` and written before anything else of the
+ * drain reads usage_hourly (other jobs, the end of the drain).
  *
  * Failpoints (crash tests, issue 7): MD_FAILPOINT=name:N in the environment
  * makes the writer _exit(137) the Nth time it reaches the point `name`:
@@ -82,6 +90,47 @@ struct reader {
     struct md_store *owner;
 };
 
+/* A target's stored ledger state (schema/004_ledger_state.sql): the
+ * committed bytes of its ledger_state row, mirrored so that a scrape
+ * rewrites the row without reading it.  Writer thread only. */
+#define LSTATE_FORMAT  1
+#define LSTATE_REC     25
+#define LSTATE_IN_USE  0x1
+#define LSTATE_CREATED 0x2
+#define LSTATE_MAX     (1u + (size_t)MD_LEDGER_SERIES_LIMIT * LSTATE_REC)
+struct tstate {
+    uint32_t target;
+    size_t   len;
+    uint8_t *blob;
+};
+
+/* The state of a target being written by the current transaction: a copy
+ * of the mirror with this transaction's changes; it replaces the mirror on
+ * COMMIT and is dropped on ROLLBACK. */
+struct tscratch {
+    uint32_t target;
+    int      existed;         /* a ledger_state row exists (committed) */
+    int      drop;            /* the target is deleted */
+    int      written;
+    size_t   len, cap;
+    uint8_t *blob;
+};
+
+/* Usage of one drain summed per (dims, hour) before it is written: the
+ * input tokens and requests of a series, and every target booking the
+ * same dimensions, share one upsert.  Writer thread only. */
+#define UAGG_MAX (1u << 20)   /* entries before an early flush */
+struct uagg {
+    int64_t  dim;
+    int      used;
+    uint64_t hour_s;
+    uint64_t tokens, requests;
+    /* the dimension values for /metrics: a scrape of this drain, alive
+     * until the drain's jobs are freed after its commit */
+    const struct md_batch       *b;
+    const struct md_batch_entry *e;
+};
+
 struct md_store {
     char           *path;
     uint64_t        busy_timeout_ms;
@@ -97,6 +146,8 @@ struct md_store {
     uint64_t        next_seq;           /* seq of the next submitted job */
     uint64_t        done_seq;           /* every job below this is finished */
     int             last_drain_rc;
+    int             urgent;             /* a flush or call waits: drain now */
+    uint64_t        drain_last_ns;      /* writer: monotonic start of the last drain */
     int             stopping;
     int             running;
     pthread_t       thread;
@@ -116,7 +167,18 @@ struct md_store {
     int             fresh;              /* no metering_started_ns at open */
     int             metering_marked;    /* metering_started_ns written */
     sqlite3_stmt   *sel_target, *ins_target, *sel_dims, *ins_dims, *upsert_usage,
-                   *put_series, *del_series, *put_target, *del_target, *put_meta;
+                   *put_key, *del_key, *del_keys, *upd_state, *upsert_state, *del_state,
+                   *put_target, *del_target, *put_meta, *begin, *commit, *upd_usage,
+                   *data_version;
+    int64_t         dv_last;            /* PRAGMA data_version at the last drain */
+    uint64_t        tick_last_ns;       /* monotonic: the last rating tick */
+    int             tick_more;          /* that tick left work */
+    struct tstate  *ts;                 /* sorted by target */
+    size_t          nts, tscap;
+    struct tscratch *scr;               /* this transaction's targets */
+    size_t          nscr, scrcap, scr_last;
+    struct uagg    *uagg;               /* open addressing, power of two */
+    size_t          nuagg, uaggcap;
     struct dims_memo_entry *memo;       /* open addressing, DIMS_MEMO_MAX slots */
     size_t          memo_count;
 
@@ -325,7 +387,13 @@ md_store_open(const char *path, uint64_t busy_timeout_ms, struct md_store **out,
         st->metering_marked = have != 0;
     }
     if (sqlite3_prepare_v3(st->db, "INSERT INTO events(ts_ns, kind, detail) VALUES (?, ?, ?)",
-            -1, SQLITE_PREPARE_PERSISTENT, &st->ins_event, NULL) != SQLITE_OK) {
+            -1, SQLITE_PREPARE_PERSISTENT, &st->ins_event, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v3(st->db, "BEGIN IMMEDIATE", -1, SQLITE_PREPARE_PERSISTENT,
+            &st->begin, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v3(st->db, "COMMIT", -1, SQLITE_PREPARE_PERSISTENT, &st->commit,
+            NULL) != SQLITE_OK ||
+        sqlite3_prepare_v3(st->db, "PRAGMA data_version", -1, SQLITE_PREPARE_PERSISTENT,
+            &st->data_version, NULL) != SQLITE_OK) {
         rc = db_err(err, st->db, "prepare insert event");
         goto fail;
     }
@@ -414,6 +482,366 @@ step_done(sqlite3_stmt *s)
 
     sqlite3_reset(s);
     return rc == SQLITE_DONE || rc == SQLITE_ROW;
+}
+
+/* ---- per-drain usage sums (writer thread) ---- */
+
+/* An UPDATE of the existing hour row (the common case: one seek), else the
+ * upsert (the hour's first usage of these dimensions). */
+static void stage_snapshot(struct md_store *st, const struct md_batch *b,
+    const struct md_batch_entry *e, int is_req, uint64_t amount);
+
+static int
+upsert_usage_row(struct md_store *st, const struct uagg *u, struct md_err *err)
+{
+    uint64_t hour_s = u->hour_s, tokens = u->tokens, requests = u->requests;
+    int64_t dim = u->dim;
+
+    /* what is written is staged for /metrics, applied when it commits */
+    if (st->usnap != NULL && tokens > 0)
+        stage_snapshot(st, u->b, u->e, 0, tokens);
+    if (st->usnap != NULL && requests > 0)
+        stage_snapshot(st, u->b, u->e, 1, requests);
+    sqlite3_bind_int64(st->upd_usage, 1, (sqlite3_int64)hour_s);
+    sqlite3_bind_int64(st->upd_usage, 2, dim);
+    sqlite3_bind_int64(st->upd_usage, 3, (sqlite3_int64)tokens);
+    sqlite3_bind_int64(st->upd_usage, 4, (sqlite3_int64)requests);
+    if (!step_done(st->upd_usage))
+        return db_err(err, st->db, "update usage");
+    if (sqlite3_changes(st->db) == 1)
+        return MD_OK;
+    sqlite3_bind_int64(st->upsert_usage, 1, (sqlite3_int64)hour_s);
+    sqlite3_bind_int64(st->upsert_usage, 2, dim);
+    sqlite3_bind_int64(st->upsert_usage, 3, (sqlite3_int64)tokens);
+    sqlite3_bind_int64(st->upsert_usage, 4, (sqlite3_int64)requests);
+    if (!step_done(st->upsert_usage))
+        return db_err(err, st->db, "upsert usage");
+    return MD_OK;
+}
+
+/* Forgets the sums (the transaction failed: none of it was written). */
+static void
+uagg_reset(struct md_store *st)
+{
+    if (st->nuagg > 0)
+        memset(st->uagg, 0, st->uaggcap * sizeof(*st->uagg));
+    st->nuagg = 0;
+}
+
+/* Writes the sums into usage_hourly and empties them. */
+static int
+uagg_flush(struct md_store *st, struct md_err *err)
+{
+    for (size_t i = 0; i < st->uaggcap && st->nuagg > 0; i++) {
+        struct uagg *e = &st->uagg[i];
+        int rc;
+
+        if (!e->used)
+            continue;
+        rc = upsert_usage_row(st, e, err);
+        if (rc != MD_OK)
+            return rc;
+        e->used = 0;
+        st->nuagg--;
+    }
+    st->nuagg = 0;
+    return MD_OK;
+}
+
+static size_t
+uagg_home(int64_t dim, uint64_t hour_s, size_t mask)
+{
+    uint64_t h = (uint64_t)dim * 0x9e3779b97f4a7c15ULL ^ hour_s * 0xc2b2ae3d27d4eb4fULL;
+
+    return (size_t)(h ^ (h >> 29)) & mask;
+}
+
+/* Adds amount (< 2^63) to the (dim, hour) sum; a sum that would pass
+ * INT64_MAX is written out first. */
+static int
+uagg_add(struct md_store *st, const struct md_batch *b, const struct md_batch_entry *be,
+    int64_t dim, uint64_t hour_s, int is_req, uint64_t amount, struct md_err *err)
+{
+    struct uagg *e;
+    uint64_t *sum;
+    size_t i;
+    int rc;
+
+    if (st->nuagg + 1 > st->uaggcap / 2) {
+        if (st->uaggcap >= UAGG_MAX) {
+            rc = uagg_flush(st, err);
+            if (rc != MD_OK)
+                return rc;
+        } else {
+            size_t ncap = st->uaggcap ? st->uaggcap * 2 : 256;
+            struct uagg *n = md_calloc(ncap, sizeof(*n));
+
+            if (n == NULL)
+                return md_err_set(err, MD_ENOMEM, "out of memory");
+            for (size_t j = 0; j < st->uaggcap; j++) {
+                if (!st->uagg[j].used)
+                    continue;
+                for (i = uagg_home(st->uagg[j].dim, st->uagg[j].hour_s, ncap - 1); n[i].used;
+                    i = (i + 1) & (ncap - 1))
+                    ;
+                n[i] = st->uagg[j];
+            }
+            md_free(st->uagg);
+            st->uagg = n;
+            st->uaggcap = ncap;
+        }
+    }
+    for (i = uagg_home(dim, hour_s, st->uaggcap - 1); st->uagg[i].used;
+        i = (i + 1) & (st->uaggcap - 1))
+        if (st->uagg[i].dim == dim && st->uagg[i].hour_s == hour_s)
+            break;
+    e = &st->uagg[i];
+    if (!e->used) {
+        memset(e, 0, sizeof(*e));
+        e->used = 1;
+        e->dim = dim;
+        e->hour_s = hour_s;
+        e->b = b;
+        e->e = be;
+        st->nuagg++;
+    }
+    sum = is_req ? &e->requests : &e->tokens;
+    if (*sum > (uint64_t)INT64_MAX - amount) {
+        rc = upsert_usage_row(st, e, err);
+        if (rc != MD_OK)
+            return rc;
+        e->tokens = e->requests = 0;
+    }
+    *sum += amount;
+    return MD_OK;
+}
+
+/* ---- the ledger's state rows (schema/004_ledger_state.sql) ---- */
+
+static void
+put_u64le(uint8_t *p, uint64_t v)
+{
+    for (unsigned i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8u * i));
+}
+
+static uint64_t
+get_u64le(const uint8_t *p)
+{
+    uint64_t v = 0;
+
+    for (unsigned i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8u * i);
+    return v;
+}
+
+static void
+rec_encode(uint8_t *r, const struct md_ledger_state *ls)
+{
+    double c = ls->has_created ? ls->created : 0.0;
+    uint64_t bits;
+
+    memcpy(&bits, &c, sizeof(bits));
+    r[0] = (uint8_t)(LSTATE_IN_USE | (ls->has_created ? LSTATE_CREATED : 0));
+    put_u64le(r + 1, ls->value);
+    put_u64le(r + 9, ls->ts_ns);
+    put_u64le(r + 17, bits);
+}
+
+static size_t
+ts_pos(const struct md_store *st, uint32_t target, int *found)
+{
+    size_t lo = 0, hi = st->nts;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+
+        if (st->ts[mid].target < target)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = lo < st->nts && st->ts[lo].target == target;
+    return lo;
+}
+
+static struct tstate *
+ts_find(const struct md_store *st, uint32_t target)
+{
+    int found;
+    size_t pos = ts_pos(st, target, &found);
+
+    return found ? &st->ts[pos] : NULL;
+}
+
+static int
+ts_reserve(struct md_store *st, size_t need, struct md_err *err)
+{
+    struct tstate *n;
+    size_t ncap;
+
+    if (need <= st->tscap)
+        return MD_OK;
+    ncap = st->tscap < 16 ? 16 : st->tscap;
+    while (ncap < need)
+        ncap *= 2;
+    n = md_realloc(st->ts, ncap * sizeof(*n));
+    if (n == NULL)
+        return md_err_set(err, MD_ENOMEM, "out of memory");
+    st->ts = n;
+    st->tscap = ncap;
+    return MD_OK;
+}
+
+/* Grows a state to hold slot; new slots are not in use (zero). */
+static int
+blob_fit(struct tscratch *c, uint32_t slot, struct md_err *err)
+{
+    size_t need = 1 + ((size_t)slot + 1) * LSTATE_REC;
+
+    if (need > LSTATE_MAX)
+        return md_err_set(err, MD_ELIMIT, "ledger state: slot %u out of range", slot);
+    if (need > c->cap) {
+        size_t ncap = c->cap < 64 ? 64 : c->cap;
+        uint8_t *n;
+
+        while (ncap < need)
+            ncap *= 2;
+        n = md_realloc(c->blob, ncap);
+        if (n == NULL)
+            return md_err_set(err, MD_ENOMEM, "out of memory");
+        c->blob = n;
+        c->cap = ncap;
+    }
+    if (need > c->len) {
+        memset(c->blob + c->len, 0, need - c->len);
+        c->len = need;
+    }
+    c->blob[0] = LSTATE_FORMAT;
+    return MD_OK;
+}
+
+static struct tscratch *
+scr_find(struct md_store *st, uint32_t target)
+{
+    if (st->nscr > 0 && st->scr[st->scr_last].target == target)
+        return &st->scr[st->scr_last];
+    for (size_t i = 0; i < st->nscr; i++) {
+        if (st->scr[i].target == target) {
+            st->scr_last = i;
+            return &st->scr[i];
+        }
+    }
+    return NULL;
+}
+
+/* This transaction's copy of target's state, made from the mirror. */
+static int
+scr_get(struct md_store *st, uint32_t target, struct tscratch **out, struct md_err *err)
+{
+    const struct tstate *t;
+    struct tscratch *c = scr_find(st, target);
+
+    if (c != NULL) {
+        *out = c;
+        return MD_OK;
+    }
+    if (st->nscr == st->scrcap) {
+        size_t ncap = st->scrcap < 16 ? 16 : st->scrcap * 2;
+        struct tscratch *n = md_realloc(st->scr, ncap * sizeof(*n));
+
+        if (n == NULL)
+            return md_err_set(err, MD_ENOMEM, "out of memory");
+        st->scr = n;
+        st->scrcap = ncap;
+    }
+    c = &st->scr[st->nscr];
+    memset(c, 0, sizeof(*c));
+    c->target = target;
+    t = ts_find(st, target);
+    c->existed = t != NULL;
+    c->len = c->cap = t != NULL ? t->len : 1;
+    c->blob = md_malloc(c->cap);
+    if (c->blob == NULL)
+        return md_err_set(err, MD_ENOMEM, "out of memory");
+    if (t != NULL)
+        memcpy(c->blob, t->blob, t->len);
+    else
+        c->blob[0] = LSTATE_FORMAT;
+    st->scr_last = st->nscr++;
+    *out = c;
+    return MD_OK;
+}
+
+/* The transaction failed: its states are dropped. */
+static void
+scr_clear(struct md_store *st)
+{
+    for (size_t i = 0; i < st->nscr; i++)
+        md_free(st->scr[i].blob);
+    st->nscr = 0;
+    st->scr_last = 0;
+}
+
+/* The transaction committed: its states become the mirror.  Room in ts[]
+ * was reserved before COMMIT, so this cannot fail. */
+static void
+scr_install(struct md_store *st)
+{
+    for (size_t i = 0; i < st->nscr; i++) {
+        struct tscratch *c = &st->scr[i];
+        int found;
+        size_t pos = ts_pos(st, c->target, &found);
+
+        if (c->drop) {
+            if (found) {
+                md_free(st->ts[pos].blob);
+                memmove(&st->ts[pos], &st->ts[pos + 1], (st->nts - pos - 1) * sizeof(*st->ts));
+                st->nts--;
+            }
+            md_free(c->blob);
+        } else if (found) {
+            md_free(st->ts[pos].blob);
+            st->ts[pos].blob = c->blob;
+            st->ts[pos].len = c->len;
+        } else {
+            memmove(&st->ts[pos + 1], &st->ts[pos], (st->nts - pos) * sizeof(*st->ts));
+            st->ts[pos].target = c->target;
+            st->ts[pos].blob = c->blob;
+            st->ts[pos].len = c->len;
+            st->nts++;
+        }
+        c->blob = NULL;
+    }
+    st->nscr = 0;
+    st->scr_last = 0;
+}
+
+static int
+write_state_row(struct md_store *st, struct tscratch *c, int upsert, struct md_err *err)
+{
+    sqlite3_stmt *s = upsert || !c->existed ? st->upsert_state : st->upd_state;
+
+    sqlite3_bind_int64(s, 1, c->target);
+    sqlite3_bind_blob(s, 2, c->blob, (int)c->len, SQLITE_STATIC);
+    if (!step_done(s))
+        return db_err(err, st->db, "write ledger state");
+    if (!upsert && c->existed && sqlite3_changes(st->db) != 1)
+        return md_err_set(err, MD_EDB, "ledger state of target %u: row missing", c->target);
+    c->written = 1;
+    return MD_OK;
+}
+
+static int
+write_key_row(struct md_store *st, uint32_t target, uint32_t slot, const char *key, size_t len,
+    struct md_err *err)
+{
+    sqlite3_bind_int64(st->put_key, 1, target);
+    sqlite3_bind_int64(st->put_key, 2, slot);
+    sqlite3_bind_blob(st->put_key, 3, key, (int)len, SQLITE_STATIC);
+    if (!step_done(st->put_key))
+        return db_err(err, st->db, "write ledger key");
+    return MD_OK;
 }
 
 /* dims.id of entry e's dimension tuple, inserting it when new. */
@@ -590,14 +1018,9 @@ apply_scrape(struct md_store *st, struct md_batch *b, uint64_t *tokens, uint64_t
             return rc;
         if (d->amount > INT64_MAX)
             return md_err_set(err, MD_ELIMIT, "delta above 2^63");
-        sqlite3_bind_int64(st->upsert_usage, 1, (sqlite3_int64)d->hour_start_s);
-        sqlite3_bind_int64(st->upsert_usage, 2, dim);
-        sqlite3_bind_int64(st->upsert_usage, 3, is_req ? 0 : (sqlite3_int64)d->amount);
-        sqlite3_bind_int64(st->upsert_usage, 4, is_req ? (sqlite3_int64)d->amount : 0);
-        if (!step_done(st->upsert_usage))
-            return db_err(err, st->db, "upsert usage");
-        if (st->usnap != NULL)
-            stage_snapshot(st, b, e, is_req, d->amount);
+        rc = uagg_add(st, b, e, dim, d->hour_start_s, is_req, d->amount, err);
+        if (rc != MD_OK)
+            return rc;
         if (st->rating != NULL && !is_req) {
             const char *cl = md_batch_str(b, e->dim_off[MD_DIM_CLUSTER]);
             size_t cl_len = e->dim_len[MD_DIM_CLUSTER];
@@ -626,43 +1049,65 @@ apply_scrape(struct md_store *st, struct md_batch *b, uint64_t *tokens, uint64_t
     return MD_OK;
 }
 
-/* Writes the ledger states staged by this transaction's applies. */
+/* Writes the ledger states staged by this transaction's applies: a key row
+ * for each new series (and its removal when one is dropped), and one state
+ * row per target, rewritten whole from the mirror and the staged records. */
 static int
 write_staged(struct md_store *st, struct md_err *err)
 {
     size_t n;
+    int rc;
 
     if (st->ledger == NULL)
         return MD_OK;
     n = md_ledger_staged_series_count(st->ledger);
     for (size_t i = 0; i < n; i++) {
         struct md_ledger_state ls;
+        struct tscratch *c;
 
         md_ledger_staged_series(st->ledger, i, &ls);
+        rc = scr_get(st, ls.target, &c, err);
+        if (rc != MD_OK)
+            return rc;
         if (ls.dropped) {
-            sqlite3_bind_int64(st->del_series, 1, ls.target);
-            sqlite3_bind_blob(st->del_series, 2, ls.key, (int)ls.key_len, SQLITE_STATIC);
-            if (!step_done(st->del_series))
-                return db_err(err, st->db, "delete ledger series");
+            size_t at = 1 + (size_t)ls.slot * LSTATE_REC;
+
+            if (at < c->len)
+                memset(c->blob + at, 0, LSTATE_REC);
+            if (ls.is_new)
+                continue;       /* never written */
+            sqlite3_bind_int64(st->del_key, 1, ls.target);
+            sqlite3_bind_int64(st->del_key, 2, ls.slot);
+            if (!step_done(st->del_key))
+                return db_err(err, st->db, "delete ledger key");
             continue;
         }
-        sqlite3_bind_int64(st->put_series, 1, ls.target);
-        sqlite3_bind_blob(st->put_series, 2, ls.key, (int)ls.key_len, SQLITE_STATIC);
-        sqlite3_bind_int64(st->put_series, 3, (sqlite3_int64)ls.value);
-        sqlite3_bind_int64(st->put_series, 4, (sqlite3_int64)ls.ts_ns);
-        sqlite3_bind_int(st->put_series, 5, ls.has_created);
-        sqlite3_bind_double(st->put_series, 6, ls.has_created ? ls.created : 0.0);
-        if (!step_done(st->put_series))
-            return db_err(err, st->db, "write ledger series");
+        rc = blob_fit(c, ls.slot, err);
+        if (rc != MD_OK)
+            return rc;
+        rec_encode(c->blob + 1 + (size_t)ls.slot * LSTATE_REC, &ls);
+        if (ls.is_new) {
+            rc = write_key_row(st, ls.target, ls.slot, ls.key, ls.key_len, err);
+            if (rc != MD_OK)
+                return rc;
+        }
     }
     n = md_ledger_staged_target_count(st->ledger);
     for (size_t i = 0; i < n; i++) {
         struct md_ledger_target_state ts;
+        struct tscratch *c;
 
         md_ledger_staged_target(st->ledger, i, &ts);
         if (ts.dropped) {
+            rc = scr_get(st, ts.target, &c, err);
+            if (rc != MD_OK)
+                return rc;
+            c->drop = c->written = 1;
+            sqlite3_bind_int64(st->del_state, 1, ts.target);
+            sqlite3_bind_int64(st->del_keys, 1, ts.target);
             sqlite3_bind_int64(st->del_target, 1, ts.target);
-            if (!step_done(st->del_target))
+            if (!step_done(st->del_state) || !step_done(st->del_keys) ||
+                    !step_done(st->del_target))
                 return db_err(err, st->db, "delete target");
             continue;
         }
@@ -670,8 +1115,19 @@ write_staged(struct md_store *st, struct md_err *err)
         sqlite3_bind_int64(st->put_target, 2, ts.target);
         if (!step_done(st->put_target))
             return db_err(err, st->db, "update target");
+        c = scr_find(st, ts.target);
+        if (c != NULL && !c->written) {
+            rc = write_state_row(st, c, 0, err);
+            if (rc != MD_OK)
+                return rc;
+        }
     }
-    return MD_OK;
+    /* every target with staged series is staged itself (ledger.h) */
+    for (size_t i = 0; i < st->nscr; i++)
+        if (!st->scr[i].written)
+            return md_err_set(err, MD_ESTATE, "ledger: series of target %u staged without "
+                "the target", st->scr[i].target);
+    return ts_reserve(st, st->nts + st->nscr, err);
 }
 
 static int
@@ -783,14 +1239,40 @@ static int
 commit_jobs(struct md_store *st, struct job *jobs, size_t n, struct md_err *err)
 {
     uint64_t t0 = md_now_monotonic_ns(), tokens = 0, requests = 0;
-    int rc = exec(st->db, "BEGIN IMMEDIATE", err), scrapes = 0;
+    int rc = step_done(st->begin) ? MD_OK : db_err(err, st->db, "BEGIN IMMEDIATE"), scrapes = 0;
 
-    st->touch_valid = 0;
+    /* The milestone memo (apply_scrape) skips re-marking a (cluster, day)
+     * marked by an earlier committed drain: the mark is a no-op while the
+     * milestone stays as it left it (open, or dirty).  Only the rater (a
+     * tick or a call on this connection) or another process changes it,
+     * so those forget the memo: another process's commit shows as a new
+     * PRAGMA data_version. */
+    if (rc == MD_OK) {
+        int64_t v = 0;
+
+        if (sqlite3_step(st->data_version) == SQLITE_ROW)
+            v = sqlite3_column_int64(st->data_version, 0);
+        sqlite3_reset(st->data_version);
+        if (v == 0 || v != st->dv_last)
+            st->touch_valid = 0;
+        st->dv_last = v;
+    }
 
     for (size_t i = 0; i < n && rc == MD_OK; i++) {
-        rc = apply_job(st, &jobs[i], &tokens, &requests, err);
+        /* other jobs (retention, calls) see the usage of the scrapes
+         * before them, as if each scrape had been written at once */
+        if (jobs[i].kind != JOB_SCRAPE)
+            rc = uagg_flush(st, err);
+        if (jobs[i].kind == JOB_CALL)
+            st->touch_valid = 0;
+        if (rc == MD_OK)
+            rc = apply_job(st, &jobs[i], &tokens, &requests, err);
+        if (jobs[i].kind == JOB_CALL)
+            st->touch_valid = 0;
         scrapes |= jobs[i].kind == JOB_SCRAPE;
     }
+    if (rc == MD_OK)
+        rc = uagg_flush(st, err);
     if (rc == MD_OK)
         rc = write_staged(st, err);
     if (rc == MD_OK && scrapes && !st->metering_marked) {
@@ -804,8 +1286,8 @@ commit_jobs(struct md_store *st, struct job *jobs, size_t n, struct md_err *err)
     }
     if (rc == MD_OK && scrapes)
         failpoint(FP_BEFORE_COMMIT);
-    if (rc == MD_OK)
-        rc = exec(st->db, "COMMIT", err);
+    if (rc == MD_OK && !step_done(st->commit))
+        rc = db_err(err, st->db, "COMMIT");
     if (rc == MD_OK && scrapes)
         failpoint(FP_AFTER_COMMIT);
     if (rc != MD_OK) {
@@ -818,11 +1300,15 @@ commit_jobs(struct md_store *st, struct job *jobs, size_t n, struct md_err *err)
         if (st->usnap != NULL)
             md_usnap_agg_rollback(st->usnap);
         memo_clear(st);
+        uagg_reset(st);
+        scr_clear(st);
+        st->touch_valid = 0;
         atomic_fetch_add(&st->errors, 1);
         return rc;
     }
     if (st->ledger != NULL)
         md_ledger_commit(st->ledger);
+    scr_install(st);
     if (st->usnap != NULL && md_usnap_agg_commit(st->usnap))
         md_usnap_pub_publish(st->usnap_pub, md_usnap_agg_snapshot(st->usnap));
     if (scrapes)
@@ -865,6 +1351,20 @@ md_store_set_max_page_count(struct md_store *st, uint64_t pages)
     atomic_store(&st->max_pages_want, pages);
 }
 
+/* One rating tick; a tick that wrote anything forgets the milestone memo. */
+static void
+rating_tick(struct md_store *st, uint64_t budget_ms)
+{
+    sqlite3_int64 before = sqlite3_total_changes64(st->db);
+
+    st->tick_more = md_rating_tick(st->rating, st->db, budget_ms);
+    st->tick_last_ns = md_now_monotonic_ns();
+    if (sqlite3_total_changes64(st->db) != before)
+        st->touch_valid = 0;
+    if (md_rating_take_changed(st->rating) && st->usnap != NULL)
+        md_usnap_pub_publish(st->usnap_pub, md_usnap_agg_snapshot(st->usnap));
+}
+
 static void *
 writer_main(void *arg)
 {
@@ -894,11 +1394,32 @@ writer_main(void *arg)
                 st->stopping)
                 continue;
             pthread_mutex_unlock(&st->mu);
-            (void)md_rating_tick(st->rating, st->db, 200);
-            if (md_rating_take_changed(st->rating) && st->usnap != NULL)
-                md_usnap_pub_publish(st->usnap_pub, md_usnap_agg_snapshot(st->usnap));
+            rating_tick(st, 200);
             pthread_mutex_lock(&st->mu);
         }
+        /* group commit: a drain starts at most every MD_STORE_COMMIT_GAP_MS,
+         * so that one transaction carries the scrapes of that time (their
+         * usage summed per (dims, hour), one BEGIN/COMMIT and WAL sync).
+         * Nothing is lost by waiting: queued scrapes are not committed
+         * yet, and a crash loses them exactly as it loses any queued
+         * scrape (counters are cumulative: the next scrape bills the gap).
+         * A flush, a call, a stop or a half-full queue do not wait. */
+        while (st->q_len > 0 && !st->stopping && !st->urgent &&
+                st->q_len < MD_STORE_QUEUE_MAX / 2) {
+            uint64_t now = md_now_monotonic_ns(), due = st->drain_last_ns +
+                (uint64_t)MD_STORE_COMMIT_GAP_MS * 1000000ULL;
+            struct timespec until;
+
+            if (now >= due)
+                break;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += (long)(due - now);
+            until.tv_sec += until.tv_nsec / 1000000000L;
+            until.tv_nsec %= 1000000000L;
+            (void)pthread_cond_timedwait(&st->cv_work, &st->mu, &until);
+        }
+        st->urgent = 0;
+        st->drain_last_ns = md_now_monotonic_ns();
         stopping = st->stopping;
         while (st->q_len > 0) {
             batch[n++] = st->queue[st->q_head];
@@ -929,10 +1450,18 @@ writer_main(void *arg)
             atomic_store(&st->healthy, 0);
             md_complain(&complaint, MD_LOG_ERR, MD_MODULE, "write: %s (rolled back)", err.msg);
         }
+        /* under load the queue is never idle: rate after a drain too, at
+         * once after a call (pricing, backfill, tests adding usage) or while
+         * the rater has work, else about once a second (a tick that finds
+         * nothing costs as much as a small drain) */
         if (st->rating != NULL && !stopping) {
-            (void)md_rating_tick(st->rating, st->db, 50);
-            if (md_rating_take_changed(st->rating) && st->usnap != NULL)
-                md_usnap_pub_publish(st->usnap_pub, md_usnap_agg_snapshot(st->usnap));
+            int call = 0;
+
+            for (size_t i = 0; i < n && !call; i++)
+                call = batch[i].kind == JOB_CALL;
+            if (call || st->tick_more ||
+                    md_now_monotonic_ns() - st->tick_last_ns >= 1000000000ULL)
+                rating_tick(st, 50);
         }
         pthread_mutex_lock(&st->mu);
         for (size_t i = 0; i < n; i++) {
@@ -1013,6 +1542,8 @@ submit(struct md_store *st, struct job *j)
     j->seq = st->next_seq++;
     st->queue[(st->q_head + st->q_len) % MD_STORE_QUEUE_MAX] = *j;
     st->q_len++;
+    if (j->kind == JOB_CALL)
+        st->urgent = 1;         /* its caller waits */
     pthread_cond_signal(&st->cv_work);
     pthread_mutex_unlock(&st->mu);
     return MD_OK;
@@ -1096,9 +1627,13 @@ md_store_reader(struct md_store *st, sqlite3 **db, struct md_err *err)
 void
 md_store_set_rating(struct md_store *st, struct md_rating *r)
 {
+    if (st->rating != NULL && st->rating != r)
+        md_rating_bind_db(st->rating, NULL);
     st->rating = r;
-    if (r != NULL)
+    if (r != NULL) {
         md_rating_set_aggregate(r, st->usnap);
+        md_rating_bind_db(r, st->db);
+    }
 }
 
 int
@@ -1113,6 +1648,159 @@ prepare(struct md_store *st, const char *sql, sqlite3_stmt **out, struct md_err 
     if (sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, out, NULL) != SQLITE_OK)
         return db_err(err, st->db, sql);
     return MD_OK;
+}
+
+struct convert_ctx {
+    struct md_store *st;
+    struct md_err   *err;
+    int              rc;
+};
+
+static int
+convert_one(const struct md_ledger_state *ls, void *arg)
+{
+    struct convert_ctx *cx = arg;
+    struct tscratch *c;
+
+    cx->rc = scr_get(cx->st, ls->target, &c, cx->err);
+    if (cx->rc == MD_OK)
+        cx->rc = blob_fit(c, ls->slot, cx->err);
+    if (cx->rc == MD_OK) {
+        rec_encode(c->blob + 1 + (size_t)ls->slot * LSTATE_REC, ls);
+        cx->rc = write_key_row(cx->st, ls->target, ls->slot, ls->key, ls->key_len, cx->err);
+    }
+    return cx->rc != MD_OK;
+}
+
+/* 002's ledger_series rows, restored into the ledger, are written as 004's
+ * key and state rows and deleted, in one transaction: a crash leaves
+ * either the old rows or the new ones. */
+static int
+convert_legacy(struct md_store *st, size_t legacy, struct md_err *err)
+{
+    struct convert_ctx cx = { st, err, MD_OK };
+    int rc = exec(st->db, "BEGIN IMMEDIATE", err);
+
+    if (rc == MD_OK) {
+        (void)md_ledger_each(st->ledger, convert_one, &cx);
+        rc = cx.rc;
+    }
+    for (size_t i = 0; i < st->nscr && rc == MD_OK; i++)
+        rc = write_state_row(st, &st->scr[i], 1, err);
+    if (rc == MD_OK)
+        rc = exec(st->db, "DELETE FROM ledger_series", err);
+    if (rc == MD_OK)
+        rc = ts_reserve(st, st->nts + st->nscr, err);
+    if (rc == MD_OK)
+        rc = exec(st->db, "COMMIT", err);
+    if (rc != MD_OK) {
+        if (!sqlite3_get_autocommit(st->db))
+            (void)exec(st->db, "ROLLBACK", NULL);
+        scr_clear(st);
+        return rc;
+    }
+    scr_install(st);
+    md_log_info("ledger: %zu series checkpoints converted to the per-target state rows "
+        "(schema 004)", legacy);
+    return MD_OK;
+}
+
+/* Loads the ledger's checkpoints: the state rows (the mirror, checked),
+ * their series in slot order (the order they were first seen, which keeps
+ * the ledger's in-order fast path), then rows of 002's ledger_series,
+ * which are converted. */
+static int
+restore_states(struct md_store *st, struct md_err *err)
+{
+    sqlite3_stmt *q = NULL;
+    size_t in_use = 0, keys = 0, legacy = 0;
+    int rc = MD_OK, step;
+
+    if (sqlite3_prepare_v2(st->db, "SELECT target_id, state FROM ledger_state "
+            "ORDER BY target_id", -1, &q, NULL) != SQLITE_OK)
+        return db_err(err, st->db, "load ledger state");
+    while (rc == MD_OK && (step = sqlite3_step(q)) == SQLITE_ROW) {
+        sqlite3_int64 id = sqlite3_column_int64(q, 0);
+        const uint8_t *b = sqlite3_column_blob(q, 1);
+        size_t len = (size_t)sqlite3_column_bytes(q, 1);
+        struct tstate *t;
+
+        if (id <= 0 || id > UINT32_MAX || b == NULL || len < 1 || len > LSTATE_MAX ||
+                b[0] != LSTATE_FORMAT || (len - 1) % LSTATE_REC != 0) {
+            rc = md_err_set(err, MD_EPARSE, "ledger_state of target %lld: not format %d "
+                "(%zu bytes)", (long long)id, LSTATE_FORMAT, len);
+            break;
+        }
+        rc = ts_reserve(st, st->nts + 1, err);
+        if (rc != MD_OK)
+            break;
+        t = &st->ts[st->nts];
+        t->target = (uint32_t)id;
+        t->len = len;
+        t->blob = md_malloc(len);
+        if (t->blob == NULL) {
+            rc = md_err_set(err, MD_ENOMEM, "out of memory");
+            break;
+        }
+        memcpy(t->blob, b, len);
+        st->nts++;
+        for (size_t at = 1; at < len; at += LSTATE_REC)
+            in_use += (b[at] & LSTATE_IN_USE) != 0;
+    }
+    if (rc == MD_OK && step != SQLITE_DONE)
+        rc = db_err(err, st->db, "load ledger state");
+    sqlite3_finalize(q);
+    if (rc != MD_OK)
+        return rc;
+    if (sqlite3_prepare_v2(st->db, "SELECT target_id, slot, key FROM ledger_keys "
+            "ORDER BY target_id, slot", -1, &q, NULL) != SQLITE_OK)
+        return db_err(err, st->db, "load ledger keys");
+    while (rc == MD_OK && (step = sqlite3_step(q)) == SQLITE_ROW) {
+        sqlite3_int64 id = sqlite3_column_int64(q, 0), slot = sqlite3_column_int64(q, 1);
+        const struct tstate *t = id > 0 && id <= UINT32_MAX ? ts_find(st, (uint32_t)id) : NULL;
+        const uint8_t *r;
+        double created;
+        uint64_t bits;
+
+        if (t == NULL || slot < 0 || (uint64_t)slot >= (t->len - 1) / LSTATE_REC ||
+                !(t->blob[1 + (size_t)slot * LSTATE_REC] & LSTATE_IN_USE)) {
+            rc = md_err_set(err, MD_EPARSE, "ledger_keys: target %lld slot %lld has no state",
+                (long long)id, (long long)slot);
+            break;
+        }
+        r = t->blob + 1 + (size_t)slot * LSTATE_REC;
+        bits = get_u64le(r + 17);
+        memcpy(&created, &bits, sizeof(created));
+        rc = md_ledger_restore_series_at(st->ledger, (uint32_t)id, (uint32_t)slot,
+            sqlite3_column_blob(q, 2), (size_t)sqlite3_column_bytes(q, 2), get_u64le(r + 1),
+            get_u64le(r + 9), (r[0] & LSTATE_CREATED) != 0, created, err);
+        keys++;
+    }
+    if (rc == MD_OK && step != SQLITE_DONE)
+        rc = db_err(err, st->db, "load ledger keys");
+    sqlite3_finalize(q);
+    if (rc == MD_OK && keys != in_use)
+        rc = md_err_set(err, MD_EPARSE, "ledger_state: %zu series slots in use but %zu keys",
+            in_use, keys);
+    if (rc != MD_OK)
+        return rc;
+    /* 002's rows, from a database metered before 004 */
+    if (sqlite3_prepare_v2(st->db, "SELECT target_id, key, value, ts_ns, has_created, created "
+            "FROM ledger_series ORDER BY target_id, key", -1, &q, NULL) != SQLITE_OK)
+        return db_err(err, st->db, "load ledger");
+    while (rc == MD_OK && (step = sqlite3_step(q)) == SQLITE_ROW) {
+        rc = md_ledger_restore_series(st->ledger, (uint32_t)sqlite3_column_int64(q, 0),
+            sqlite3_column_blob(q, 1), (size_t)sqlite3_column_bytes(q, 1),
+            (uint64_t)sqlite3_column_int64(q, 2), (uint64_t)sqlite3_column_int64(q, 3),
+            sqlite3_column_int(q, 4), sqlite3_column_double(q, 5), err);
+        legacy++;
+    }
+    if (rc == MD_OK && step != SQLITE_DONE)
+        rc = db_err(err, st->db, "load ledger");
+    sqlite3_finalize(q);
+    if (rc == MD_OK && legacy > 0)
+        rc = convert_legacy(st, legacy, err);
+    return rc;
 }
 
 int
@@ -1156,11 +1844,25 @@ md_store_ledger_init(struct md_store *st, size_t series_max, uint64_t spread_max
             "tokens = tokens + excluded.tokens, requests = requests + excluded.requests",
             &st->upsert_usage, err);
     if (rc == MD_OK)
-        rc = prepare(st, "INSERT OR REPLACE INTO ledger_series(target_id, key, value, ts_ns, "
-            "has_created, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6)", &st->put_series, err);
+        rc = prepare(st, "UPDATE usage_hourly SET tokens = tokens + ?3, "
+            "requests = requests + ?4 WHERE hour_s = ?1 AND dim_id = ?2", &st->upd_usage, err);
     if (rc == MD_OK)
-        rc = prepare(st, "DELETE FROM ledger_series WHERE target_id = ?1 AND key = ?2",
-            &st->del_series, err);
+        rc = prepare(st, "INSERT OR REPLACE INTO ledger_keys(target_id, slot, key) "
+            "VALUES (?1, ?2, ?3)", &st->put_key, err);
+    if (rc == MD_OK)
+        rc = prepare(st, "DELETE FROM ledger_keys WHERE target_id = ?1 AND slot = ?2",
+            &st->del_key, err);
+    if (rc == MD_OK)
+        rc = prepare(st, "DELETE FROM ledger_keys WHERE target_id = ?1", &st->del_keys, err);
+    if (rc == MD_OK)
+        rc = prepare(st, "UPDATE ledger_state SET state = ?2 WHERE target_id = ?1",
+            &st->upd_state, err);
+    if (rc == MD_OK)
+        rc = prepare(st, "INSERT INTO ledger_state(target_id, state) VALUES (?1, ?2) "
+            "ON CONFLICT(target_id) DO UPDATE SET state = excluded.state", &st->upsert_state,
+            err);
+    if (rc == MD_OK)
+        rc = prepare(st, "DELETE FROM ledger_state WHERE target_id = ?1", &st->del_state, err);
     if (rc == MD_OK)
         rc = prepare(st, "UPDATE targets SET last_scrape_ns = ?1 WHERE id = ?2",
             &st->put_target, err);
@@ -1181,15 +1883,7 @@ md_store_ledger_init(struct md_store *st, size_t series_max, uint64_t spread_max
     sqlite3_finalize(q);
     if (rc != MD_OK)
         return rc;
-    if (sqlite3_prepare_v2(st->db, "SELECT target_id, key, value, ts_ns, has_created, created "
-            "FROM ledger_series", -1, &q, NULL) != SQLITE_OK)
-        return db_err(err, st->db, "load ledger");
-    while (rc == MD_OK && sqlite3_step(q) == SQLITE_ROW)
-        rc = md_ledger_restore_series(st->ledger, (uint32_t)sqlite3_column_int64(q, 0),
-            sqlite3_column_blob(q, 1), (size_t)sqlite3_column_bytes(q, 1),
-            (uint64_t)sqlite3_column_int64(q, 2), (uint64_t)sqlite3_column_int64(q, 3),
-            sqlite3_column_int(q, 4), sqlite3_column_double(q, 5), err);
-    sqlite3_finalize(q);
+    rc = restore_states(st, err);
     if (rc == MD_OK)
         md_log_info("ledger: %zu series of %zu targets restored",
             md_ledger_series_count(st->ledger), md_ledger_target_count(st->ledger));
@@ -1293,6 +1987,10 @@ md_store_flush(struct md_store *st)
 
     pthread_mutex_lock(&st->mu);
     want = st->next_seq;
+    if (st->done_seq < want) {
+        st->urgent = 1;
+        pthread_cond_signal(&st->cv_work);
+    }
     while (st->done_seq < want && st->running)
         pthread_cond_wait(&st->cv_done, &st->mu);
     rc = st->done_seq >= want ? st->last_drain_rc : MD_ESTATE;
@@ -1426,10 +2124,14 @@ md_store_close(struct md_store *st)
     tls_reader = NULL;
     sqlite3_finalize(st->ins_event);
     st->ins_event = NULL;
+    if (st->rating != NULL)
+        md_rating_bind_db(st->rating, NULL);
     {
         sqlite3_stmt **stmts[] = {
             &st->sel_target, &st->ins_target, &st->sel_dims, &st->ins_dims, &st->upsert_usage,
-            &st->put_series, &st->del_series, &st->put_target, &st->del_target, &st->put_meta,
+            &st->put_key, &st->del_key, &st->del_keys, &st->upd_state, &st->upsert_state,
+            &st->del_state, &st->put_target, &st->del_target, &st->put_meta, &st->begin,
+            &st->commit, &st->upd_usage, &st->data_version,
         };
 
         for (size_t i = 0; i < sizeof(stmts) / sizeof(stmts[0]); i++) {
@@ -1446,6 +2148,16 @@ md_store_close(struct md_store *st)
     memo_clear(st);
     md_free(st->memo);
     st->memo = NULL;
+    scr_clear(st);
+    md_free(st->scr);
+    for (size_t i = 0; i < st->nts; i++)
+        md_free(st->ts[i].blob);
+    md_free(st->ts);
+    md_free(st->uagg);
+    st->scr = NULL;
+    st->ts = NULL;
+    st->uagg = NULL;
+    st->nts = st->nuagg = 0;
     if (st->db != NULL && sqlite3_close(st->db) != SQLITE_OK)
         md_log_warn("close: %s", sqlite3_errmsg(st->db));
     st->db = NULL;

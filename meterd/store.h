@@ -2,7 +2,8 @@
  *
  * One writer thread owns the only read-write connection; it drains a bounded
  * job queue and commits everything it drained in one BEGIN IMMEDIATE
- * transaction.  Readers (HTTP threads) each get their own read-only
+ * transaction, starting a drain at most every MD_STORE_COMMIT_GAP_MS unless
+ * a flush or a call waits (group commit).  Readers (HTTP threads) each get their own read-only
  * connection, opened lazily on first use in that thread and closed by
  * md_store_close().  Migrations from schema/NNN_*.sql are embedded at build
  * time and applied in order at open, tracked in PRAGMA user_version; a
@@ -17,6 +18,8 @@
 #include "util.h"
 
 #define MD_STORE_QUEUE_MAX   4096   /* jobs waiting for the writer */
+#define MD_STORE_COMMIT_GAP_MS 250  /* least time between two drains' starts
+                                     * (group commit; flush and calls skip it) */
 #define MD_STORE_READERS_MAX 128    /* read-only connections (one per thread) */
 #define MD_STORE_TEXT_MAX    1024   /* bytes of an event's detail */
 #define MD_STORE_SNAPSHOT_SERIES_MAX 1000000   /* label sets kept for /metrics */

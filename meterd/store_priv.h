@@ -32,5 +32,9 @@ int  md_rating_touch(struct md_rating *r, sqlite3 *db, const char *cluster, size
 /* Closes days past their grace and re-rates dirty days, each in its own
  * transaction, for at most about budget_ms.  Returns 1 when work remains. */
 int  md_rating_tick(struct md_rating *r, sqlite3 *db, uint64_t budget_ms);
+/* The writer connection whose hot statements (touch, pending) the rater may
+ * keep prepared; NULL finalizes them.  md_store_set_rating binds st->db and
+ * md_store_close unbinds it before closing the connection. */
+void md_rating_bind_db(struct md_rating *r, sqlite3 *db);
 
 #endif

@@ -58,8 +58,18 @@ def checkpoints(m):
     the counter does)."""
     con = db_ro(m.db)
     try:
-        return {(t, bytes(k)): v for t, k, v in
-                con.execute("SELECT target_id, key, value FROM ledger_series")}
+        # schema/004_ledger_state.sql: a key row per series, its value in the
+        # 25-byte record at its slot of the target's state (byte 0 format)
+        states = {t: bytes(b) for t, b in
+                  con.execute("SELECT target_id, state FROM ledger_state")}
+        out = {}
+        for t, slot, k in con.execute("SELECT target_id, slot, key FROM ledger_keys"):
+            rec = states[t][1 + 25 * slot:1 + 25 * (slot + 1)]
+            assert rec[0] & 1, "key without a state: target %d slot %d" % (t, slot)
+            out[(t, bytes(k))] = int.from_bytes(rec[1:9], "little")
+        legacy = con.execute("SELECT count(*) FROM ledger_series").fetchone()[0]
+        assert legacy == 0, "%d ledger_series rows left unconverted" % legacy
+        return out
     finally:
         con.close()
 

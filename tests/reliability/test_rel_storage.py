@@ -43,12 +43,16 @@ def test_10_write_lock_held():
         m.start()
         wait_until(lambda: rel.commits(m) >= 3, 20, "commits")
         holds = 5
+        # the writer starts a drain at most every 250 ms (group commit,
+        # MD_STORE_COMMIT_GAP_MS): a hold that long plus 2 x busy_timeout
+        # sees at least one attempt that waits busy_timeout and fails busy
+        hold_ms = 250 + 2 * busy_ms
         r0 = m.metric("meterd_store_busy_retries_total")
         e0 = m.metric("meterd_store_errors_total")
         for _ in range(holds):
             con = sqlite3.connect(m.db, timeout=10, isolation_level=None)
             con.execute("BEGIN IMMEDIATE")
-            time.sleep(2 * busy_ms / 1000.0)
+            time.sleep(hold_ms / 1000.0)
             con.execute("ROLLBACK")
             con.close()
             time.sleep(0.3)
@@ -62,9 +66,9 @@ def test_10_write_lock_held():
         truth, exp = tue.settle_and_compare(m, sim, ns)
         assert m.stop() == 0
         assert harness.integrity_ok(m.db)
-        figure(10, "lock held %d x for %d ms (2 x busy_timeout %d ms): %d busy retries, "
-               "0 failed drains, usage == simulator truth (%d tokens), integrity ok"
-               % (holds, 2 * busy_ms, busy_ms, r1 - r0, sum(v[0] for v in exp.values())))
+        figure(10, "lock held %d x for %d ms (250 ms commit gap + 2 x busy_timeout %d ms): %d busy "
+               "retries, 0 failed drains, usage == simulator truth (%d tokens), integrity ok"
+               % (holds, hold_ms, busy_ms, r1 - r0, sum(v[0] for v in exp.values())))
     finally:
         m.cleanup()
         sim.cleanup()
@@ -118,7 +122,10 @@ def test_12_wal_bounded():
         # size stays at the high-water mark: about 1000 auto-checkpoint
         # pages (4 MiB) plus what the held snapshot added
         assert max(sizes) <= 16 << 20, max(sizes)
-        assert commits > 20 and reads[0] > 10, (commits, reads[0])
+        # the writer commits at most every 250 ms (group commit,
+        # MD_STORE_COMMIT_GAP_MS): 7 s give up to 28 commits, and 5 or 6
+        # under ASan, whose scrapes time out while the readers run
+        assert commits >= 4 and reads[0] > 10, (commits, reads[0])
         assert m.stop() == 0
         after = os.path.getsize(wal) if os.path.exists(wal) else 0
         figure(12, "%d commits while %d API reads and a 3 s read snapshot ran: WAL max %d KiB "

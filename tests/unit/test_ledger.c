@@ -1422,6 +1422,131 @@ test_scale(void **state)
     md_ledger_free(l);
 }
 
+/* ---- slots: each series' place in its target's stored state ---- */
+
+static uint32_t
+slot_of(const struct md_ledger *l, uint32_t target, const char *key)
+{
+    struct md_ledger_state st;
+
+    if (md_ledger_get(l, target, key, strlen(key), &st) != MD_OK)
+        fail_msg("slot_of: %u/%s not found", target, key);
+    return st.slot;
+}
+
+/* the staged entry of key: its slot, is_new and dropped, or fails */
+static void
+staged_of(const struct md_ledger *l, uint32_t target, const char *key, uint32_t *slot,
+    int *is_new, int *dropped)
+{
+    for (size_t i = 0; i < md_ledger_staged_series_count(l); i++) {
+        struct md_ledger_state st;
+
+        md_ledger_staged_series(l, i, &st);
+        if (st.target == target && st.key_len == strlen(key) &&
+            memcmp(st.key, key, st.key_len) == 0) {
+            *slot = st.slot;
+            *is_new = st.is_new;
+            *dropped = st.dropped;
+            return;
+        }
+    }
+    fail_msg("staged_of: %u/%s not staged", target, key);
+}
+
+static void
+test_slots(void **state)
+{
+    struct md_ledger *l = new_ledger(100);
+    struct md_ledger_result r;
+    struct md_err err = {0};
+    uint32_t slot;
+    int is_new, dropped;
+    struct md_ledger_input abc[] = { in_v("a", 5), in_v("b", 5), in_v("c", 5) };
+    struct md_ledger_input xy[] = { in_v("x", 1), in_v("y", 1) };
+    struct md_ledger_input a0[] = { in_v("a", 1) };
+    struct md_ledger_input ade[] = { in_v("a", 2), in_v("d", 1), in_v("e", 1) };
+    struct md_ledger_input f[] = { in_v("f", 1) };
+    struct md_ledger_input g[] = { in_v("g", 1) };
+    static const struct { const char *key; uint32_t want; } first[] = {
+        { "a", 0 }, { "b", 1 }, { "c", 2 },
+    };
+
+    (void)state;
+    /* first scrape: slots in input order, staged as new */
+    assert_int_equal(md_ledger_apply(l, 1, 0, MD_FIRST_COUNT, AT(1, 0, 0), abc, 3, &r, &err),
+        MD_OK);
+    for (size_t i = 0; i < NELEM(first); i++) {
+        staged_of(l, 1, first[i].key, &slot, &is_new, &dropped);
+        if (slot != first[i].want || !is_new || dropped)
+            fail_msg("%s: got slot %u new %d dropped %d, want slot %u new 1 dropped 0",
+                first[i].key, slot, is_new, dropped, first[i].want);
+    }
+    md_ledger_commit(l);
+    /* the next scrape keeps them and they are not new any more */
+    assert_int_equal(md_ledger_apply(l, 1, 0, MD_FIRST_COUNT, AT(1, 0, 10), abc, 3, &r, &err),
+        MD_OK);
+    staged_of(l, 1, "c", &slot, &is_new, &dropped);
+    assert_int_equal(slot, 2);
+    assert_int_equal(is_new, 0);
+    md_ledger_commit(l);
+    /* slots are numbered per target */
+    (void)scrape(l, 2, 0, MD_FIRST_COUNT, AT(1, 0, 10), xy, 2);
+    assert_int_equal(slot_of(l, 2, "x"), 0);
+    assert_int_equal(slot_of(l, 2, "y"), 1);
+    /* a restart (a went down, 1 of 1 voters) drops b and c: staged dropped
+     * with their slots */
+    assert_int_equal(md_ledger_apply(l, 1, 0, MD_FIRST_COUNT, AT(1, 0, 20), a0, 1, &r, &err),
+        MD_OK);
+    assert_int_equal(r.target_restart, 1);
+    staged_of(l, 1, "b", &slot, &is_new, &dropped);
+    if (slot != 1 || is_new || !dropped)
+        fail_msg("b: got slot %u new %d dropped %d, want 1 0 1", slot, is_new, dropped);
+    staged_of(l, 1, "c", &slot, &is_new, &dropped);
+    if (slot != 2 || is_new || !dropped)
+        fail_msg("c: got slot %u new %d dropped %d, want 2 0 1", slot, is_new, dropped);
+    md_ledger_commit(l);
+    /* new series reuse the freed slots, lowest first */
+    (void)scrape(l, 1, 0, MD_FIRST_COUNT, AT(1, 0, 30), ade, 3);
+    assert_int_equal(slot_of(l, 1, "a"), 0);
+    assert_int_equal(slot_of(l, 1, "d"), 1);
+    assert_int_equal(slot_of(l, 1, "e"), 2);
+    /* a rolled-back new series gives its slot back */
+    assert_int_equal(md_ledger_apply(l, 1, 0, MD_FIRST_COUNT, AT(1, 0, 40), f, 1, &r, &err),
+        MD_OK);
+    staged_of(l, 1, "f", &slot, &is_new, &dropped);
+    assert_int_equal(slot, 3);
+    md_ledger_rollback(l);
+    (void)scrape(l, 1, 0, MD_FIRST_COUNT, AT(1, 0, 50), g, 1);
+    assert_int_equal(slot_of(l, 1, "g"), 3);
+    md_ledger_free(l);
+
+    /* restore at given slots; the hole at 0 is handed out first, then
+     * slots after the highest */
+    l = new_ledger(100);
+    assert_int_equal(md_ledger_restore_series_at(l, 7, 5, "p", 1, 10, AT(1, 0, 0), 0, 0, &err),
+        MD_OK);
+    assert_int_equal(md_ledger_restore_series_at(l, 7, 2, "q", 1, 10, AT(1, 0, 0), 0, 0, &err),
+        MD_OK);
+    assert_int_equal(md_ledger_restore_series(l, 7, "r", 1, 10, AT(1, 0, 0), 0, 0, &err), MD_OK);
+    assert_int_equal(slot_of(l, 7, "p"), 5);
+    assert_int_equal(slot_of(l, 7, "q"), 2);
+    assert_int_equal(slot_of(l, 7, "r"), 6);
+    {
+        struct md_ledger_input pqrst[] = { in_v("p", 11), in_v("q", 11), in_v("r", 11),
+                                           in_v("s", 1), in_v("t", 1) };
+
+        r = scrape(l, 7, 0, MD_FIRST_COUNT, AT(1, 0, 10), pqrst, 5);
+        assert_int_equal(billed_to(&r, 0), 1);      /* 11 - 10 */
+        assert_int_equal(billed_to(&r, 3), 1);      /* new: in full */
+        assert_int_equal(slot_of(l, 7, "s"), 0);
+        assert_int_equal(slot_of(l, 7, "t"), 1);
+    }
+    assert_int_equal(md_ledger_restore_series_at(l, 7, MD_LEDGER_SERIES_LIMIT, "u", 1, 1, 1, 0,
+        0, &err), MD_ELIMIT);
+    md_ledger_free(l);
+}
+
 int
 main(void)
 {
@@ -1443,6 +1568,7 @@ main(void)
         cmocka_unit_test(test_restore_identical),
         cmocka_unit_test(test_alloc_torture),
         cmocka_unit_test(test_scale),
+        cmocka_unit_test(test_slots),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,5 +1,8 @@
 /* test_store.c: migrations from empty, restart is a no-op, a newer schema is
- * refused and left untouched, the writer commits and flushes. */
+ * refused and left untouched, the writer commits and flushes; the ledger's
+ * state rows (schema 004): 002's rows convert to the same state, a restart
+ * bills exactly from the stored checkpoints, a corrupt state is refused, and
+ * a kill just before or after COMMIT (failpoints) loses nothing. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,8 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "batch.h"
 #include "store.h"
 
 static char dir[64];
@@ -223,6 +228,317 @@ test_retention(void **state)
     md_store_close(st);
 }
 
+/* ---- ledger state rows (schema/004_ledger_state.sql) ---- */
+
+#define NSER 4
+#define HOUR_NS (3600ULL * 1000000000ULL)
+
+/* one scrape of target "t1": series k0..k3 with the given values, token
+ * types input/output alternating, models m0..m3; k2 carries a _created */
+static struct md_batch *
+make_batch(uint64_t scrape_ns, const double v[NSER], double created)
+{
+    struct md_batch *b = md_batch_new("http://t1/metrics", 1, scrape_ns);
+
+    assert_non_null(b);
+    for (int i = 0; i < NSER; i++) {
+        char key[16], model[8];
+        const char *dims[MD_DIM_COUNT] = { "c", "ns", "d", model, "p", "chat",
+                                           i % 2 ? "output" : "input" };
+        size_t lens[MD_DIM_COUNT];
+
+        (void)snprintf(key, sizeof(key), "k%d", i);
+        (void)snprintf(model, sizeof(model), "m%d", i);
+        for (int d = 0; d < MD_DIM_COUNT; d++)
+            lens[d] = strlen(dims[d]);
+        assert_int_equal(md_batch_add(b, key, strlen(key), dims, lens, MD_KIND_TOKENS, v[i], 0,
+            0, i == 2, i == 2 ? created : 0.0, 0), MD_OK);
+    }
+    return b;
+}
+
+static int64_t
+sql_int(const char *path, const char *sql)
+{
+    sqlite3 *db;
+    sqlite3_stmt *s;
+    int64_t v = -1;
+
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK)
+        fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+    if (sqlite3_step(s) == SQLITE_ROW)
+        v = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return v;
+}
+
+/* A checkpoint as decoded here from the documented format, independently
+ * of store.c. */
+struct cp {
+    char     key[16];
+    uint64_t value, ts_ns;
+    int      has_created;
+    double   created;
+};
+
+static uint64_t
+le64(const unsigned char *p)
+{
+    uint64_t v = 0;
+
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* Reads every checkpoint of the new rows, ordered by key; returns the count. */
+static size_t
+read_cps(const char *path, struct cp *out, size_t max)
+{
+    sqlite3 *db;
+    sqlite3_stmt *s;
+    size_t n = 0;
+
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT k.slot, k.key, s.state FROM ledger_keys k "
+        "JOIN ledger_state s USING (target_id) ORDER BY k.key", -1, &s, NULL), SQLITE_OK);
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        int slot = sqlite3_column_int(s, 0);
+        const unsigned char *st = sqlite3_column_blob(s, 2);
+        int len = sqlite3_column_bytes(s, 2);
+        const unsigned char *r = st + 1 + 25 * slot;
+        uint64_t bits;
+
+        assert_true(n < max);
+        assert_int_equal(st[0], 1);
+        assert_true(1 + 25 * (slot + 1) <= len);
+        assert_int_equal(r[0] & 1, 1);
+        memset(&out[n], 0, sizeof(out[n]));
+        assert_true(sqlite3_column_bytes(s, 1) < (int)sizeof(out[n].key));
+        memcpy(out[n].key, sqlite3_column_blob(s, 1), (size_t)sqlite3_column_bytes(s, 1));
+        out[n].value = le64(r + 1);
+        out[n].ts_ns = le64(r + 9);
+        out[n].has_created = (r[0] & 2) != 0;
+        bits = le64(r + 17);
+        memcpy(&out[n].created, &bits, sizeof(bits));
+        n++;
+    }
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return n;
+}
+
+static struct md_store *
+open_metering(void)
+{
+    struct md_store *st = NULL;
+    struct md_err err = {0};
+
+    if (md_store_open(dbpath, 1000, &st, &err) != MD_OK ||
+        md_store_ledger_init(st, 1000, 0, 0, &err) != MD_OK ||
+        md_store_writer_start(st, &err) != MD_OK)
+        fail_msg("open: %s", err.msg);
+    return st;
+}
+
+static void
+scrape_and_flush(struct md_store *st, uint64_t ns, const double v[NSER], double created)
+{
+    assert_int_equal(md_store_submit_batch(st, make_batch(ns, v, created)), MD_OK);
+    assert_int_equal(md_store_flush(st), MD_OK);
+}
+
+/* 2^63 + 2048: above INT64_MAX, stored as a negative SQLite integer */
+#define BIG 9223372036854777856.0
+
+static void
+test_ledger_state_rows(void **state)
+{
+    static const double v1[NSER] = { 100, BIG, 7, 0 };
+    static const double v2[NSER] = { 150, BIG + 4096, 9, 0 };
+    static const double v3[NSER] = { 151, BIG + 8192, 19, 5 };
+    uint64_t t0 = md_now_realtime_ns();
+    struct cp a[NSER], b[NSER];
+    struct md_store *st;
+    sqlite3 *db;
+
+    (void)state;
+    st = open_metering();
+    /* first scrape of an initial target (policy baseline): checkpoints
+     * only; the second bills (R1) 50 + 4096 + 2 + 0 = 4148 */
+    scrape_and_flush(st, t0, v1, 1.5);
+    scrape_and_flush(st, t0 + 1000000000ULL, v2, 1.5);
+    md_store_close(st);
+    assert_int_equal(sql_int(dbpath, "SELECT count(*) FROM ledger_keys"), NSER);
+    assert_int_equal(sql_int(dbpath, "SELECT count(*) FROM ledger_state"), 1);
+    assert_int_equal(sql_int(dbpath, "SELECT count(*) FROM ledger_series"), 0);
+    assert_int_equal(read_cps(dbpath, a, NSER), NSER);
+    for (int i = 0; i < NSER; i++) {
+        char want[8];
+
+        (void)snprintf(want, sizeof(want), "k%d", i);
+        assert_string_equal(a[i].key, want);
+        if (a[i].value != (uint64_t)v2[i] || a[i].ts_ns != t0 + 1000000000ULL ||
+            a[i].has_created != (i == 2) || (i == 2 && a[i].created != 1.5))
+            fail_msg("%s: got value %llu ts %llu created %d/%g, want %llu %llu %d/1.5", a[i].key,
+                (unsigned long long)a[i].value, (unsigned long long)a[i].ts_ns,
+                a[i].has_created, a[i].created, (unsigned long long)(uint64_t)v2[i],
+                (unsigned long long)(t0 + 1000000000ULL), i == 2);
+    }
+
+    /* the same state as 002 stored it: one ledger_series row per series
+     * (values >= 2^63 as negative integers), the new rows gone */
+    assert_int_equal(sqlite3_open(dbpath, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA foreign_keys=ON; BEGIN; DELETE FROM ledger_keys; "
+        "DELETE FROM ledger_state", NULL, NULL, NULL), SQLITE_OK);
+    for (int i = 0; i < NSER; i++) {
+        sqlite3_stmt *s;
+
+        assert_int_equal(sqlite3_prepare_v2(db, "INSERT INTO ledger_series(target_id, key, "
+            "value, ts_ns, has_created, created) VALUES (1, ?1, ?2, ?3, ?4, ?5)", -1, &s, NULL),
+            SQLITE_OK);
+        sqlite3_bind_blob(s, 1, a[i].key, (int)strlen(a[i].key), SQLITE_STATIC);
+        sqlite3_bind_int64(s, 2, (sqlite3_int64)a[i].value);
+        sqlite3_bind_int64(s, 3, (sqlite3_int64)a[i].ts_ns);
+        sqlite3_bind_int(s, 4, a[i].has_created);
+        sqlite3_bind_double(s, 5, a[i].created);
+        assert_int_equal(sqlite3_step(s), SQLITE_DONE);
+        sqlite3_finalize(s);
+    }
+    assert_int_equal(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+
+    /* the next start converts them: the same checkpoints, no old rows */
+    st = open_metering();
+    md_store_close(st);
+    assert_int_equal(sql_int(dbpath, "SELECT count(*) FROM ledger_series"), 0);
+    assert_int_equal(read_cps(dbpath, b, NSER), NSER);
+    for (int i = 0; i < NSER; i++)
+        if (strcmp(a[i].key, b[i].key) != 0 || a[i].value != b[i].value ||
+            a[i].ts_ns != b[i].ts_ns || a[i].has_created != b[i].has_created ||
+            a[i].created != b[i].created)
+            fail_msg("converted %s: got %llu/%llu/%d/%g, want %llu/%llu/%d/%g", b[i].key,
+                (unsigned long long)b[i].value, (unsigned long long)b[i].ts_ns,
+                b[i].has_created, b[i].created, (unsigned long long)a[i].value,
+                (unsigned long long)a[i].ts_ns, a[i].has_created, a[i].created);
+
+    /* and bills exactly from them after a restart: 1 + 4096 + 10 + 5;
+     * k2's _created is unchanged, so no reset */
+    assert_int_equal(sql_int(dbpath, "SELECT sum(tokens) FROM usage_hourly"), 4148);
+    st = open_metering();
+    scrape_and_flush(st, t0 + 2000000000ULL, v3, 1.5);
+    md_store_close(st);
+    assert_int_equal(sql_int(dbpath, "SELECT sum(tokens) FROM usage_hourly"), 4148 + 4112);
+    assert_int_equal(sql_int(dbpath, "SELECT sum(tokens) FROM usage_hourly WHERE dim_id IN "
+        "(SELECT id FROM dims WHERE model = 'm1')"), 8192);
+}
+
+/* A kill -9 just before COMMIT loses the drain whole (usage and
+ * checkpoints), just after it keeps it whole; either way the next scrape
+ * after the restart makes the total exact: 4148 + 4112 (see above). */
+static void
+test_kill_around_commit(void **state)
+{
+    static const double v1[NSER] = { 100, BIG, 7, 0 };
+    static const double v2[NSER] = { 150, BIG + 4096, 9, 0 };
+    static const double v3[NSER] = { 151, BIG + 8192, 19, 5 };
+    static const struct {
+        const char *fp;
+        int64_t     usage_after_kill;
+        uint64_t    cp0_after_kill;     /* k0's checkpoint */
+    } cases[] = {
+        { "before_commit:2", 0, 100 },
+        { "after_commit:2", 4148, 150 },
+    };
+    uint64_t t0 = md_now_realtime_ns();
+
+    (void)state;
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        struct cp cps[NSER];
+        struct md_store *st;
+        int status = 0;
+        pid_t pid;
+
+        (void)snprintf(dbpath, sizeof(dbpath), "%s/kill%zu.db", dir, c);
+        pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            /* the child: no cmocka assertions here, exit codes only */
+            struct md_store *cst = NULL;
+            struct md_err err = {0};
+
+            setenv("MD_FAILPOINT", cases[c].fp, 1);
+            if (md_store_open(dbpath, 1000, &cst, &err) != MD_OK ||
+                md_store_ledger_init(cst, 1000, 0, 0, &err) != MD_OK ||
+                md_store_writer_start(cst, &err) != MD_OK)
+                _exit(2);
+            (void)md_store_submit_batch(cst, make_batch(t0, v1, 1.5));
+            (void)md_store_flush(cst);
+            (void)md_store_submit_batch(cst, make_batch(t0 + 1000000000ULL, v2, 1.5));
+            (void)md_store_flush(cst);
+            _exit(3);       /* the failpoint did not fire */
+        }
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 137)
+            fail_msg("%s: child status %d, want exit 137", cases[c].fp, status);
+        if (sql_int(dbpath, "SELECT coalesce(sum(tokens), 0) FROM usage_hourly") !=
+            cases[c].usage_after_kill)
+            fail_msg("%s: usage after the kill %lld, want %lld", cases[c].fp,
+                (long long)sql_int(dbpath, "SELECT coalesce(sum(tokens), 0) FROM usage_hourly"),
+                (long long)cases[c].usage_after_kill);
+        assert_int_equal(read_cps(dbpath, cps, NSER), NSER);
+        if (cps[0].value != cases[c].cp0_after_kill)
+            fail_msg("%s: k0 checkpoint %llu, want %llu", cases[c].fp,
+                (unsigned long long)cps[0].value, (unsigned long long)cases[c].cp0_after_kill);
+        st = open_metering();
+        scrape_and_flush(st, t0 + 2000000000ULL, v3, 1.5);
+        md_store_close(st);
+        if (sql_int(dbpath, "SELECT sum(tokens) FROM usage_hourly") != 4148 + 4112)
+            fail_msg("%s: total after the restart %lld, want %d", cases[c].fp,
+                (long long)sql_int(dbpath, "SELECT sum(tokens) FROM usage_hourly"), 4148 + 4112);
+    }
+}
+
+/* A stored state that does not add up is refused at start, loudly. */
+static void
+test_corrupt_state_refused(void **state)
+{
+    static const double v1[NSER] = { 100, 5, 7, 0 };
+    static const struct {
+        const char *sql;
+        const char *want;       /* in the error */
+    } cases[] = {
+        { "INSERT INTO ledger_keys VALUES (1, 9, X'6b39')", "slot 9 has no state" },
+        { "UPDATE ledger_state SET state = X'02'", "not format 1" },
+        { "UPDATE ledger_state SET state = CAST(state || X'00' AS BLOB)", "not format 1" },
+        { "DELETE FROM ledger_keys WHERE slot = 1", "slots in use but 3 keys" },
+    };
+
+    (void)state;
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        struct md_store *st = NULL;
+        struct md_err err = {0};
+        sqlite3 *db;
+
+        (void)snprintf(dbpath, sizeof(dbpath), "%s/corrupt%zu.db", dir, c);
+        st = open_metering();
+        scrape_and_flush(st, md_now_realtime_ns(), v1, 1.5);
+        md_store_close(st);
+        assert_int_equal(sqlite3_open(dbpath, &db), SQLITE_OK);
+        if (sqlite3_exec(db, cases[c].sql, NULL, NULL, NULL) != SQLITE_OK)
+            fail_msg("%s: %s", cases[c].sql, sqlite3_errmsg(db));
+        sqlite3_close(db);
+        assert_int_equal(md_store_open(dbpath, 1000, &st, &err), MD_OK);
+        assert_int_equal(md_store_ledger_init(st, 1000, 0, 0, &err), MD_EPARSE);
+        if (strstr(err.msg, cases[c].want) == NULL)
+            fail_msg("%s: error \"%s\", want it to say \"%s\"", cases[c].sql, err.msg,
+                cases[c].want);
+        md_store_close(st);
+    }
+}
+
 int
 main(void)
 {
@@ -232,6 +548,9 @@ main(void)
         cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_submit_needs_writer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ledger_state_rows, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kill_around_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_state_refused, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
