@@ -25,15 +25,18 @@
  * - item: meterd's billing items are token items, "tokens.<token_type>"
  *   (tokens.input, tokens.output, tokens.cached_input,
  *   tokens.cache_creation_input, tokens.reasoning, or any other token type
- *   the gateway reports) and tokens.total (all token types); default
- *   tokens.total (the reference defaults to one item, Cpu).
+ *   the gateway reports) and tokens.total (the sum of all token-type
+ *   counters, like the usage API's totals: overlapping types are not
+ *   deduplicated, which would need the pricing's per-provider cache rule);
+ *   default tokens.total (the reference defaults to one item, Cpu).
  * - method: Usage (tokens counted), the only one; default Usage.
  * - currentPage >= 1 (default 1), pageSize 1..MD_CM_PAGE_SIZE_MAX (default
  *   20); a page past the end has no items and the true total.
  * - Items with zero tokens are not listed.  Items are ordered by bucket,
  *   then cluster, then namespace.
  * - usage is tokens (an integer).  cost is the priced amount from the
- *   pricing hook (decimal, currency units) or null when unpriced; currency
+ *   pricing hook (cm_cost.c: the bill of the same days, open days
+ *   provisional; decimal, currency units) or null when unpriced; currency
  *   is then "".
  * - Errors are Kubernetes Status objects; unknown parameters are 400 like
  *   everywhere in meterd's API.  A project without usage, an unknown one,

@@ -114,10 +114,16 @@ static const struct md_cfg_key http_keys[] = {
       .help = "open connections accepted at once from one client address" },
     { .name = "connection_timeout", .type = MD_CFG_DURATION,
       .off = OFF(http.connection_timeout_ms), .min = 1000, .max = 3600000, .def = "30s",
-      .help = "an idle or slow connection is closed after this" },
+      .help = "a connection idle this long is closed, and so is one that has not sent a "
+              "whole request this long after it opened or after its previous response "
+              "(a client trickling bytes); whole seconds for the idle part" },
     { .name = "connection_memory_limit", .type = MD_CFG_SIZE,
       .off = OFF(http.connection_memory_limit), .min = 4096, .max = 1ULL << 30,
       .def = "64KiB", .help = "memory per connection for headers and request body" },
+    { .name = "send_buffer", .type = MD_CFG_SIZE, .off = OFF(http.send_buffer),
+      .min = 0, .max = 64ULL << 20, .def = "256KiB",
+      .help = "SO_SNDBUF of each client socket (the kernel doubles it); 0B leaves the "
+              "kernel's autotuning (up to net.ipv4.tcp_wmem, 4 MiB)" },
     END,
 };
 static const struct md_cfg_section http_section = { .name = "http", .keys = http_keys };

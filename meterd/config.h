@@ -70,6 +70,7 @@ struct md_config {
         uint64_t max_connections_per_ip;
         uint64_t connection_timeout_ms;
         uint64_t connection_memory_limit;
+        uint64_t send_buffer;     /* SO_SNDBUF bytes; 0: kernel autotuning */
     } http;
     struct {
         char             *department_label;

@@ -26,6 +26,7 @@
 #include "http.h"
 #include "log.h"
 #include "rating.h"
+#include "cm_cost.h"
 #include "scrape.h"
 #include "store.h"
 #include "util.h"
@@ -187,6 +188,8 @@ reload(struct md_app *app, const char *path)
     if (strcmp(old->storage.path, next->storage.path) != 0)
         md_log_warn("reload: storage.path changed to \"%s\"; it takes effect at the next restart",
             next->storage.path);
+    if (memcmp(&old->http, &next->http, sizeof(old->http)) != 0)    /* integers only */
+        md_log_warn("reload: the http section changed; it takes effect at the next restart");
     if (old->auth.enabled && !next->auth.enabled)
         md_log_warn("reload: the auth section was removed: the API is now open to anyone "
             "who can reach %s", next->listen);
@@ -270,8 +273,8 @@ cmd_run(int argc, char **argv)
     rc = md_scrape_start(&app, md_store_fresh(app.store), &app.scrape, &err);
     if (rc != MD_OK)
         md_fatal("scrape: %s", err.msg);
-    /* the Cost Management items' cost: stored bill lines */
-    md_api_costmgmt_set_cost_fn(md_store_cm_cost, app.store);
+    /* the Cost Management items' cost: the bill, open days provisional */
+    md_api_costmgmt_set_cost_fn(md_app_cm_cost, &app);
     rc = md_http_start(&app, app.cfg, &http, &err);
     if (rc != MD_OK) {
         md_scrape_stop(app.scrape);

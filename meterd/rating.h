@@ -105,6 +105,9 @@ struct md_bill_query {
     /* auth: a tenant token sees only lines of its namespaces or departments
      * (NULL or unrestricted: every line) */
     const struct md_tenant_filter *tenant;
+    /* only the open days, rated now (the Cost Management cost sums the
+     * stored lines in SQL and adds these) */
+    int          open_only;
 };
 enum md_bill_format { MD_BILL_JSON, MD_BILL_CSV, MD_BILL_FOCUS };
 

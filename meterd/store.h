@@ -156,11 +156,11 @@ struct md_usnap *md_store_usage_snapshot(struct md_store *st);
 struct md_usnap_agg *md_store_usage_aggregate(struct md_store *st);
 /* ---- Cost Management usage (store_query.c) ---- */
 
-/* The md_cm_cost_fn of the Cost Management API (api.h), arg = the store:
- * the priced amount of the stored bill lines (closed and finalized days and
- * corrections) of [from_s, to_s) for the item's filters and tenant, when they
- * are in one currency.  MD_ENOTFOUND when nothing is rated yet, MD_ELIMIT
- * for several currencies (the item then has no cost). */
+/* The stored part of a Cost Management item's cost (cm_cost.c adds the
+ * open days), arg = the store: the priced amount of the stored bill lines
+ * (closed and finalized days and corrections) of [from_s, to_s) for the
+ * item's filters and tenant, when they are in one currency.  MD_ENOTFOUND
+ * when nothing is rated yet, MD_ELIMIT for several currencies. */
 struct md_cm_cost_key;
 int md_store_cm_cost(void *arg, const struct md_cm_cost_key *k, int64_t *cost_nanos,
     char currency[8]);

@@ -1600,6 +1600,9 @@ md_rating_bills(struct md_rating *r, struct md_store *st, const struct md_bill_q
         if (q->filter[d] != NULL)
             off += (size_t)snprintf(sql + off, sizeof(sql) - off, " AND %s = ?%d", colname[d],
                 bind++);
+    /* open_only: "AND 0" reads no stored line */
+    if (q->open_only)
+        off += (size_t)snprintf(sql + off, sizeof(sql) - off, " AND 0");
     rc = prep(db, sql, &s, err);
     if (rc != MD_OK)
         return rc;

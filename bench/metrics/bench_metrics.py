@@ -12,11 +12,17 @@ the input type also exporting requests), so the snapshot meterd loads at
 start exports exactly --series usage series.  Each server is measured with
 `wrk -t T -c C -d D --latency` in turn, `--runs` rounds interleaved; the
 table gives medians.  Series per second = requests/s x series in one body;
-bytes per second = requests/s x body bytes.  Needs: wrk, prometheus,
+bytes per second = requests/s x body bytes.  CPU ms per request: the
+server's (utime + stime from /proc) and wrk's (its rusage) over one wrk run,
+divided by the requests: steadier than requests/s on a shared machine.
+A second meterd on a copy of the same database runs with
+`http.send_buffer: 0B` (the kernel's send-buffer autotuning, meterd's
+behaviour before that setting) as a same-run control.  Needs: wrk, prometheus,
 victoria-metrics (apt-get install -y wrk victoria-metrics prometheus)."""
 import argparse
 import os
 import re
+import resource
 import shutil
 import socket
 import sqlite3
@@ -101,11 +107,24 @@ UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
 SIZE = {"B": 1, "KB": 1024, "MB": 1024 ** 2, "GB": 1024 ** 3}
 
 
-def run_wrk(url, threads, conns, duration, gzip):
+def cpu_s(pid):
+    """utime + stime of a process in seconds (/proc/PID/stat)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(url, threads, conns, duration, gzip, server_pid):
     hdr = ["-H", "Accept-Encoding: gzip"] if gzip else []
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    srv0 = cpu_s(server_pid)
     out = subprocess.run(["wrk", "-t%d" % threads, "-c%d" % conns, "-d%ds" % duration,
                           "--timeout", "30s", "--latency"] + hdr + [url],
                          capture_output=True, text=True, check=True).stdout
+    srv = cpu_s(server_pid) - srv0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrk_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    nreq = int(re.search(r"(\d+) requests in", out).group(1))
     rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
     m = re.search(r"^\s+99%\s+([0-9.]+)(us|ms|s|m)\s*$", out, re.M)
     p99 = float(m.group(1)) * UNITS[m.group(2)]
@@ -114,6 +133,7 @@ def run_wrk(url, threads, conns, duration, gzip):
     errs = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: (.*)", out)
     return {"rps": rps, "p99": p99, "transfer": tput,
+            "srv_ms": srv * 1e3 / max(nreq, 1), "wrk_ms": wrk_cpu * 1e3 / max(nreq, 1),
             "non2xx": int(errs.group(1)) if errs else 0,
             "sockerr": sock.group(1) if sock else "", "raw": out}
 
@@ -135,23 +155,32 @@ def main():
     procs = []
     try:
         # meterd: migrate an empty database, seed it, start on it
-        mport = free_port()
+        def meterd_cfg(name, port, db, extra=""):
+            cfg = os.path.join(work, name + ".yaml")
+            with open(cfg, "w") as f:
+                f.write("cluster: bench\nlisten: 127.0.0.1:%d\nstorage:\n  path: %s\n"
+                        "metrics:\n  max_series: %d\nhttp:\n  threads: 4\n"
+                        "  max_connections: 256\n  max_connections_per_ip: 256\n%s"
+                        "log:\n  level: warn\n" % (port, db, max(a.series, 1), extra))
+            return cfg
+
+        mport, cport = free_port(), free_port()
         db = os.path.join(work, "meterd.db")
-        cfg = os.path.join(work, "meterd.yaml")
-        with open(cfg, "w") as f:
-            f.write("cluster: bench\nlisten: 127.0.0.1:%d\nstorage:\n  path: %s\n"
-                    "metrics:\n  max_series: %d\nhttp:\n  threads: 4\n  max_connections: 256\n"
-                    "  max_connections_per_ip: 256\nlog:\n  level: warn\n"
-                    % (mport, db, max(a.series, 1)))
+        cfg = meterd_cfg("meterd", mport, db)
         log = open(os.path.join(work, "meterd.log"), "ab")
         p = subprocess.Popen([a.meterd, "run", "-c", cfg], stdout=log, stderr=log)
         wait_http("http://127.0.0.1:%d/readyz" % mport, p, "meterd")
         p.terminate()
         p.wait(30)
         want = seed(db, a.series)
-        p = subprocess.Popen([a.meterd, "run", "-c", cfg], stdout=log, stderr=log)
-        procs.append(p)
-        wait_http("http://127.0.0.1:%d/readyz" % mport, p, "meterd")
+        # the control: the same database, the kernel's send-buffer autotuning
+        cdb = os.path.join(work, "control.db")
+        shutil.copyfile(db, cdb)
+        ccfg = meterd_cfg("control", cport, cdb, "  send_buffer: 0B\n")
+        for c, port in ((cfg, mport), (ccfg, cport)):
+            p = subprocess.Popen([a.meterd, "run", "-c", c], stdout=log, stderr=log)
+            procs.append(p)
+            wait_http("http://127.0.0.1:%d/readyz" % port, p, "meterd")
 
         pport = free_port()
         with open(os.path.join(work, "prometheus.yml"), "w") as f:
@@ -172,6 +201,7 @@ def main():
 
         servers = [
             ("meterd (%d usage series)" % want, "http://127.0.0.1:%d/metrics" % mport),
+            ("meterd, send_buffer: 0B (control)", "http://127.0.0.1:%d/metrics" % cport),
             ("Prometheus 2.42", "http://127.0.0.1:%d/metrics" % pport),
             ("VictoriaMetrics 1.79", "http://127.0.0.1:%d/metrics" % vport),
         ]
@@ -184,12 +214,13 @@ def main():
             stats = {name: body_stats(url, gzip=gz) for name, url in servers}
             results = {name: [] for name, _ in servers}
             for r in range(a.runs):
-                for name, url in servers:
-                    res = run_wrk(url, a.threads, a.connections, a.duration, gz)
+                for (name, url), proc in zip(servers, procs):
+                    res = run_wrk(url, a.threads, a.connections, a.duration, gz, proc.pid)
                     results[name].append(res)
-                    sys.stderr.write("%s run %d %-28s %10.1f req/s  p99 %8.2f ms  %s%s\n" % (
+                    sys.stderr.write("%s run %d %-34s %10.1f req/s  p99 %8.2f ms  "
+                                     "CPU ms/req server %.3f wrk %.3f  %s%s\n" % (
                         "gzip" if gz else "identity", r + 1, name, res["rps"],
-                        res["p99"] * 1e3,
+                        res["p99"] * 1e3, res["srv_ms"], res["wrk_ms"],
                         "non-2xx %d " % res["non2xx"] if res["non2xx"] else "",
                         "socket errors: " + res["sockerr"] if res["sockerr"] else ""))
             for (name, _), p in zip(servers, procs):
@@ -202,15 +233,18 @@ def main():
                                     "-H 'Accept-Encoding: gzip'" if gz else "without headers"))
             print()
             print("| server | series in body | body bytes on the wire | requests/s | series/s "
-                  "| MB/s on the wire | p99 ms | peak RSS MiB so far |")
-            print("|---|---:|---:|---:|---:|---:|---:|---:|")
+                  "| MB/s on the wire | p99 ms | server CPU ms/req | wrk CPU ms/req "
+                  "| peak RSS MiB so far |")
+            print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
             for name, _ in servers:
                 n, size = stats[name]
-                rps = statistics.median(x["rps"] for x in results[name])
-                p99 = statistics.median(x["p99"] for x in results[name])
-                print("| %s | %d | %d | %.1f | %s | %.1f | %.2f | %s |" % (
+                med = {k: statistics.median(x[k] for x in results[name])
+                       for k in ("rps", "p99", "srv_ms", "wrk_ms")}
+                rps = med["rps"]
+                print("| %s | %d | %d | %.1f | %s | %.1f | %.2f | %.3f | %.3f | %s |" % (
                     name, n, size, rps, format(int(rps * n), ","), rps * size / 1e6,
-                    p99 * 1e3, rss[name] if rss[name] is not None else "?"))
+                    med["p99"] * 1e3, med["srv_ms"], med["wrk_ms"],
+                    rss[name] if rss[name] is not None else "?"))
             print()
             errs = sum(x["non2xx"] for v in results.values() for x in v)
             if errs:

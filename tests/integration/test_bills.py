@@ -190,6 +190,28 @@ def test_bills_against_decimal():
             want = sum((v[2] for k, v in exp.items() if k[0] == row["namespace"]), Decimal(0))
             assert dec(row["amount"]) == want, (row, want)
 
+        # the Cost Management API prices today (an open day) like the bill:
+        # per project, all tokens and per token type, from the Decimal lines
+        cmq = {"start": day, "end": day, "kind": "project_all", "pageSize": "1000"}
+        for item, tt in (("tokens.total", None), ("tokens.output", "output")):
+            r = m.get("/platform/cost.alauda.io/v1beta1/costs/usage?" +
+                      urllib.parse.urlencode(dict(cmq, item=item)))
+            assert r.status == 200, r.text
+            cm = json.loads(r.body, parse_float=Decimal)
+            usage = {}
+            for row in rows:                 # usage: the raw tokens of the item
+                if tt is None or row["token_type"] == tt:
+                    usage[row["namespace"]] = usage.get(row["namespace"], 0) + row["tokens"]
+            cost = {}                        # cost: the priced bill lines of the item
+            for k, v in exp.items():
+                if k[4] and (tt is None or k[3] == tt):
+                    cost[k[0]] = cost.get(k[0], Decimal(0)) + v[2]
+            got_cm = {i["project"]: (i["usage"], i["cost"], i["currency"]) for i in cm["items"]}
+            want_cm = {ns: (n, cost.get(ns), "USD" if ns in cost else "")
+                       for ns, n in usage.items() if n > 0}
+            assert got_cm == want_cm, (item, got_cm, want_cm)
+            assert any(v[1] is not None for v in got_cm.values()), got_cm
+
         # CSV parses back to the JSON lines
         r = m.get("/api/v1/bills?" + urllib.parse.urlencode(
             {"from": day, "to": tomorrow, "format": "csv"}))

@@ -16,6 +16,7 @@ import copy
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -304,28 +305,318 @@ def test_systemd_unit():
         assert r.returncode == 0 and "meterd.service" not in r.stderr, r.stderr
 
 
+# ---- Cost Management (config/costmanagement/) ----
+# The documented keys, from "How to Define a Custom Cost Model" (Cost
+# Management 4.1) and the GPU/NPU/vGPU pages: see config/costmanagement/README.md.
+CM_COLL_KEYS = {"kind", "category", "item", "period", "usage"}      # + optional labels
+CM_MAPPER_KEYS = {"name", "namespace", "cluster", "project"}
+CM_DISP_KEYS = {"name", "displayname", "methods"}
+CM_METHOD_KEYS = {"name", "displayname", "item", "divisor", "unit"}
+PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or",
+                   "unless", "bool", "offset", "inf", "nan"}
+
+
+def cm_queries(coll):
+    """[(where, query)] of every PromQL in the collection config."""
+    out = []
+    for e in yaml.safe_load(coll["data"]["config"]) or []:
+        for part in ("usage", "labels"):
+            if isinstance(e.get(part), dict) and "query" in e[part]:
+                out.append(("%s %s" % (e.get("item"), part), e[part]["query"]))
+    return out
+
+
+def promql_metric_names(q):
+    """Metric names a PromQL expression selects: identifiers left after
+    removing strings, label matchers, ranges, grouping clauses and function
+    calls.  Good for the expressions we write, not a PromQL parser."""
+    q = re.sub(r'"(?:[^"\\]|\\.)*"', '""', q)
+    q = re.sub(r"\{[^}]*\}", "", q)
+    q = re.sub(r"\[[^\]]*\]", "", q)
+    q = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", q)
+    names = set()
+    for m in re.finditer(r"[a-zA-Z_:][a-zA-Z0-9_:]*", q):
+        if q[m.end():].lstrip().startswith("("):
+            continue                                  # a function or aggregation
+        if m.group(0).lower() in PROMQL_KEYWORDS:
+            continue
+        if m.start() > 0 and (q[m.start() - 1].isdigit() or q[m.start() - 1] == "."):
+            continue                                  # 1e3, 5m inside numbers
+        names.add(m.group(0))
+    return names
+
+
+def call_args(q, at):
+    """The top-level arguments of the call whose "(" is at q[at]."""
+    args, depth, cur, i, instr = [], 0, "", at + 1, False
+    while i < len(q):
+        ch = q[i]
+        if instr:
+            cur += ch
+            if ch == "\\":
+                cur += q[i + 1]
+                i += 1
+            elif ch == '"':
+                instr = False
+        elif ch == '"':
+            instr, cur = True, cur + ch
+        elif ch in "([{":
+            depth, cur = depth + 1, cur + ch
+        elif ch in ")]}" and depth > 0:
+            depth, cur = depth - 1, cur + ch
+        elif ch == ")":
+            return args + [cur.strip()]
+        elif ch == "," and depth == 0:
+            args, cur = args + [cur.strip()], ""
+        else:
+            cur += ch
+        i += 1
+    raise ValueError("unbalanced: %s" % q)
+
+
+def promql_label_names(q):
+    """(labels read, labels written): read by matchers, grouping clauses and
+    as label_replace's source; written as label_replace's destination."""
+    read, written = set(), set()
+    for m in re.finditer(r"\blabel_replace\s*\(", q):
+        a = call_args(q, m.end() - 1)
+        if len(a) != 5 or not all(x.startswith('"') for x in a[1:]):
+            raise ValueError("label_replace with %d arguments: %s" % (len(a), q))
+        written.add(a[1].strip('"'))
+        read.add(a[3].strip('"'))
+    bare = re.sub(r'"(?:[^"\\]|\\.)*"', '""', q)
+    for m in re.finditer(r"\{([^}]*)\}", q):
+        read |= set(re.findall(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)", m.group(1)))
+    for body in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", bare):
+        read |= {x.strip() for x in body.split(",") if x.strip()}
+    return read, written
+
+
+def check_costmanagement(coll, disp, readme, meterd_readme):
+    """Problems of the two ConfigMaps (empty: fine).  The API contract: the
+    documented keys, namespaces and labels; ours: categories/items in step
+    between the two and with meterd's API items, mappers naming labels the
+    query keeps, only labels meterd_tokens_total has."""
+    errs = []
+    for cm, ns, label, other in (
+            (coll, "cpaas-system", "cpaas.io/slark.collection.config",
+             "cpaas.io/slark.display.config"),
+            (disp, "kube-public", "cpaas.io/slark.display.config",
+             "cpaas.io/slark.collection.config")):
+        name = (cm.get("metadata") or {}).get("name")
+        if cm.get("apiVersion") != "v1" or cm.get("kind") != "ConfigMap":
+            errs.append("%s: not a v1 ConfigMap" % name)
+        md = cm.get("metadata") or {}
+        if md.get("namespace") != ns:
+            errs.append("%s: namespace %r, the docs say %s" % (name, md.get("namespace"), ns))
+        labels = md.get("labels") or {}
+        if labels.get(label) != "true":
+            errs.append("%s: label %s: \"true\" missing" % (name, label))
+        if other in labels:
+            errs.append("%s: has %s too: collection and display are separate" % (name, other))
+        if set((cm.get("data") or {})) != {"config"}:
+            errs.append("%s: data keys %s, the docs use one key `config`"
+                        % (name, sorted(cm.get("data") or {})))
+    try:
+        entries = yaml.safe_load(coll["data"]["config"]) or []
+        shown = yaml.safe_load(disp["data"]["config"]) or []
+    except (KeyError, yaml.YAMLError) as e:
+        return errs + ["config not readable: %s" % e]
+    # token types: the queries, the README's table, meterd's API items
+    api_types = set(re.findall(r"`tokens\.([a-z_]+)`", meterd_readme.split(
+        "## Cost Management API", 1)[-1].split("\n## ", 1)[0])) - {"total"}
+    table = dict(re.findall(r"^\| `tokens\.([a-z_]+)` \| `(\w+)`", readme, re.M))
+    m = re.search(r"^\| `meterd_tokens_total` \| `([^`]*)` \|", meterd_readme, re.M)
+    served_labels = {x.strip() for x in m.group(1).split(",")} if m else set()
+    if not served_labels:
+        errs.append("README.md: no label list of meterd_tokens_total")
+    if not entries:
+        errs.append("collection config: no entries")
+    kinds, items, types = set(), {}, set()
+    for e in entries:
+        where = "collection entry %s" % e.get("item")
+        keys = set(e)
+        if not CM_COLL_KEYS <= keys or keys - CM_COLL_KEYS - {"labels"}:
+            errs.append("%s: keys %s, documented %s (+ labels)" % (where, sorted(keys),
+                                                                 sorted(CM_COLL_KEYS)))
+            continue
+        kinds.add(e["kind"])
+        if e["kind"] in ("Project", "Pod"):
+            errs.append("%s: kind %s is the platform's own" % (where, e["kind"]))
+        if e["period"] not in ("Hourly", "Daily"):
+            errs.append("%s: period %r" % (where, e["period"]))
+        if e["item"] in items:
+            errs.append("%s: item not unique" % where)
+        items[e["item"]] = e["category"]
+        for part in ("usage", "labels"):
+            if part not in e:
+                continue
+            p = e[part]
+            want = {"query", "mappers"} | ({"step"} if part == "usage" else set())
+            if set(p) != want:
+                errs.append("%s: %s keys %s, documented %s" % (where, part, sorted(p),
+                                                             sorted(want)))
+                continue
+            mp = p["mappers"]
+            if set(mp) != CM_MAPPER_KEYS:
+                errs.append("%s: %s.mappers keys %s" % (where, part, sorted(mp)))
+                continue
+            if mp["cluster"] != "":
+                errs.append("%s: %s.mappers.cluster must be \"\"" % (where, part))
+            q = p["query"]
+            grouped = set()
+            for body in re.findall(r"\bby\s*\(([^)]*)\)", q):
+                grouped |= {x.strip() for x in body.split(",")}
+            for k in ("name", "namespace"):
+                if mp[k] not in grouped:
+                    errs.append("%s: %s.mappers.%s %r is not a label the query keeps"
+                                % (where, part, k, mp[k]))
+            if promql_metric_names(q) != {"meterd_tokens_total"}:
+                errs.append("%s: %s query selects %s" % (where, part,
+                                                         sorted(promql_metric_names(q))))
+            read, written = promql_label_names(q)
+            bad = read - served_labels - written
+            if bad:
+                errs.append("%s: %s query reads labels %s meterd_tokens_total has not"
+                            % (where, part, sorted(bad)))
+            tt = set(re.findall(r'token_type="([a-z_]+)"', q))
+            if len(tt) != 1:
+                errs.append("%s: %s query must select one token_type, has %s" % (
+                    where, part, sorted(tt)))
+            elif part == "usage":
+                t = tt.pop()
+                types.add(t)
+                if table.get(t) != e["category"]:
+                    errs.append("%s: README's table maps tokens.%s to %r, not %r" % (
+                        where, t, table.get(t), e["category"]))
+        if e["usage"].get("step") != "5m":
+            errs.append("%s: step %r (the queries' windows are 5m)" % (where,
+                                                                      e["usage"].get("step")))
+    if len(kinds) > 1:
+        errs.append("collection config: several kinds %s" % sorted(kinds))
+    if types != api_types:
+        errs.append("token types: ConfigMap %s, meterd's API items %s" % (sorted(types),
+                                                                         sorted(api_types)))
+    if set(table) != types:
+        errs.append("README's table %s != ConfigMap %s" % (sorted(table), sorted(types)))
+    method_items = {}
+    for c in shown:
+        if set(c) != CM_DISP_KEYS:
+            errs.append("display entry %s: keys %s" % (c.get("name"), sorted(c)))
+            continue
+        if set(c["displayname"]) != {"zh", "en"}:
+            errs.append("display entry %s: displayname needs zh and en" % c["name"])
+        for mth in c["methods"]:
+            if set(mth) != CM_METHOD_KEYS:
+                errs.append("display %s method %s: keys %s" % (c["name"], mth.get("name"),
+                                                              sorted(mth)))
+                continue
+            if set(mth["displayname"]) != {"zh", "en"} or set(mth["unit"]) != {"zh", "en"}:
+                errs.append("display %s method %s: zh and en" % (c["name"], mth["name"]))
+            if not isinstance(mth["divisor"], int) or mth["divisor"] <= 0:
+                errs.append("display %s method %s: divisor %r" % (c["name"], mth["name"],
+                                                                 mth["divisor"]))
+            method_items[mth["item"]] = c["name"]
+    if method_items != items:
+        errs.append("display items->billing item %s != collection items->category %s"
+                    % (method_items, items))
+    return errs
+
+
+def promtool_check_queries(queries):
+    """promtool check rules on the queries wrapped as recording rules:
+    (ok, output)."""
+    rules = {"groups": [{"name": "costmanagement", "rules": [
+        {"record": "costmanagement:q%d" % i, "expr": q} for i, (_, q) in enumerate(queries)]}]}
+    with tempfile.TemporaryDirectory() as td:
+        p = os.path.join(td, "rules.yaml")
+        with open(p, "w") as f:
+            yaml.safe_dump(rules, f)
+        r = subprocess.run(["promtool", "check", "rules", p], capture_output=True, text=True)
+    return r.returncode == 0 and "SUCCESS: %d rules found" % len(queries) in r.stdout, \
+        r.stdout + r.stderr
+
+
+def served_families(meterd):
+    """The metric families meterd's /metrics declares (text 0.0.4)."""
+    fams = set()
+    for ln in meterd.get("/metrics").text.splitlines():
+        if ln.startswith("# TYPE "):
+            fams.add(ln.split(" ")[2])
+    return fams
+
+
 def test_costmanagement_configmaps():
     files = load_dir(src("config", "costmanagement"))
+    assert set(files) == {"collection-configmap.yaml", "display-configmap.yaml"}, set(files)
     coll = files["collection-configmap.yaml"][0]
     disp = files["display-configmap.yaml"][0]
-    for cm in (coll, disp):
-        assert cm["apiVersion"] == "v1" and cm["kind"] == "ConfigMap", cm
-    assert disp["metadata"]["labels"].get("cpaas.io/slark.display.config") == "true"
-    assert "cpaas.io/slark.display.config" not in coll["metadata"]["labels"]
-    entries = yaml.safe_load(coll["data"]["config.yaml"])
-    assert len(entries) >= 2
-    items = set()
-    for e in entries:
-        assert e["kind"] == "Project", e
-        assert e["mappers"]["cluster"] == "", e
-        assert "meterd_tokens_total" in e["usage"]["query"], e
-        assert "by (namespace)" in e["usage"]["query"], e
-        items.add(e["item"])
-    shown = {i["item"] for c in yaml.safe_load(disp["data"]["config.yaml"]) for i in c["items"]}
-    assert shown == items, (shown, items)
     with open(src("config", "costmanagement", "README.md")) as f:
         readme = f.read()
+    with open(src("README.md")) as f:
+        meterd_readme = f.read()
+    errs = check_costmanagement(coll, disp, readme, meterd_readme)
+    assert not errs, "\n".join(errs)
+    for text in (readme,) + tuple(open(src("config", "costmanagement", n)).read()
+                                  for n in sorted(files)):
+        assert "VERIFY" not in text, "an unchecked VERIFY marker is left"
     assert "linked" in readme and "cost model" in readme
+
+    # every query parses (Prometheus' own parser, offline) ...
+    queries = cm_queries(coll)
+    assert len(queries) == 2 * len(yaml.safe_load(coll["data"]["config"])), queries
+    ok, out = promtool_check_queries(queries)
+    assert ok, out
+    ok, _ = promtool_check_queries(queries + [("broken", queries[0][1] + ")")])
+    assert not ok, "promtool accepted a broken query"
+    # ... and selects only families meterd serves
+    m = harness.Meterd()
+    try:
+        m.start()
+        fams = served_families(m)
+        assert "meterd_build_info" in fams, fams       # the parse works
+        for where, q in queries:
+            names = promql_metric_names(q)
+            assert names and names <= fams, (where, names - fams)
+        assert m.stop() == 0, m.log()
+    finally:
+        m.cleanup()
+
+    # the checker can fail: each broken copy is reported
+    def edit(cm, fn):
+        e = yaml.safe_load(cm["data"]["config"])
+        fn(e)
+        cm["data"]["config"] = yaml.safe_dump(e, allow_unicode=True)
+
+    breakers = {
+        "kind Project": lambda c, d: edit(c, lambda e: e[0].__setitem__("kind", "Project")),
+        "cluster mapper": lambda c, d: edit(c, lambda e: e[1]["usage"]["mappers"].__setitem__(
+            "cluster", "cluster")),
+        "mappers at entry level": lambda c, d: edit(c, lambda e: e[0].__setitem__(
+            "mappers", e[0]["usage"].pop("mappers"))),
+        "display label on both": lambda c, d: c["metadata"]["labels"].__setitem__(
+            "cpaas.io/slark.display.config", "true"),
+        "display namespace": lambda c, d: d["metadata"].__setitem__("namespace",
+                                                                     "cpaas-system"),
+        "data key config.yaml": lambda c, d: c.__setitem__(
+            "data", {"config.yaml": c["data"]["config"]}),
+        "item mismatch": lambda c, d: edit(d, lambda e: e[0]["methods"][0].__setitem__(
+            "item", "tokens_input")),
+        "unknown metric": lambda c, d: edit(c, lambda e: e[0]["usage"].__setitem__(
+            "query", e[0]["usage"]["query"].replace("meterd_tokens_total",
+                                                    "gen_ai_client_token_usage_sum"))),
+        "unknown label": lambda c, d: edit(c, lambda e: e[2]["usage"].__setitem__(
+            "query", e[2]["usage"]["query"].replace("by (namespace, model)",
+                                                    "by (user_namespace, model)"))),
+        "name mapper not grouped": lambda c, d: edit(c, lambda e: e[0]["usage"][
+            "mappers"].__setitem__("name", "provider")),
+        "type missing": lambda c, d: (edit(c, lambda e: e.pop()), edit(d, lambda e: e.pop())),
+    }
+    for name, brk in breakers.items():
+        c, d = copy.deepcopy(coll), copy.deepcopy(disp)
+        brk(c, d)
+        assert check_costmanagement(c, d, readme, meterd_readme), \
+            "breaking %r went unnoticed" % name
 
 
 def test_dashboards_and_rules():

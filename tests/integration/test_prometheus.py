@@ -7,7 +7,11 @@
 - Every PromQL expression of dashboards/*.json (Grafana variables
   substituted) and dashboards/alerts.yaml runs through /api/v1/query: each
   must be valid, and each usage/health one must return data (for an alert or
-  a panel ending in a comparison, its left side must).  Expressions over
+  a panel ending in a comparison, its left side must).
+- So does every query of config/costmanagement/collection-configmap.yaml:
+  the usage queries of the token types meterd has return one series per
+  namespace and model, carrying the labels the mappers name; the label
+  queries carry label_model = model.  Expressions over
   meterd_cost_total / meterd_unpriced_tokens_total need rating (issue 5):
   they are checked for validity only and listed.
 - sum(meterd_tokens_total) in Prometheus equals the total of meterd's usage
@@ -179,6 +183,46 @@ def rule_exprs():
     return [("alert %s" % r["alert"], r["expr"]) for g in doc["groups"] for r in g["rules"]]
 
 
+def costmgmt_queries():
+    """[(entry, part, query, mappers)] of the Cost Management collection
+    config."""
+    with open(src("config", "costmanagement", "collection-configmap.yaml")) as f:
+        cm = yaml.safe_load(f)
+    return [(e["item"], part, e[part]["query"], e[part]["mappers"])
+            for e in yaml.safe_load(cm["data"]["config"]) for part in ("usage", "labels")
+            if part in e]
+
+
+def check_costmgmt_queries(prom):
+    """Every collection query is valid in a real Prometheus; those of token
+    types meterd has return per-namespace, per-model data with the labels the
+    mappers read.  Returns the (entry, part) checked for validity only."""
+    have = {x["metric"]["token_type"] for x in prom.query(
+        "sum by (token_type) (meterd_tokens_total)")}
+    assert {"input", "output"} <= have, have
+    qs = costmgmt_queries()
+    assert len(qs) >= 8, qs
+    valid_only, checked = [], set()
+    for item, part, q, mappers in qs:
+        res = prom.query(q)                                # raises when invalid
+        tt = re.search(r'token_type="([a-z_]+)"', q).group(1)
+        if tt not in have:
+            valid_only.append("%s %s" % (item, part))
+            continue
+        assert res, "%s %s: no data: %s" % (item, part, q)
+        for x in res:
+            lab = x["metric"]
+            for k in ("name", "namespace"):
+                assert lab.get(mappers[k]), (item, part, k, mappers[k], lab)
+            if part == "labels":
+                assert lab.get("label_model") == lab["model"], (item, lab)
+        if part == "usage":
+            assert sum(float(x["value"][1]) for x in res) > 0, (item, res)
+        checked.add(tt)
+    assert {"input", "output"} <= checked, checked
+    return valid_only
+
+
 def data_expr(expr):
     """The part of an expression that must return data when meterd is
     healthy: an alert's left side, absent(x)'s x."""
@@ -267,6 +311,10 @@ def test_real_prometheus():
             len(exprs), len(rating), "\n    ".join(rating)))
         assert not empty, "expressions without data:\n" + "\n".join(
             "%s: %s" % e for e in empty)
+        valid_only = check_costmgmt_queries(prom)
+        sys.stderr.write("  Cost Management queries valid; %d without data (token type "
+                         "not reported by the simulator): %s\n" % (
+                             len(valid_only), ", ".join(valid_only)))
 
         # the totals: Prometheus == meterd's usage API, exactly
         sim.pause()

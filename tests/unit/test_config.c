@@ -42,6 +42,12 @@ test_defaults(void **state)
     assert_int_equal(c->log.level, MD_CFG_LOG_INFO);
     assert_int_equal(c->log.format, MD_CFG_LOG_LOGFMT);
     assert_int_equal(c->http.threads, 4);
+    assert_int_equal(c->http.send_buffer, 256u << 10);
+    assert_int_equal(c->http.connection_timeout_ms, 30000);
+    md_config_unref(c);
+    /* send_buffer 0B: the kernel's autotuning */
+    c = load_ok("http:\n  send_buffer: 0B\n");
+    assert_int_equal(c->http.send_buffer, 0);
     md_config_unref(c);
     /* a document that is only a comment or "---" is empty too */
     c = load_ok("# nothing\n---\n");
@@ -113,6 +119,8 @@ static const struct {
       { "t.yaml:2:20: scrape.body_size_limit: \"16XB\" unknown unit (use B, KiB, MiB, GiB, KB, MB or GB)" } },
     { "scrape:\n  body_size_limit: 100B\n",
       { "t.yaml:2:20: scrape.body_size_limit: \"100B\" is out of range [1024, 4294967296] bytes" } },
+    { "http:\n  send_buffer: 65MiB\n",
+      { "t.yaml:2:16: http.send_buffer: \"65MiB\" is out of range [0, 67108864] bytes" } },
     /* cross-field rule, at the timeout value */
     { "scrape:\n  interval: 5s\n  timeout: 10s\n",
       { "t.yaml:3:12: scrape.timeout: 10s is longer than scrape.interval (5s)" } },
