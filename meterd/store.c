@@ -1148,12 +1148,28 @@ apply_job(struct md_store *st, struct job *j, uint64_t *tokens, uint64_t *reques
          * finalized): usage a bill still needs is never deleted, and the
          * rater never re-rates a day before usage_kept_from_s (a re-rate
          * of deleted usage would book the whole bill away as a correction) */
-        if (sqlite3_prepare_v2(st->db, "DELETE FROM usage_hourly WHERE hour_s < ?1 AND EXISTS "
-                "(SELECT 1 FROM dims d JOIN milestones m ON m.cluster = d.cluster "
-                "WHERE d.id = usage_hourly.dim_id AND m.day = usage_hourly.hour_s / 86400 "
-                "AND m.state IN ('closed', 'finalized') AND m.dirty = 0)", -1, &del,
-                NULL) != SQLITE_OK)
+#define RETAINED_WHERE "hour_s < ?1 AND EXISTS " \
+                "(SELECT 1 FROM dims d JOIN milestones m ON m.cluster = d.cluster " \
+                "WHERE d.id = usage_hourly.dim_id AND m.day = usage_hourly.hour_s / 86400 " \
+                "AND m.state IN ('closed', 'finalized') AND m.dirty = 0)"
+        /* what goes is first added to usage_retired (same transaction), so
+         * the /metrics counters loaded at the next start do not go down */
+        if (sqlite3_prepare_v2(st->db, "INSERT INTO usage_retired(dim_id, tokens, requests) "
+                "SELECT dim_id, sum(tokens), sum(requests) FROM usage_hourly WHERE "
+                RETAINED_WHERE " GROUP BY dim_id ON CONFLICT(dim_id) DO UPDATE SET "
+                "tokens = tokens + excluded.tokens, requests = requests + excluded.requests",
+                -1, &del, NULL) != SQLITE_OK)
             return db_err(err, st->db, "retention");
+        sqlite3_bind_int64(del, 1, (sqlite3_int64)(j->ts_ns / 1000000000ULL));
+        rc = sqlite3_step(del) == SQLITE_DONE ? MD_OK : db_err(err, st->db, "retention totals");
+        sqlite3_finalize(del);
+        del = NULL;
+        if (rc != MD_OK)
+            break;
+        if (sqlite3_prepare_v2(st->db, "DELETE FROM usage_hourly WHERE " RETAINED_WHERE, -1,
+                &del, NULL) != SQLITE_OK)
+            return db_err(err, st->db, "retention");
+#undef RETAINED_WHERE
         sqlite3_bind_int64(del, 1, (sqlite3_int64)(j->ts_ns / 1000000000ULL));
         if (sqlite3_step(del) != SQLITE_DONE) {
             rc = db_err(err, st->db, "retention");
@@ -1893,8 +1909,10 @@ md_store_ledger_init(struct md_store *st, size_t series_max, uint64_t spread_max
 }
 
 /* The /metrics aggregate starts from the committed totals of usage_hourly
- * (summed over hours and operations); from then on the writer adds every
- * committed delta.  Rows arrive in dims id order, i.e. first-seen order. */
+ * plus what retention moved to usage_retired (summed over hours and
+ * operations), so the counters never go down across a retention run; from
+ * then on the writer adds every committed delta.  Rows arrive in dims id
+ * order, i.e. first-seen order. */
 static int
 snapshot_load(struct md_store *st, struct md_err *err)
 {
@@ -1906,8 +1924,10 @@ snapshot_load(struct md_store *st, struct md_err *err)
     if (st->usnap == NULL)
         return md_err_set(err, MD_ENOMEM, "usage snapshot: out of memory");
     if (sqlite3_prepare_v2(st->db, "SELECT d.cluster, d.namespace, d.department, d.model, "
-            "d.provider, d.token_type, sum(u.tokens), sum(u.requests) FROM usage_hourly u "
-            "JOIN dims d ON d.id = u.dim_id GROUP BY d.id ORDER BY d.id", -1, &q, NULL)
+            "d.provider, d.token_type, sum(u.tokens), sum(u.requests) FROM (SELECT dim_id, "
+            "tokens, requests FROM usage_hourly UNION ALL SELECT dim_id, tokens, requests "
+            "FROM usage_retired) u JOIN dims d ON d.id = u.dim_id GROUP BY d.id ORDER BY d.id",
+            -1, &q, NULL)
             != SQLITE_OK)
         return db_err(err, st->db, "load usage snapshot");
     while ((step = sqlite3_step(q)) == SQLITE_ROW) {
