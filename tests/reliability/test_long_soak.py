@@ -201,6 +201,9 @@ def test_18_soak():
             reads += 3
             rss.append((now - t0, rel.vm_kib(pid, "VmRSS")))
             fd.append((now - t0, fds(pid)))
+            if len(rss) % 30 == 0:
+                print("t=%4.0fs rss=%d KiB fds=%d targets=%d reloads=%d churns=%d" % (
+                    now - t0, rss[-1][1], fd[-1][1], ntargets[-1], reloads, churns), flush=True)
             time.sleep(2)
         # final phase: every pod listed again, all targets up
         pods.all_listed()
@@ -238,6 +241,12 @@ def test_18_soak():
                   min(fd_half), max(fd_half), min(q2), min(q4),
                   sum(v[0] for v in exp.values())))
         assert s < slope_max, "RSS grows %.1f KiB/min over the second half" % s
+    except BaseException:
+        # an hour is expensive to repeat: say what meterd said
+        rc = m.proc.poll() if m.proc is not None else None
+        print("meterd exit status %s; last lines of its log:\n%s" % (
+            rc, "\n".join(m.log().splitlines()[-80:])), flush=True)
+        raise
     finally:
         m.cleanup()
         kube.close()

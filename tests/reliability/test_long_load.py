@@ -1,0 +1,207 @@
+"""test_long_load.py: reliability scenario 17 (make test-long): meterd
+scrapes 500 ExtProc simulator targets at the shipped default interval (5 s,
+timeout 4 s) while two wrk processes hit GET /metrics and GET
+/api/v1/bills?period=<this month> (pricing configured, today's provisional
+lines present) for LOAD_SECONDS (default 600).
+
+Asserted:
+- no HTTP error: wrk reports no non-2xx/3xx response and no socket error
+  (connect, read, write, timeout) on either endpoint;
+- flat memory: meterd's RSS, sampled every 2 s, has a least-squares slope
+  over the second half under LOAD_RSS_SLOPE_MAX KiB/min (default 64);
+- the scrape schedule is kept: /api/v1/targets, sampled every 2 s (less
+  than the interval, so every scrape's last_scrape is seen), gives each
+  target's intervals between scrapes; their mean must be within 2 % of the
+  configured 5 s and none may exceed 5 s + LOAD_GAP_SLACK_S (default 1 s);
+  scrape failures under 0.1 % of the scrapes;
+- the load was real: both endpoints answered at least 1 request/s.
+Throughput and p50/p99 latency of both endpoints go into the FIGURE line.
+Needs wrk (Debian package `wrk`); skips (fails loudly) without it."""
+import calendar
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import rel  # noqa: E402
+from rel import Meterd, figure, wait_until  # noqa: E402
+import harness  # noqa: E402
+import simctl  # noqa: E402
+from test_bills import PRICING  # noqa: E402
+from test_long_soak import slope_per_min  # noqa: E402
+
+N_TARGETS = 500
+INTERVAL_S = 5.0
+
+
+def wrk_binary():
+    w = shutil.which("wrk")
+    if w is None:
+        raise AssertionError("wrk is not installed: apt-get install -y wrk (make deps-test)")
+    return w
+
+
+def parse_dur(s):
+    """wrk's '1.23ms' / '850.00us' / '1.02s' / '2.00m' -> seconds."""
+    m = re.fullmatch(r"([0-9.]+)(us|ms|s|m)", s)
+    assert m, s
+    return float(m.group(1)) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[m.group(2)]
+
+
+def parse_wrk(out):
+    r = {"non2xx": 0, "socket_errors": 0}
+    m = re.search(r"(\d+) requests in ([0-9.]+\w+),", out)
+    assert m, out
+    r["requests"] = int(m.group(1))
+    r["rps"] = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
+    for pct in ("50", "99"):
+        r["p" + pct] = parse_dur(re.search(r"^\s+%s%%\s+(\S+)" % pct, out, re.M).group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        r["socket_errors"] = sum(int(x) for x in m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        r["non2xx"] = int(m.group(1))
+    return r
+
+
+def parse_ts(s):
+    """'2026-11-27T12:00:00.123Z' -> unix seconds (float)."""
+    base, frac = s.rstrip("Z").split(".") if "." in s else (s.rstrip("Z"), "0")
+    return calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S")) + float("0." + frac)
+
+
+def test_17_load():
+    secs = int(os.environ.get("LOAD_SECONDS", "600"))
+    slope_max = float(os.environ.get("LOAD_RSS_SLOPE_MAX", "64"))
+    gap_slack = float(os.environ.get("LOAD_GAP_SLACK_S", "1.0"))
+    wrk = wrk_binary()
+    sim = simctl.Sim(simctl.binary(harness.ARGS.build), targets=N_TARGETS, seed=17,
+                     args=["--quiet"]).start(timeout=60)
+    m = Meterd()
+    period = time.strftime("%Y-%m", time.gmtime())
+    yaml = m.base_yaml().replace("level: debug", "level: info")
+    yaml += ("scrape:\n  interval: 5s\n  timeout: 4s\nledger:\n  first_scrape: count\n"
+             "pricing:\n  file: pricing.yaml\n")
+    yaml += "targets:\n" + "".join("  - url: %s\n    namespace: team-%03d\n" % (sim.url(i), i % 50)
+                                   for i in range(N_TARGETS))
+    m.write_config(raw=yaml)
+    with open(os.path.join(m.dir, "pricing.yaml"), "w") as f:
+        f.write(PRICING)
+    procs = []
+    try:
+        m.start()
+        pid = m.proc.pid
+
+        def targets():
+            return json.loads(m.get("/api/v1/targets", timeout=30).body)["targets"]
+        wait_until(lambda: sum(1 for t in targets() if t["health"] == "up") == N_TARGETS, 60,
+                   "all %d targets up" % N_TARGETS, interval=1)
+        bills_path = "/api/v1/bills?period=" + period
+
+        def bills_lines():
+            r = m.get(bills_path, timeout=30)
+            return r.status == 200 and len(json.loads(r.body)["lines"]) > 0
+        wait_until(bills_lines, 60, "bills of %s with lines" % period, interval=1)
+        bills_doc = json.loads(m.get(bills_path).body)
+        metrics_bytes = len(m.get("/metrics").body)
+        f0 = m.metric_sum("meterd_scrape_failures_total")
+        s0 = sum(t["scrapes"] for t in targets())
+
+        outs = {}
+
+        def run_wrk(name, path):
+            p = subprocess.Popen([wrk, "-t1", "-c4", "-d%ds" % secs, "--timeout", "10s",
+                                  "--latency", m.url + path],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            procs.append(p)
+            outs[name] = p.communicate()[0].decode()
+        threads = [threading.Thread(target=run_wrk, args=("metrics", "/metrics")),
+                   threading.Thread(target=run_wrk, args=("bills", bills_path))]
+        for t in threads:
+            t.start()
+        t0 = time.monotonic()
+        rss = []
+        # url -> [(start of a scrape in unix seconds, its end as reported,
+        # whether it succeeded)]; the start is last_scrape (its end) minus
+        # last_duration_seconds, so a slow answer does not look like a late
+        # start
+        seen = {}
+        while time.monotonic() - t0 < secs:
+            now = time.monotonic()
+            rss.append((now - t0, rel.vm_kib(pid, "VmRSS")))
+            for t in targets():
+                if t["last_scrape"]:
+                    v = seen.setdefault(t["url"], [])
+                    end = t["last_scrape"]
+                    if not v or v[-1][1] != end:
+                        v.append((parse_ts(end) - t["last_duration_seconds"], end,
+                                  t["health"] == "up"))
+            time.sleep(max(0.0, 2.0 - (time.monotonic() - now)))
+        for t in threads:
+            t.join(120)
+        f1 = m.metric_sum("meterd_scrape_failures_total")
+        s1 = sum(t["scrapes"] for t in targets())
+        assert m.proc.poll() is None, "meterd died: " + m.log()[-3000:]
+
+        res = {k: parse_wrk(v) for k, v in outs.items()}
+        # after a failed scrape the target backs off (2, 4, 8 intervals):
+        # those gaps are the schedule too, but not the 5 s one
+        gaps = sorted(b[0] - a[0] for v in seen.values() for a, b in zip(v, v[1:]) if a[2])
+        backoffs = sum(1 for v in seen.values() for a in v[:-1] if not a[2])
+        reasons = {}
+        for line in m.get("/metrics").text.splitlines():
+            if line.startswith("meterd_scrape_failures_total{"):
+                r = re.search(r'reason="([^"]+)"', line).group(1)
+                reasons[r] = reasons.get(r, 0) + float(line.rsplit(" ", 1)[1])
+        reasons = {k: int(v) for k, v in reasons.items() if v}
+        assert len(seen) == N_TARGETS, len(seen)
+        mean_gap = sum(gaps) / len(gaps)
+        p99_gap = gaps[int(0.99 * (len(gaps) - 1))]
+        half = [p for p in rss if p[0] >= secs / 2]
+        s = slope_per_min(half)
+        figure(17, "%d s, %d targets at %.0f s (%d scrapes, %d failures %s): /metrics (%d KB) "
+                   "%.0f req/s, p50 %.2f ms, p99 %.2f ms, %d requests, %d non-2xx, %d socket "
+                   "errors; /api/v1/bills?period=%s (%d lines) %.0f req/s, p50 %.2f ms, p99 "
+                   "%.2f ms, %d requests, %d non-2xx, %d socket errors; scrape intervals "
+                   "(%d measured, %d after a failure left out): mean %.3f s, p99 %.3f s, max "
+                   "%.3f s; RSS %d -> %d KiB (max "
+                   "%d), slope over the second half %.1f KiB/min (bound %.0f)"
+               % (secs, N_TARGETS, INTERVAL_S, s1 - s0, f1 - f0, reasons, metrics_bytes // 1000,
+                  res["metrics"]["rps"], res["metrics"]["p50"] * 1e3,
+                  res["metrics"]["p99"] * 1e3, res["metrics"]["requests"],
+                  res["metrics"]["non2xx"], res["metrics"]["socket_errors"],
+                  period, len(bills_doc["lines"]), res["bills"]["rps"],
+                  res["bills"]["p50"] * 1e3, res["bills"]["p99"] * 1e3,
+                  res["bills"]["requests"], res["bills"]["non2xx"],
+                  res["bills"]["socket_errors"], len(gaps), backoffs, mean_gap, p99_gap, gaps[-1],
+                  rss[0][1], rss[-1][1], max(v for _, v in rss), s, slope_max))
+        for name, r in res.items():
+            assert r["non2xx"] == 0 and r["socket_errors"] == 0, (name, outs[name])
+            assert r["rps"] >= 1.0, (name, outs[name])
+        assert abs(mean_gap - INTERVAL_S) <= 0.02 * INTERVAL_S, mean_gap
+        assert gaps[-1] <= INTERVAL_S + gap_slack, gaps[-10:]
+        assert (f1 - f0) <= 0.001 * (s1 - s0), (f1 - f0, s1 - s0)
+        assert s < slope_max, "RSS grows %.1f KiB/min over the second half" % s
+        assert m.stop() == 0
+    except BaseException:
+        rc = m.proc.poll() if m.proc is not None else None
+        print("meterd exit status %s; last lines of its log:\n%s" % (
+            rc, "\n".join(m.log().splitlines()[-40:])), flush=True)
+        raise
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        m.cleanup()
+        sim.cleanup()
+
+
+if __name__ == "__main__":
+    harness.main([test_17_load])
