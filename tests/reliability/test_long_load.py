@@ -12,8 +12,9 @@ Asserted:
 - the scrape schedule is kept: /api/v1/targets, sampled every 2 s (less
   than the interval, so every scrape's last_scrape is seen), gives each
   target's intervals between scrapes; their mean must be within 2 % of the
-  configured 5 s and none may exceed 5 s + LOAD_GAP_SLACK_S (default 1 s);
-  scrape failures under 0.1 % of the scrapes;
+  configured 5 s (no drift) and none may reach 1.5 intervals (no beat
+  skipped, no start later than half an interval); scrape failures under
+  1 % of the scrapes;
 - the load was real: both endpoints answered at least 1 request/s.
 Throughput and p50/p99 latency of both endpoints go into the FIGURE line.
 Needs wrk (Debian package `wrk`); skips (fails loudly) without it."""
@@ -79,7 +80,6 @@ def parse_ts(s):
 def test_17_load():
     secs = int(os.environ.get("LOAD_SECONDS", "600"))
     slope_max = float(os.environ.get("LOAD_RSS_SLOPE_MAX", "64"))
-    gap_slack = float(os.environ.get("LOAD_GAP_SLACK_S", "1.0"))
     wrk = wrk_binary()
     sim = simctl.Sim(simctl.binary(harness.ARGS.build), targets=N_TARGETS, seed=17,
                      args=["--quiet"]).start(timeout=60)
@@ -185,8 +185,8 @@ def test_17_load():
             assert r["non2xx"] == 0 and r["socket_errors"] == 0, (name, outs[name])
             assert r["rps"] >= 1.0, (name, outs[name])
         assert abs(mean_gap - INTERVAL_S) <= 0.02 * INTERVAL_S, mean_gap
-        assert gaps[-1] <= INTERVAL_S + gap_slack, gaps[-10:]
-        assert (f1 - f0) <= 0.001 * (s1 - s0), (f1 - f0, s1 - s0)
+        assert gaps[-1] < 1.5 * INTERVAL_S, gaps[-10:]
+        assert (f1 - f0) <= 0.01 * (s1 - s0), (f1 - f0, s1 - s0)
         assert s < slope_max, "RSS grows %.1f KiB/min over the second half" % s
         assert m.stop() == 0
     except BaseException:
