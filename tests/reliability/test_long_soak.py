@@ -210,6 +210,13 @@ def test_18_soak():
         # (settle_and_compare then waits for two more scrapes of each)
         wait_until(lambda: len(targets_api(m)) == N_STATIC + N_PODS, 60,
                    "every target listed again")
+        # meterd-side failures: a scrape the simulator delivered but meterd
+        # did not apply (timeout on a loaded machine, pod removed mid-way)
+        # is how a reset could take counts meterd never saw (reset-scrapes)
+        print("meterd scrape failures: %s" % {
+            r: int(m.metric_sum("meterd_scrape_failures_total", {"reason": r}))
+            for r in ("timeout", "connect", "transfer", "http_status", "parse_error")},
+            flush=True)
         truth, exp = tue.settle_and_compare(m, sim, ns, timeout=120)
         half = [p for p in rss if p[0] >= secs / 2]
         fd_half = [v for t, v in fd if t >= secs / 2]
@@ -245,8 +252,13 @@ def test_18_soak():
     except BaseException:
         # an hour is expensive to repeat: say what meterd said
         rc = m.proc.poll() if m.proc is not None else None
-        print("meterd exit status %s; last lines of its log:\n%s" % (
-            rc, "\n".join(m.log().splitlines()[-80:])), flush=True)
+        keep = os.path.join(os.environ.get("TMPDIR", "/tmp"), "meterd-soak-%d.log" % os.getpid())
+        with open(keep, "w") as f:
+            f.write(m.log())
+        print("meterd exit status %s; its whole log is in %s; warnings and errors:\n%s" % (
+            rc, keep, "\n".join([l for l in m.log().splitlines()
+                                 if "level=warn" in l or "level=error" in l][-80:])),
+              flush=True)
         raise
     finally:
         m.cleanup()
