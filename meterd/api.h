@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "app.h"
+#include "rating.h"
 #include "store.h"
 #include "util.h"
 
@@ -52,6 +53,14 @@ struct md_api_ctx {
 int  md_api_bills_handle(const struct md_api_ctx *ctx, const struct md_api_req *req,
     struct md_api_resp *resp);
 
+/* The request checks of GET /api/v1/bills without the query: method, the
+ * allowed parameters (each at most once) and md_bill_query_parse.  Returns 1
+ * with q and fmt filled (q->tenant points into req), or 0 with a JSON error
+ * (405 or 400 "<param>: reason") in resp, whose body must start NULL.  Pure:
+ * the fuzzer (tests/fuzz/fuzz_query.c) drives it. */
+int  md_api_bills_request(const struct md_api_req *req, int32_t today,
+    struct md_bill_query *q, enum md_bill_format *fmt, struct md_api_resp *resp);
+
 /* Dispatches /api/... ; always fills resp. */
 void md_api_handle(const struct md_api_ctx *ctx, const struct md_api_req *req,
     struct md_api_resp *resp);
@@ -63,6 +72,10 @@ void md_api_error(struct md_api_resp *resp, unsigned status, const char *code,
  * "status":"Failure","message":...,"reason":...,"code":status}. */
 void md_api_status_error(struct md_api_resp *resp, unsigned status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Replaces every byte of msg that is not part of well-formed UTF-8 by '?'
+ * (a parameter name echoed in a message, or one cut at "%.64s", would make
+ * the JSON encoder refuse the message and the answer a 500). */
+void md_api_msg_utf8(char *msg);
 /* The Status reason for an HTTP status ("BadRequest", "Unauthorized"...). */
 const char *md_api_status_reason(unsigned status);
 /* The value of a query parameter, or NULL. */
@@ -79,6 +92,20 @@ const char *md_api_param(const struct md_api_req *req, const char *key);
 /* 1 when path is one of the two Cost Management routes. */
 int  md_api_costmgmt_match(const char *path);
 void md_api_costmgmt_handle(const struct md_api_ctx *ctx, const struct md_api_req *req,
+    struct md_api_resp *resp);
+
+/* A Cost Management request checked and parsed, before the query runs. */
+struct md_cm_request {
+    struct md_cm_query q;      /* q.namespace may point into project */
+    int          kind;         /* index into project, namespace, cluster, *_all */
+    const char  *item;         /* "tokens.total" or "tokens.<type>" (points into req) */
+    uint64_t     page, size;   /* currentPage 1..MD_CM_PAGE_MAX, pageSize 1..MD_CM_PAGE_SIZE_MAX */
+    char         project[256]; /* the {project} path segment, "" on the all route */
+};
+/* Method, parameters and path of a Cost Management request: 1 with out
+ * filled, or 0 with a Status error (405 or 400 "<param>: reason") in resp,
+ * whose body must start NULL.  Pure; the fuzzer drives it. */
+int  md_api_costmgmt_request(const struct md_api_req *req, struct md_cm_request *out,
     struct md_api_resp *resp);
 
 /* Pricing hook for the `cost` field.  k describes one answer row: the
@@ -109,6 +136,12 @@ struct md_store;
  * On a bad parameter returns MD_EPARSE with "<param>: reason" in err. */
 int  md_api_usage_parse(const struct md_api_req *req, int64_t now_s,
     struct md_usage_query *q, struct md_err *err);
+/* The request checks of GET /api/v1/usage without the query: method, the
+ * allowed parameters (each at most once) and md_api_usage_parse.  Returns 1
+ * with q filled, or 0 with a JSON error (405 or 400 "<param>: reason") in
+ * resp, whose body must start NULL.  Pure; the fuzzer drives it. */
+int  md_api_usage_request(const struct md_api_req *req, int64_t now_s,
+    struct md_usage_query *q, struct md_api_resp *resp);
 /* Runs q and renders the JSON document of GET /api/v1/usage. */
 int  md_api_usage_json(struct md_store *st, const struct md_usage_query *q,
     char **body, size_t *len, struct md_err *err);

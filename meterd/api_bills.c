@@ -78,15 +78,35 @@ db_failure(struct md_api_resp *resp, const struct md_err *err)
         md_api_error(resp, 500, "internal", "query failed");
 }
 
-static void
-handle_bills(const struct md_api_ctx *ctx, const struct md_api_req *req,
-    struct md_api_resp *resp)
+int
+md_api_bills_request(const struct md_api_req *req, int32_t today, struct md_bill_query *q,
+    enum md_bill_format *fmt, struct md_api_resp *resp)
 {
     static const char *const allowed[] = {
         "period", "from", "to", "cluster", "namespace", "department", "model", "token_type",
         "group_by", "format", NULL,
     };
     const char *keys[MD_API_QUERY_MAX], *values[MD_API_QUERY_MAX];
+    struct md_err err = {0};
+
+    if (!is_method(req, resp, "GET", "GET, HEAD") || !only_params(req, allowed, resp))
+        return 0;
+    for (size_t i = 0; i < req->nquery; i++) {
+        keys[i] = req->query[i].key;
+        values[i] = req->query[i].value;
+    }
+    if (md_bill_query_parse(req->nquery, keys, values, today, q, fmt, &err) != MD_OK) {
+        md_api_error(resp, 400, "bad_request", "%s", err.msg);
+        return 0;
+    }
+    q->tenant = &req->tenant;   /* auth: a tenant token sees only its lines */
+    return 1;
+}
+
+static void
+handle_bills(const struct md_api_ctx *ctx, const struct md_api_req *req,
+    struct md_api_resp *resp)
+{
     struct md_bill_query q;
     enum md_bill_format fmt;
     struct md_bill bill;
@@ -94,18 +114,9 @@ handle_bills(const struct md_api_ctx *ctx, const struct md_api_req *req,
     char *body = NULL;
     size_t len = 0;
 
-    if (!is_method(req, resp, "GET", "GET, HEAD") || !only_params(req, allowed, resp))
+    if (!md_api_bills_request(req, (int32_t)(md_now_realtime_ns() / 86400000000000ULL), &q,
+            &fmt, resp))
         return;
-    for (size_t i = 0; i < req->nquery; i++) {
-        keys[i] = req->query[i].key;
-        values[i] = req->query[i].value;
-    }
-    if (md_bill_query_parse(req->nquery, keys, values,
-            (int32_t)(md_now_realtime_ns() / 86400000000000ULL), &q, &fmt, &err) != MD_OK) {
-        md_api_error(resp, 400, "bad_request", "%s", err.msg);
-        return;
-    }
-    q.tenant = &req->tenant;    /* auth: a tenant token sees only its lines */
     md_bill_init(&bill, q.lines_max);
     if (md_rating_bills(ctx->app->rating, ctx->app->store, &q, &bill, &err) != MD_OK ||
         md_bill_render(&bill, &q, fmt, &body, &len, &err) != MD_OK) {

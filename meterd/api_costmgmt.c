@@ -122,6 +122,7 @@ md_api_status_error(struct md_api_resp *resp, unsigned status, const char *fmt, 
     va_start(ap, fmt);
     (void)vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    md_api_msg_utf8(msg);
     o = json_pack("{s:s,s:s,s:{},s:s,s:s,s:s,s:i}", "kind", "Status", "apiVersion", "v1",
         "metadata", "status", "Failure", "message", msg, "reason",
         md_api_status_reason(status), "code", (int)status);
@@ -306,8 +307,8 @@ add_item(void *arg, const struct md_cm_row *r)
     return md_buf_putc(&rd->b, '}');
 }
 
-void
-md_api_costmgmt_handle(const struct md_api_ctx *ctx, const struct md_api_req *req,
+int
+md_api_costmgmt_request(const struct md_api_req *req, struct md_cm_request *out,
     struct md_api_resp *resp)
 {
     static const char *const allowed[] = {
@@ -320,32 +321,22 @@ md_api_costmgmt_handle(const struct md_api_ctx *ctx, const struct md_api_req *re
     const char *method = md_api_param(req, "method");
     const char *page_s = md_api_param(req, "currentPage");
     const char *size_s = md_api_param(req, "pageSize");
-    struct md_cm_query q;
-    struct render rd;
-    struct md_err err = {0};
-    char project[256];
+    struct md_cm_query *q = &out->q;
     const char *pp;
     size_t plen = 0;
-    uint64_t page = 1, size = 20, total = 0, off;
+    uint64_t page = 1, size = 20;
     int64_t from_s, last_s;
-    int k = K_PROJECT_ALL, rc, tn;
-    size_t head;
-    char t[32];
+    int k = K_PROJECT_ALL;
 
-    resp->status = 500;
-    resp->body = NULL;
-    resp->len = 0;
-    resp->allow = NULL;
-    resp->content_type = "application/json";
-    memset(&q, 0, sizeof(q));
+    memset(out, 0, sizeof(*out));
     if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
         md_api_status_error(resp, 405, "method not allowed; use GET");
         resp->allow = "GET, HEAD";
-        return;
+        return 0;
     }
     if (req->query_overflow) {
         md_api_status_error(resp, 400, "more than %d query parameters", MD_API_QUERY_MAX);
-        return;
+        return 0;
     }
     for (size_t i = 0; i < req->nquery; i++) {
         int ok = 0;
@@ -355,58 +346,58 @@ md_api_costmgmt_handle(const struct md_api_ctx *ctx, const struct md_api_req *re
         if (!ok) {
             md_api_status_error(resp, 400, "%.64s: unknown query parameter",
                 req->query[i].key);
-            return;
+            return 0;
         }
         for (size_t j = 0; j < i; j++)
             if (strcmp(req->query[i].key, req->query[j].key) == 0) {
                 md_api_status_error(resp, 400, "%.64s: given more than once",
                     req->query[i].key);
-                return;
+                return 0;
             }
     }
     pp = project_of(req->path, &plen);
     if (pp != NULL) {
         if (!plain_name(pp, plen)) {
             md_api_status_error(resp, 400, "project: must be 1 to 253 printable bytes");
-            return;
+            return 0;
         }
-        memcpy(project, pp, plen);
-        project[plen] = '\0';
-        q.namespace = project;
+        memcpy(out->project, pp, plen);
+        out->project[plen] = '\0';
+        q->namespace = out->project;
     }
     if (start == NULL || end == NULL) {
         md_api_status_error(resp, 400, "%s: required (YYYY-MM-DD)",
             start == NULL ? "start" : "end");
-        return;
+        return 0;
     }
     if (parse_day(start, &from_s) != MD_OK) {
         md_api_status_error(resp, 400, "start: expected a date YYYY-MM-DD");
-        return;
+        return 0;
     }
     if (parse_day(end, &last_s) != MD_OK) {
         md_api_status_error(resp, 400, "end: expected a date YYYY-MM-DD");
-        return;
+        return 0;
     }
     if (last_s < from_s) {
         md_api_status_error(resp, 400, "end: must not be before start");
-        return;
+        return 0;
     }
     if ((last_s - from_s) / 86400 + 1 > MD_CM_RANGE_DAYS_MAX) {
         md_api_status_error(resp, 400, "end: the range is longer than %d days",
             MD_CM_RANGE_DAYS_MAX);
-        return;
+        return 0;
     }
-    q.from_s = from_s;
-    q.to_s = last_s + 86400;
-    q.step = MD_STEP_MONTH;
+    q->from_s = from_s;
+    q->to_s = last_s + 86400;
+    q->step = MD_STEP_MONTH;
     if (step != NULL) {
         if (strcmp(step, "day") == 0)
-            q.step = MD_STEP_DAY;
+            q->step = MD_STEP_DAY;
         else if (strcmp(step, "week") == 0)
-            q.step = MD_STEP_WEEK;
+            q->step = MD_STEP_WEEK;
         else if (strcmp(step, "month") != 0) {
             md_api_status_error(resp, 400, "step: must be day, week or month");
-            return;
+            return 0;
         }
     }
     if (kind != NULL) {
@@ -416,39 +407,39 @@ md_api_costmgmt_handle(const struct md_api_ctx *ctx, const struct md_api_req *re
         if (kind_names[k] == NULL) {
             md_api_status_error(resp, 400, "kind: must be project, namespace, cluster, "
                 "project_all, namespace_all or cluster_all");
-            return;
+            return 0;
         }
     }
     if (name != NULL && !plain_name(name, strlen(name))) {
         md_api_status_error(resp, 400, "name: must be 1 to 253 printable bytes");
-        return;
+        return 0;
     }
     if (name == NULL && k <= K_CLUSTER) {
         md_api_status_error(resp, 400, "name: required with kind=%s", kind_names[k]);
-        return;
+        return 0;
     }
     /* DECIDED: entities by kind (see the file comment) */
     switch (k) {
     case K_PROJECT: case K_PROJECT_ALL:
-        q.by_namespace = 1;
+        q->by_namespace = 1;
         break;
     case K_NAMESPACE: case K_NAMESPACE_ALL:
-        q.by_cluster = q.by_namespace = 1;
+        q->by_cluster = q->by_namespace = 1;
         break;
     default:
-        q.by_cluster = 1;
+        q->by_cluster = 1;
         break;
     }
     if (name != NULL) {
-        if (q.by_namespace) {
+        if (q->by_namespace) {
             /* on the project route a name other than the project matches
              * nothing: a restricted filter with empty lists has no rows */
-            if (q.namespace == NULL)
-                q.namespace = name;
-            else if (strcmp(q.namespace, name) != 0)
-                q.tenant.restricted = 1;
+            if (q->namespace == NULL)
+                q->namespace = name;
+            else if (strcmp(q->namespace, name) != 0)
+                q->tenant.restricted = 1;
         } else {
-            q.cluster = name;
+            q->cluster = name;
         }
     }
     if (item == NULL)
@@ -458,46 +449,71 @@ md_api_costmgmt_handle(const struct md_api_ctx *ctx, const struct md_api_req *re
         md_api_status_error(resp, 400, "item: must be tokens.total or tokens.<token type> "
             "(tokens.input, tokens.output, tokens.cached_input, "
             "tokens.cache_creation_input, tokens.reasoning)");
-        return;
+        return 0;
     }
-    q.token_type = strcmp(item, "tokens.total") == 0 ? NULL : item + 7;
+    q->token_type = strcmp(item, "tokens.total") == 0 ? NULL : item + 7;
     if (method != NULL && strcmp(method, "Usage") != 0) {
         md_api_status_error(resp, 400, "method: must be Usage");
-        return;
+        return 0;
     }
     if (page_s != NULL && parse_count(page_s, MD_CM_PAGE_MAX, &page) != MD_OK) {
         md_api_status_error(resp, 400, "currentPage: must be an integer from 1 to %d",
             MD_CM_PAGE_MAX);
-        return;
+        return 0;
     }
     if (size_s != NULL && parse_count(size_s, MD_CM_PAGE_SIZE_MAX, &size) != MD_OK) {
         md_api_status_error(resp, 400, "pageSize: must be an integer from 1 to %d",
             MD_CM_PAGE_SIZE_MAX);
-        return;
+        return 0;
     }
-    off = (page - 1) * size;
-    q.offset = off;
-    q.limit = size;
-    if (!q.tenant.restricted)
-        q.tenant = req->tenant;
+    q->offset = (page - 1) * size;
+    q->limit = size;
+    if (!q->tenant.restricted)
+        q->tenant = req->tenant;
+    out->kind = k;
+    out->item = item;
+    out->page = page;
+    out->size = size;
+    return 1;
+}
 
+void
+md_api_costmgmt_handle(const struct md_api_ctx *ctx, const struct md_api_req *req,
+    struct md_api_resp *resp)
+{
+    struct md_cm_request cr;
+    struct md_cm_query *q = &cr.q;
+    struct render rd;
+    struct md_err err = {0};
+    uint64_t total = 0;
+    int rc, tn;
+    size_t head;
+    char t[32];
+
+    resp->status = 500;
+    resp->body = NULL;
+    resp->len = 0;
+    resp->allow = NULL;
+    resp->content_type = "application/json";
+    if (!md_api_costmgmt_request(req, &cr, resp))
+        return;
     memset(&rd, 0, sizeof(rd));
     md_buf_init(&rd.b, BODY_MAX);
-    rd.kind = k;
-    rd.from_s = q.from_s;
-    rd.to_s = q.to_s;
-    rd.step = q.step;
-    rd.item = item;
-    rd.token_type = q.token_type;
+    rd.kind = cr.kind;
+    rd.from_s = q->from_s;
+    rd.to_s = q->to_s;
+    rd.step = q->step;
+    rd.item = cr.item;
+    rd.token_type = q->token_type;
     rd.tenant = &req->tenant;
     rd.first = 1;
     (void)md_buf_printf(&rd.b, "{\"pageSize\":%llu,\"currentPage\":%llu,\"total\":",
-        (unsigned long long)size, (unsigned long long)page);
+        (unsigned long long)cr.size, (unsigned long long)cr.page);
     /* total is known only after the query: reserve 20 digits (UINT64_MAX)
      * and close the gap afterwards */
     head = rd.b.len;
     (void)md_buf_puts(&rd.b, "00000000000000000000,\"items\":[");
-    rc = md_store_query_cm(ctx->app->store, &q, add_item, &rd, &total, &err);
+    rc = md_store_query_cm(ctx->app->store, q, add_item, &rd, &total, &err);
     if (rc == MD_OK)
         rc = md_buf_puts(&rd.b, "]}");
     if (rc != MD_OK) {

@@ -74,6 +74,13 @@ struct target {
     uint64_t             started_wall_ns;
     unsigned             fails;
     CURL                *easy;
+    /* the request headers of this target's transfers: libcurl reads the
+     * list while a transfer runs, so it is the target's own and replaced
+     * only between transfers (a shared list freed by a reload or a
+     * discovery refresh while scrapes were in flight crashed meterd in
+     * curl_multi_perform: RELIABILITY 18) */
+    struct curl_slist   *headers;
+    unsigned             headers_gen; /* accept_gen it was built from */
     struct md_buf        body;        /* as received (gzip'ed when gzip is set) */
     int                  body_over;
     int                  gzip;        /* Content-Encoding: gzip */
@@ -90,7 +97,9 @@ struct md_scrape {
     pthread_t            thread;
     int                  thread_started;
     CURLM               *multi;
-    struct curl_slist   *headers;
+    char                 accept[600]; /* "Accept: ..." of the current configuration */
+    const char          *accept_enc;  /* "Accept-Encoding: ..." (a literal) */
+    unsigned             accept_gen;  /* bumped when accept or accept_enc changes */
     struct md_attrib    *attrib;
     struct md_attrib_scratch *scratch; /* scrape thread's attribution memory */
     struct md_expfmt_parser *parser;  /* scrape thread's, reused for every body */
@@ -287,6 +296,7 @@ target_free(struct target *t)
         return;
     if (t->easy != NULL)
         curl_easy_cleanup(t->easy);
+    curl_slist_free_all(t->headers);
     md_buf_fini(&t->body);
     md_free(t->key);
     md_free(t->url);
@@ -448,18 +458,20 @@ sync_config(struct md_scrape *s)
     md_config_unref(s->cfg);
     s->cfg = cfg;
     cfg = NULL;
-    curl_slist_free_all(s->headers);
-    s->headers = NULL;
     {
-        char accept[600];
-
-        (void)snprintf(accept, sizeof(accept), "Accept: %s", s->cfg->scrape.accept);
-        s->headers = curl_slist_append(s->headers, accept);
+        char accept[sizeof(s->accept)];
         /* identity is said explicitly: without the header a server may pick
          * any coding (RFC 9110 12.5.3); a gzip answer is inflated either way */
-        s->headers = curl_slist_append(s->headers,
-            s->cfg->scrape.compression == MD_CFG_COMPRESSION_IDENTITY ?
-                "Accept-Encoding: identity" : "Accept-Encoding: gzip");
+        const char *enc = s->cfg->scrape.compression == MD_CFG_COMPRESSION_IDENTITY ?
+            "Accept-Encoding: identity" : "Accept-Encoding: gzip";
+
+        (void)snprintf(accept, sizeof(accept), "Accept: %s", s->cfg->scrape.accept);
+        if (strcmp(accept, s->accept) != 0 || s->accept_enc == NULL ||
+            strcmp(enc, s->accept_enc) != 0) {
+            memcpy(s->accept, accept, sizeof(accept));
+            s->accept_enc = enc;
+            s->accept_gen++;    /* each target rebuilds its list before its next scrape */
+        }
     }
     if (disc_ready)
         s->initial_open = 0;
@@ -566,7 +578,20 @@ start_scrape(struct md_scrape *s, struct target *t, uint64_t now)
     curl_easy_setopt(t->easy, CURLOPT_PRIVATE, t);
     curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, write_cb);
     curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, t);
-    curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, s->headers);
+    if (t->headers == NULL || t->headers_gen != s->accept_gen) {
+        struct curl_slist *h = curl_slist_append(NULL, s->accept);
+
+        if (h != NULL && curl_slist_append(h, s->accept_enc) == NULL) {
+            curl_slist_free_all(h);
+            h = NULL;
+        }
+        if (h == NULL)
+            return MD_ENOMEM;
+        curl_slist_free_all(t->headers);    /* not in flight: nobody reads it */
+        t->headers = h;
+        t->headers_gen = s->accept_gen;
+    }
+    curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, t->headers);
     curl_easy_setopt(t->easy, CURLOPT_USERAGENT, ua);
     /* gzip is asked for and inflated by meterd (header_cb, gunzip) */
     curl_easy_setopt(t->easy, CURLOPT_ACCEPT_ENCODING, NULL);
@@ -801,8 +826,16 @@ scrape_main(void *arg)
             if (!t->in_flight && t->next_due_ns <= now) {
                 /* failing targets back off: 1, 2, 4, 8 intervals */
                 unsigned shift = t->fails > 3 ? 3 : t->fails;
+                uint64_t step = t->interval_ns << shift;
 
-                t->next_due_ns = now + (t->interval_ns << shift);
+                /* the next beat counts from this one's due time, not from
+                 * now: a late start (a busy thread, a loaded machine) must
+                 * not push every later scrape back (it drifted 20 % under
+                 * load, RELIABILITY 17); a target more than a step behind
+                 * skips the missed beats and keeps its phase */
+                t->next_due_ns += step;
+                if (t->next_due_ns <= now)
+                    t->next_due_ns = now + step - (now - t->next_due_ns) % step;
                 if (start_scrape(s, t, now) != MD_OK)
                     record(s, t, 0, FAIL_INTERNAL, "cannot start transfer", 0, 0, NULL, now);
             }
@@ -908,7 +941,6 @@ md_scrape_stop(struct md_scrape *s)
     for (size_t i = 0; i < s->ntargets; i++)
         target_free(s->targets[i]);
     md_free(s->targets);
-    curl_slist_free_all(s->headers);
     curl_multi_cleanup(s->multi);
     md_attrib_free(s->attrib);
     md_attrib_scratch_free(s->scratch);

@@ -1,24 +1,57 @@
-"""test_long_soak.py: a SHORTENED variant of reliability scenario 18 (make
-test-long).  The issue asks for one hour with resets, discovery churn and
-reloads every minute; this runs SOAK_SECONDS (default 300) against the
-ExtProc simulator with sidecar counter resets, a SIGHUP reload every 10 s
-(the target list alternates between two equivalent spellings, so the scrape
-thread re-syncs its targets each time) and API reads, samples RSS and open
-file descriptors every 2 s, and ends with the usage equal to the simulator's
-ground truth.  Discovery churn (Kubernetes pods coming and going) is NOT
-part of it."""
+"""test_long_soak.py: reliability scenario 18 (make test-long): meterd runs
+SOAK_SECONDS (default 3600) against the ExtProc simulator with
+
+- sidecar counter resets (every target, staggered, --reset-every 30 s);
+- discovery churn: a fake Kubernetes API server (test_discovery.FakeKube)
+  lists EAIG pods pointing at simulator targets; every minute one listed
+  pod disappears (removed from the list, or Succeeded, or terminating with
+  a deletionTimestamp: the three ways a pod stops being a target) and one
+  comes back, and brand-new pods (never seen before) appear at 1/6 and 1/3
+  of the run;
+- a SIGHUP reload every minute (the static targets alternate between two
+  equivalent spellings, so the scrape thread re-syncs its list each time);
+- API reads (usage, targets, /metrics) every 2 s;
+
+and samples RSS and open file descriptors every 2 s.
+
+How the sums can be exact under churn: every simulator target runs the
+whole time, only which pods the API lists changes.  A pod that comes back
+has the same uid, so it is the same meterd target (key url#uid) with its
+checkpoints kept: ledger rule R8, absence alone is not a reset, so the
+first scrape after its return bills everything it counted while unlisted.
+The simulator resets a target only on a delivered meterd scrape (it stays
+frozen until then), so a target that is unlisted when its reset is due
+does not lose what it counted.  The brand-new pods are first seen after
+metering began, so their first scrape bills in full (R5), which is what
+the simulator counted since its start.  After the churn a final phase
+lists every pod again; then the simulator is frozen, every target is
+scraped twice more and the usage per (namespace, department, model,
+token_type) must equal the simulator's truth exactly.
+
+Bounds: the RSS slope over the second half must stay under
+SOAK_RSS_SLOPE_MAX KiB/min (default 32, i.e. < 1 MiB per half hour; new
+series keep appearing at --new-series-every 600, which legitimately adds
+ledger state); the floor of the open fds over the last quarter must not
+exceed that of the second quarter (+1 for a transient socket)."""
 import json
 import os
+import random
 import signal
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rel  # noqa: E402
-from rel import Meterd, figure  # noqa: E402
+from rel import Meterd, figure, wait_until  # noqa: E402
 import harness  # noqa: E402
 import simctl  # noqa: E402
 import test_usage_exact as tue  # noqa: E402
+from test_discovery import FakeKube, TOKEN  # noqa: E402
+from test_discovery_scrape import pod  # noqa: E402
+
+N_STATIC = 2          # simulator targets 0..1: static targets in meterd.yaml
+N_PODS = 8            # simulator targets 2..9: discovered pods
+N_FIRST = 6           # pods listed from the start; the others are brand new later
 
 
 def slope_per_min(pts):
@@ -35,41 +68,160 @@ def fds(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
 
 
-def test_18_soak_short():
-    secs = int(os.environ.get("SOAK_SECONDS", "300"))
-    sim = simctl.Sim(simctl.binary(harness.ARGS.build), targets=4, tick_ms=50, seed=18,
-                     args=["--reset-every", "30", "--reset-scrapes", "2",
-                           "--new-series-every", "200", "--count-tokens"]).start()
-    ns = ["a", "b", "c", "d"]
+class Pods:
+    """The pods the fake API server lists, and how each one is away."""
+
+    WAYS = ("removed", "succeeded", "terminating")
+
+    def __init__(self, sim, kube):
+        self.sim = sim
+        self.kube = kube
+        self.state = {}       # pod index -> "listed" | a way of being away | "unborn"
+        for i in range(N_PODS):
+            self.state[i] = "listed" if i < N_FIRST else "unborn"
+        self.events = {"removed": 0, "succeeded": 0, "terminating": 0, "back": 0, "born": 0}
+        self.publish()
+
+    def ns(self, i):
+        return "pod-%d" % i
+
+    def item(self, i):
+        p = pod(self.ns(i), "gw-%d" % i, "uid-soak-%d" % i, self.sim.port(N_STATIC + i))
+        st = self.state[i]
+        if st == "succeeded":
+            p["status"]["phase"] = "Succeeded"
+        elif st == "terminating":
+            p["metadata"]["deletionTimestamp"] = "2026-11-27T12:00:00Z"
+        return p
+
+    def publish(self):
+        items = [self.item(i) for i in range(N_PODS) if self.state[i] not in ("removed", "unborn")]
+        self.kube.items = items           # one reference swap: the server thread sees old or new
+
+    def listed(self):
+        return sum(1 for s in self.state.values() if s == "listed")
+
+    def churn(self, rng, way):
+        """One pod goes away (the given way), one that is away comes back."""
+        away = [i for i, s in self.state.items() if s in self.WAYS]
+        up = [i for i, s in self.state.items() if s == "listed"]
+        if up:
+            i = rng.choice(up)
+            self.state[i] = way
+            self.events[way] += 1
+        if away:
+            i = rng.choice(away)
+            self.state[i] = "listed"
+            self.events["back"] += 1
+        self.publish()
+
+    def birth(self):
+        for i, s in sorted(self.state.items()):
+            if s == "unborn":
+                self.state[i] = "listed"
+                self.events["born"] += 1
+                break
+        self.publish()
+
+    def all_listed(self):
+        for i in self.state:
+            if self.state[i] != "listed":
+                if self.state[i] != "unborn":
+                    self.events["back"] += 1
+                else:
+                    self.events["born"] += 1
+            self.state[i] = "listed"
+        self.publish()
+
+
+def targets_api(m):
+    return json.loads(m.get("/api/v1/targets").body)["targets"]
+
+
+def test_18_soak():
+    secs = int(os.environ.get("SOAK_SECONDS", "3600"))
+    churn_every = float(os.environ.get("SOAK_CHURN_SECONDS", "60"))
+    reload_every = float(os.environ.get("SOAK_RELOAD_SECONDS", "60"))
+    slope_max = float(os.environ.get("SOAK_RSS_SLOPE_MAX", "32"))
+    rng = random.Random(18)
+    sim = simctl.Sim(simctl.binary(harness.ARGS.build), targets=N_STATIC + N_PODS, tick_ms=50,
+                     seed=18,
+                     # reset-scrapes 3: a scrape of the frozen counters that
+                     # meterd abandons (its pod removed mid-transfer, or a
+                     # timeout on the loaded machine) is not the only one
+                     args=["--reset-every", "30", "--reset-scrapes", "3",
+                           "--new-series-every", "600", "--count-tokens"]).start()
+    kube = FakeKube([], token=TOKEN, page_size=3)
+    pods = Pods(sim, kube)
+    ns = ["static-%d" % i for i in range(N_STATIC)] + [pods.ns(i) for i in range(N_PODS)]
     m = Meterd()
-    scrape = "scrape:\n  interval: 500ms\n  timeout: 400ms\nledger:\n  first_scrape: count\n"
-    yaml_a = m.base_yaml() + scrape + tue.targets_yaml(sim, ns)
+    tok = os.path.join(m.dir, "token")
+    with open(tok, "w") as f:
+        f.write(TOKEN)
+    common = (m.base_yaml() +
+              "scrape:\n  interval: 1s\n  timeout: 900ms\nledger:\n  first_scrape: count\n"
+              "kubernetes:\n  enabled: true\n  api_server: %s\n  token_file: %s\n"
+              "  refresh: 1s\n" % (kube.url(), tok))
+    static = "targets:\n"
+    for i in range(N_STATIC):
+        static += "  - url: %s\n    namespace: %s\n" % (sim.url(i), ns[i])
+    yaml_a = common + static
     # the same targets with a per-target interval equal to the default
-    yaml_b = yaml_a.replace("\n    namespace:", "\n    interval: 500ms\n    namespace:")
+    yaml_b = common + static.replace("\n    namespace:", "\n    interval: 1s\n    namespace:")
     m.write_config(raw=yaml_a)
     try:
         m.start()
         pid = m.proc.pid
+        wait_until(lambda: sum(1 for t in targets_api(m) if t["scrapes"] > 0) ==
+                   N_STATIC + pods.listed(), 30, "static and discovered targets scraped")
         t0 = time.monotonic()
-        rss, fd, reloads, reads = [], [], 0, 0
-        next_reload = t0 + 10
+        rss, fd, reloads, reads, churns = [], [], 0, 0, 0
+        ntargets = []
+        next_reload = t0 + reload_every
+        next_churn = t0 + churn_every / 2          # halfway between reloads
+        births = [t0 + secs / 6.0, t0 + secs / 3.0]
+        ways = list(Pods.WAYS)
         while time.monotonic() - t0 < secs:
             now = time.monotonic()
             if now >= next_reload:
                 m.write_config(raw=yaml_b if reloads % 2 == 0 else yaml_a)
                 m.signal(signal.SIGHUP)
                 reloads += 1
-                next_reload = now + 10
+                next_reload += reload_every
+            if now >= next_churn:
+                pods.churn(rng, ways[churns % len(ways)])
+                churns += 1
+                next_churn += churn_every
+            if births and now >= births[0]:
+                pods.birth()
+                births.pop(0)
             rel.usage(m, "namespace,model")
-            json.loads(m.get("/api/v1/targets").body)
-            reads += 2
+            ntargets.append(len(targets_api(m)))
+            assert m.get("/metrics").status == 200
+            reads += 3
             rss.append((now - t0, rel.vm_kib(pid, "VmRSS")))
             fd.append((now - t0, fds(pid)))
+            if len(rss) % 30 == 0:
+                print("t=%4.0fs rss=%d KiB fds=%d targets=%d reloads=%d churns=%d" % (
+                    now - t0, rss[-1][1], fd[-1][1], ntargets[-1], reloads, churns), flush=True)
             time.sleep(2)
-        truth, exp = tue.settle_and_compare(m, sim, ns, timeout=60)
+        # final phase: every pod listed again, all targets up
+        pods.all_listed()
+        # (settle_and_compare then waits for two more scrapes of each)
+        wait_until(lambda: len(targets_api(m)) == N_STATIC + N_PODS, 60,
+                   "every target listed again")
+        # meterd-side failures: a scrape the simulator delivered but meterd
+        # did not apply (timeout on a loaded machine, pod removed mid-way)
+        # is how a reset could take counts meterd never saw (reset-scrapes)
+        print("meterd scrape failures: %s" % {
+            r: int(m.metric_sum("meterd_scrape_failures_total", {"reason": r}))
+            for r in ("timeout", "connect", "transfer", "http_status", "parse_error")},
+            flush=True)
+        truth, exp = tue.settle_and_compare(m, sim, ns, timeout=120)
         half = [p for p in rss if p[0] >= secs / 2]
         fd_half = [v for t, v in fd if t >= secs / 2]
         s = slope_per_min(half)
+        s_all = slope_per_min(rss)
         # transient sockets (API clients, scrapes in flight) come and go:
         # the floor of the last quarter must not rise above the second's
         q2 = [v for t, v in fd if secs / 4 <= t < secs / 2]
@@ -78,18 +230,41 @@ def test_18_soak_short():
         assert m.metric("meterd_config_reload_failures_total") == 0
         resets = sum(t["resets"] for t in truth["targets"])
         assert resets >= 2, truth["targets"]
+        ev = pods.events
+        assert ev["removed"] and ev["succeeded"] and ev["terminating"] and ev["back"], ev
+        assert ev["born"] == N_PODS - N_FIRST, ev
+        assert min(ntargets) < max(ntargets), "the churn never changed the target list"
+        assert kube.requests, "the fake API server was never asked"
         assert m.stop() == 0
-        figure(18, "SHORTENED soak: %d s (not 1 h), %d sidecar resets, %d reloads, %d API "
-                   "reads, no discovery churn: RSS %d -> %d KiB, slope over the second half "
-                   "%.1f KiB/min; open fds %d..%d over the second half (floor %d -> %d); usage == simulator "
-                   "truth (%d tokens)"
-               % (secs, resets, reloads, reads, rss[0][1], rss[-1][1], s, min(fd_half),
-                  max(fd_half), min(q2), min(q4), sum(v[0] for v in exp.values())))
-        assert s < 256, "RSS grows %.1f KiB/min" % s
+        figure(18, "soak %d s: %d sidecar resets, %d SIGHUP reloads, %d discovery changes "
+                   "(%d removed, %d Succeeded, %d terminating, %d back, %d new pods; targets "
+                   "listed %d..%d; %d API list requests), %d API reads: RSS %d -> %d KiB "
+                   "(max %d), slope over the second half %.1f KiB/min (whole run %.1f; bound "
+                   "%.0f); open fds over the second half %d..%d (floor q2 %d -> q4 %d); usage "
+                   "== simulator truth (%d tokens)"
+               % (secs, resets, reloads, sum(ev.values()),
+                  ev["removed"], ev["succeeded"], ev["terminating"], ev["back"], ev["born"],
+                  min(ntargets), max(ntargets), len(kube.requests), reads,
+                  rss[0][1], rss[-1][1], max(v for _, v in rss), s, s_all, slope_max,
+                  min(fd_half), max(fd_half), min(q2), min(q4),
+                  sum(v[0] for v in exp.values())))
+        assert s < slope_max, "RSS grows %.1f KiB/min over the second half" % s
+    except BaseException:
+        # an hour is expensive to repeat: say what meterd said
+        rc = m.proc.poll() if m.proc is not None else None
+        keep = os.path.join(os.environ.get("TMPDIR", "/tmp"), "meterd-soak-%d.log" % os.getpid())
+        with open(keep, "w") as f:
+            f.write(m.log())
+        print("meterd exit status %s; its whole log is in %s; warnings and errors:\n%s" % (
+            rc, keep, "\n".join([l for l in m.log().splitlines()
+                                 if "level=warn" in l or "level=error" in l][-80:])),
+              flush=True)
+        raise
     finally:
         m.cleanup()
+        kube.close()
         sim.cleanup()
 
 
 if __name__ == "__main__":
-    harness.main([test_18_soak_short])
+    harness.main([test_18_soak])
