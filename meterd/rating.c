@@ -45,21 +45,64 @@ md_bill_fini(struct md_bill *b)
     for (size_t i = 0; i < b->nstrs; i++)
         md_free(b->strs[i]);
     md_free(b->strs);
+    md_free(b->htab);
     md_free(b->lines);
     memset(b, 0, sizeof(*b));
 }
 
-/* A copy of s owned by b; the previous line's identical string is reused
- * (lines arrive sorted, so most strings repeat). */
+static size_t
+str_hash(const char *s)
+{
+    uint64_t h = 14695981039346656037ULL;    /* FNV-1a */
+
+    for (; *s != '\0'; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return (size_t)(h ^ (h >> 32));
+}
+
+/* Rebuilds the hash table at twice the size (or 64 slots). */
+static int
+htab_grow(struct md_bill *b)
+{
+    size_t cap = b->hcap ? b->hcap * 2 : 64;
+    char **t = md_calloc(cap, sizeof(*t));
+
+    if (t == NULL)
+        return MD_ENOMEM;
+    for (size_t i = 0; i < b->nstrs; i++) {
+        size_t h = str_hash(b->strs[i]) & (cap - 1);
+
+        while (t[h] != NULL)
+            h = (h + 1) & (cap - 1);
+        t[h] = b->strs[i];
+    }
+    md_free(b->htab);
+    b->htab = t;
+    b->hcap = cap;
+    return MD_OK;
+}
+
+/* The bill's one copy of s.  The previous line's string is checked first
+ * (lines mostly arrive sorted, so most strings repeat), then a hash table
+ * of every string of the bill: a bill has few distinct strings (a token
+ * type, a model, a namespace...) and many lines, so one copy each instead
+ * of one per line (the rater adds 100,000 lines a day per cluster). */
 static const char *
 intern(struct md_bill *b, const char *s, const char *prev)
 {
+    size_t h;
     char *c;
 
     if (s == NULL)
         return NULL;
-    if (prev != NULL && strcmp(prev, s) == 0)
+    if (prev != NULL && (prev == s || strcmp(prev, s) == 0))
         return prev;
+    if ((b->nstrs + 1) * 2 > b->hcap && htab_grow(b) != MD_OK)
+        return NULL;
+    h = str_hash(s) & (b->hcap - 1);
+    for (; b->htab[h] != NULL; h = (h + 1) & (b->hcap - 1))
+        if (strcmp(b->htab[h], s) == 0)
+            return b->htab[h];
     if (b->nstrs == b->strs_cap) {
         size_t cap = b->strs_cap ? b->strs_cap * 2 : 64;
         char **n = md_realloc(b->strs, cap * sizeof(*n));
@@ -70,8 +113,10 @@ intern(struct md_bill *b, const char *s, const char *prev)
         b->strs_cap = cap;
     }
     c = md_strdup(s);
-    if (c != NULL)
-        b->strs[b->nstrs++] = c;
+    if (c == NULL)
+        return NULL;
+    b->strs[b->nstrs++] = c;
+    b->htab[h] = c;
     return c;
 }
 
@@ -135,22 +180,28 @@ line_cmp(const void *pa, const void *pb)
     const struct md_bill_line *a = pa, *b = pb;
     int c;
 
+    /* equal pointers are equal strings (and within a bill equal strings
+     * are one pointer): most comparisons end without strcmp */
     CMP(a->day, b->day);
     for (int d = MD_BILL_CLUSTER; d < MD_BILL_TOKEN_TYPE; d++) {
+        if (a->dims[d] == b->dims[d])
+            continue;
         c = strcmp_null(a->dims[d], b->dims[d]);
         if (c != 0)
             return c;
     }
-    CMP(token_rank(a->dims[MD_BILL_TOKEN_TYPE]), token_rank(b->dims[MD_BILL_TOKEN_TYPE]));
-    c = strcmp_null(a->dims[MD_BILL_TOKEN_TYPE], b->dims[MD_BILL_TOKEN_TYPE]);
-    if (c != 0)
-        return c;
+    if (a->dims[MD_BILL_TOKEN_TYPE] != b->dims[MD_BILL_TOKEN_TYPE]) {
+        CMP(token_rank(a->dims[MD_BILL_TOKEN_TYPE]), token_rank(b->dims[MD_BILL_TOKEN_TYPE]));
+        c = strcmp_null(a->dims[MD_BILL_TOKEN_TYPE], b->dims[MD_BILL_TOKEN_TYPE]);
+        if (c != 0)
+            return c;
+    }
     CMP((int)a->status, (int)b->status);
     CMP(a->source_day, b->source_day);
-    c = strcmp(a->pricing_model, b->pricing_model);
+    c = a->pricing_model == b->pricing_model ? 0 : strcmp(a->pricing_model, b->pricing_model);
     if (c != 0)
         return c;
-    c = strcmp(a->currency, b->currency);
+    c = a->currency == b->currency ? 0 : strcmp(a->currency, b->currency);
     if (c != 0)
         return c;
     CMP(a->unit_price_nanos, b->unit_price_nanos);
@@ -163,8 +214,13 @@ int
 md_bill_merge_lines(struct md_bill *b, struct md_err *err)
 {
     size_t w = 0;
+    int sorted = 1;
 
-    if (b->count > 1)
+    /* stored lines mostly come back in the order they were written, which
+     * is this order: one pass instead of n log n comparisons */
+    for (size_t i = 1; i < b->count && sorted; i++)
+        sorted = line_cmp(&b->lines[i - 1], &b->lines[i]) <= 0;
+    if (!sorted)
         qsort(b->lines, b->count, sizeof(b->lines[0]), line_cmp);
     for (size_t i = 0; i < b->count; i++) {
         struct md_bill_line *o = w ? &b->lines[w - 1] : NULL, *l = &b->lines[i];
@@ -569,95 +625,259 @@ group_fields(const struct grow *g, unsigned mask, char bufs[LINE_KEYS][48],
     return k;
 }
 
-/* A JSON string: quotes, backslash and control characters escaped; other
- * bytes as they are (dimension values are UTF-8 from attribution). */
-static void
-json_str(struct md_buf *o, const char *s)
+/* ---- the JSON lines renderer (the bills endpoint's hot path) ---- */
+
+/* One md_malloc'd block grown by doubling and written through a cursor
+ * after one capacity check per line: no per-field call, strlen or printf.
+ * failed is sticky: after MD_ENOMEM or MD_ELIMIT writes are dropped and the
+ * caller reports it once. */
+struct out {
+    char  *p;
+    size_t len, cap;
+    int    failed;
+};
+
+/* Room for n more bytes (and a NUL); 0 when it cannot be had. */
+static int
+out_reserve(struct out *o, size_t n)
+{
+    size_t want;
+    char *np;
+
+    if (o->failed)
+        return 0;
+    if (n > RENDER_MAX - o->len) {
+        o->failed = MD_ELIMIT;
+        return 0;
+    }
+    if (o->len + n + 1 <= o->cap)
+        return 1;
+    want = o->cap ? o->cap : 4096;
+    while (want < o->len + n + 1)
+        want *= 2;      /* at most 2^31: RENDER_MAX is 2^30 */
+    np = md_realloc(o->p, want);
+    if (np == NULL) {
+        o->failed = MD_ENOMEM;
+        return 0;
+    }
+    o->p = np;
+    o->cap = want;
+    return 1;
+}
+
+#define W_LIT(w, lit) do { memcpy((w), (lit), sizeof(lit) - 1); (w) += sizeof(lit) - 1; } \
+    while (0)
+
+/* JSON string of s (n bytes) at w, quotes included: backslash, quote and
+ * control characters escaped, other bytes as they are (dimension values are
+ * UTF-8 from attribution).  Needs 6 n + 2 bytes of room.  Plain strings
+ * (all of them in practice) are one scan and one copy. */
+static char *
+w_json_str(char *w, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    const char *run = s;
+    size_t run = 0;
 
-    (void)md_buf_putc(o, '"');
-    for (const char *p = s; *p != '\0'; p++) {
-        unsigned char c = (unsigned char)*p;
+    *w++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
 
         if (c >= 0x20 && c != '"' && c != '\\')
             continue;
-        (void)md_buf_append(o, run, (size_t)(p - run));
-        run = p + 1;
+        memcpy(w, s + run, i - run);
+        w += i - run;
+        run = i + 1;
+        *w++ = '\\';
         if (c == '"' || c == '\\') {
-            char e[2] = { '\\', (char)c };
-
-            (void)md_buf_append(o, e, 2);
+            *w++ = (char)c;
         } else {
-            char e[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
-
-            (void)md_buf_append(o, e, 6);
+            *w++ = 'u';
+            *w++ = '0';
+            *w++ = '0';
+            *w++ = hex[c >> 4];
+            *w++ = hex[c & 15];
         }
     }
-    (void)md_buf_puts(o, run);
-    (void)md_buf_putc(o, '"');
+    memcpy(w, s + run, n - run);
+    w += n - run;
+    *w++ = '"';
+    return w;
 }
 
-/* Full lines without jansson: one pass into a buffer (the bills endpoint's
- * hot path); the same document json_dumps would give, keys in line_keys
- * order. */
+/* Decimal of v at w (at most 20 bytes). */
+static char *
+w_i64(char *w, int64_t v)
+{
+    char tmp[24];
+    char *p = tmp + sizeof(tmp);
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0)
+        *--p = '-';
+    memcpy(w, p, (size_t)(tmp + sizeof(tmp) - p));
+    return w + (tmp + sizeof(tmp) - p);
+}
+
+/* A money amount as a JSON string (digits, '-', '.': nothing to escape);
+ * at most MD_MONEY_FMT_MAX + 1 bytes. */
+static char *
+w_money(char *w, int64_t nanos)
+{
+    char a[MD_MONEY_FMT_MAX];
+    size_t n;
+
+    (void)md_money_fmt(nanos, a, sizeof(a));
+    n = strlen(a);
+    *w++ = '"';
+    memcpy(w, a, n);
+    w += n;
+    *w++ = '"';
+    return w;
+}
+
+#define LINE_FIXED 320  /* bytes of a line besides its strings (keys, numbers) */
+
+/* Full lines: the same document json_dumps would give, keys in line_keys
+ * order, written in one pass.  Days repeat (lines are ordered by day), so
+ * the date string is made once per day. */
 static int
 render_json_lines(const struct md_bill *b, const struct md_bill_query *q, struct total *t,
     size_t nt, char **body, size_t *len, struct md_err *err)
 {
-    struct md_buf o;
-    char buf[32];
+    struct out o = { NULL, 0, 0, 0 };
+    char buf[32], dstr[16];
+    int32_t dprev = 0;
+    size_t dlen = 0;
+    char *w;
 
-    md_buf_init(&o, RENDER_MAX);
+    /* the usual size of a line, so that the block grows once or twice */
+    if (b->count < RENDER_MAX / 256)
+        (void)out_reserve(&o, 256 + b->count * 256);
     if (q->period[0] != '\0') {
-        (void)md_buf_puts(&o, "{\"period\":");
-        json_str(&o, q->period);
-    } else {
-        day_str(q->from_day, buf);
-        (void)md_buf_puts(&o, "{\"from\":");
-        json_str(&o, buf);
-        day_str(q->to_day, buf);
-        (void)md_buf_puts(&o, ",\"to\":");
-        json_str(&o, buf);
-    }
-    (void)md_buf_puts(&o, ",\"lines\":[");
-    for (size_t i = 0; i < b->count; i++) {
-        char bufs[LINE_KEYS][48];
-        const char *f[LINE_KEYS];
-
-        line_fields(&b->lines[i], bufs, f);
-        (void)md_buf_puts(&o, i ? ",{" : "{");
-        for (size_t k = 0; k < LINE_KEYS; k++) {
-            (void)md_buf_puts(&o, k ? ",\"" : "\"");
-            (void)md_buf_puts(&o, line_keys[k]);
-            (void)md_buf_puts(&o, "\":");
-            if (k == 6 || k == 12)
-                (void)md_buf_puts(&o, f[k]);
-            else
-                json_str(&o, f[k]);
+        if (out_reserve(&o, 16 + 6 * sizeof(q->period))) {
+            w = o.p;
+            W_LIT(w, "{\"period\":");
+            w = w_json_str(w, q->period, strlen(q->period));
+            o.len = (size_t)(w - o.p);
         }
-        (void)md_buf_putc(&o, '}');
+    } else if (out_reserve(&o, 64)) {
+        w = o.p;
+        day_str(q->from_day, buf);
+        W_LIT(w, "{\"from\":");
+        w = w_json_str(w, buf, strlen(buf));
+        day_str(q->to_day, buf);
+        W_LIT(w, ",\"to\":");
+        w = w_json_str(w, buf, strlen(buf));
+        o.len = (size_t)(w - o.p);
     }
-    (void)md_buf_puts(&o, "],\"totals\":[");
-    for (size_t i = 0; i < nt; i++) {
-        char a[MD_MONEY_FMT_MAX];
+    if (out_reserve(&o, 16)) {
+        w = o.p + o.len;
+        W_LIT(w, ",\"lines\":[");
+        o.len = (size_t)(w - o.p);
+    }
+    for (size_t i = 0; i < b->count && !o.failed; i++) {
+        const struct md_bill_line *l = &b->lines[i];
+        const char *sv[MD_BILL_DIMS + 2];
+        size_t sl[MD_BILL_DIMS + 2], need = LINE_FIXED;
+        const char *st = md_bill_status_name(l->status);
 
-        (void)md_money_fmt(t[i].amount, a, sizeof(a));
-        (void)md_buf_puts(&o, i ? ",{\"currency\":" : "{\"currency\":");
-        json_str(&o, t[i].currency);
-        (void)md_buf_printf(&o, ",\"tokens\":%lld,\"amount\":", (long long)t[i].tokens);
-        json_str(&o, a);
-        (void)md_buf_putc(&o, '}');
+        for (int d = MD_BILL_CLUSTER; d < MD_BILL_DIMS; d++)
+            sv[d] = l->dims[d] ? l->dims[d] : "";
+        sv[0] = l->currency;
+        sv[MD_BILL_DIMS] = l->pricing_model;
+        sv[MD_BILL_DIMS + 1] = st;
+        for (int k = 0; k < MD_BILL_DIMS + 2; k++) {
+            sl[k] = strlen(sv[k]);
+            if (sl[k] > RENDER_MAX / 8) {
+                o.failed = MD_ELIMIT;
+                break;
+            }
+            need += 6 * sl[k] + 2;
+        }
+        if (i == 0 || l->day != dprev) {
+            day_str(l->day, dstr);
+            dlen = strlen(dstr);
+            dprev = l->day;
+        }
+        if (!out_reserve(&o, need))
+            break;
+        w = o.p + o.len;
+        if (i > 0)
+            *w++ = ',';
+        W_LIT(w, "{\"day\":\"");
+        memcpy(w, dstr, dlen);
+        w += dlen;
+        W_LIT(w, "\",\"cluster\":");
+        w = w_json_str(w, sv[MD_BILL_CLUSTER], sl[MD_BILL_CLUSTER]);
+        W_LIT(w, ",\"namespace\":");
+        w = w_json_str(w, sv[MD_BILL_NAMESPACE], sl[MD_BILL_NAMESPACE]);
+        W_LIT(w, ",\"department\":");
+        w = w_json_str(w, sv[MD_BILL_DEPARTMENT], sl[MD_BILL_DEPARTMENT]);
+        W_LIT(w, ",\"model\":");
+        w = w_json_str(w, sv[MD_BILL_MODEL], sl[MD_BILL_MODEL]);
+        W_LIT(w, ",\"token_type\":");
+        w = w_json_str(w, sv[MD_BILL_TOKEN_TYPE], sl[MD_BILL_TOKEN_TYPE]);
+        W_LIT(w, ",\"tokens\":");
+        w = w_i64(w, l->tokens);
+        W_LIT(w, ",\"unit_price\":");
+        w = w_money(w, l->unit_price_nanos);
+        W_LIT(w, ",\"amount\":");
+        w = w_money(w, l->amount_nanos);
+        W_LIT(w, ",\"currency\":");
+        w = w_json_str(w, sv[0], sl[0]);
+        W_LIT(w, ",\"status\":");
+        w = w_json_str(w, st, sl[MD_BILL_DIMS + 1]);
+        W_LIT(w, ",\"pricing_model\":");
+        w = w_json_str(w, sv[MD_BILL_DIMS], sl[MD_BILL_DIMS]);
+        W_LIT(w, ",\"pricing_revision\":");
+        w = w_i64(w, l->revision);
+        *w++ = '}';
+        o.len = (size_t)(w - o.p);
     }
-    (void)md_buf_puts(&o, "]}");
-    if (o.len >= RENDER_MAX) {
-        md_buf_fini(&o);
+    if (out_reserve(&o, 16)) {
+        w = o.p + o.len;
+        W_LIT(w, "],\"totals\":[");
+        o.len = (size_t)(w - o.p);
+    }
+    for (size_t i = 0; i < nt && !o.failed; i++) {
+        size_t cl = strlen(t[i].currency);
+
+        if (cl > RENDER_MAX / 8) {
+            o.failed = MD_ELIMIT;
+            break;
+        }
+        if (!out_reserve(&o, 128 + 6 * cl))
+            break;
+        w = o.p + o.len;
+        if (i > 0)
+            *w++ = ',';
+        W_LIT(w, "{\"currency\":");
+        w = w_json_str(w, t[i].currency, cl);
+        W_LIT(w, ",\"tokens\":");
+        w = w_i64(w, t[i].tokens);
+        W_LIT(w, ",\"amount\":");
+        w = w_money(w, t[i].amount);
+        *w++ = '}';
+        o.len = (size_t)(w - o.p);
+    }
+    if (out_reserve(&o, 2)) {
+        w = o.p + o.len;
+        W_LIT(w, "]}");
+        o.len = (size_t)(w - o.p);
+        o.p[o.len] = '\0';
+    }
+    if (o.failed) {
+        md_free(o.p);
+        if (o.failed == MD_ENOMEM)
+            return md_err_set(err, MD_ENOMEM, "out of memory");
         return md_err_set(err, MD_ELIMIT, "bill larger than %zu bytes", RENDER_MAX);
     }
-    *body = md_buf_steal(&o, len);
-    if (*body == NULL)
-        return md_err_set(err, MD_ENOMEM, "out of memory");
+    *body = o.p;
+    *len = o.len;
     return MD_OK;
 }
 

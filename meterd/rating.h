@@ -80,11 +80,14 @@ struct md_bill {
     size_t               count, cap;
     char               **strs;      /* owned strings (interned per bill) */
     size_t               nstrs, strs_cap;
+    char               **htab;      /* strs by content: open addressing, power of 2 */
+    size_t               hcap;
     size_t               lines_max;
 };
 void md_bill_init(struct md_bill *b, size_t lines_max);
 void md_bill_fini(struct md_bill *b);
-/* Appends a copy of l (its strings copied into b).  MD_ELIMIT past
+/* Appends a copy of l (its strings copied into b; equal strings share one
+ * copy per bill, so equal pointers mean equal strings).  MD_ELIMIT past
  * lines_max. */
 int  md_bill_add(struct md_bill *b, const struct md_bill_line *l);
 /* Sorts by (day, cluster, namespace, department, model, token type order

@@ -1570,32 +1570,120 @@ md_rating_milestones_json(struct md_store *st, int32_t from_day, int32_t to_day,
 
 /* ---- bills ---- */
 
+/* The finalized (cluster, day) pairs of a bills query, sorted, so that the
+ * status of a stored line is a lookup instead of a join per line (a
+ * tenant-year is 36,500 lines; the join was a B-tree search each). */
+struct fin_set {
+    struct fin_day { int32_t day; char *cluster; } *v;
+    size_t n, cap;
+};
+
+static int
+fin_day_cmp(const void *pa, const void *pb)
+{
+    const struct fin_day *a = pa, *b = pb;
+
+    if (a->day != b->day)
+        return a->day < b->day ? -1 : 1;
+    return strcmp(a->cluster, b->cluster);
+}
+
+static void
+fin_set_free(struct fin_set *f)
+{
+    for (size_t i = 0; i < f->n; i++)
+        md_free(f->v[i].cluster);
+    md_free(f->v);
+    memset(f, 0, sizeof(*f));
+}
+
+/* Finalized milestones of [from, to), cluster optional.  At most
+ * MD_RATING_RANGE_DAYS days per cluster; the number of clusters is that of
+ * the milestones table, so this is bounded by what the store holds. */
+static int
+fin_set_load(sqlite3 *db, const struct md_bill_query *q, struct fin_set *f, struct md_err *err)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = prep(db, "SELECT cluster, day FROM milestones WHERE state = 'finalized' AND "
+        "day >= ?1 AND day < ?2 AND (?3 IS NULL OR cluster = ?3)", &s, err), step;
+
+    if (rc != MD_OK)
+        return rc;
+    sqlite3_bind_int(s, 1, q->from_day);
+    sqlite3_bind_int(s, 2, q->to_day);
+    if (q->filter[MD_BILL_CLUSTER] != NULL)
+        sqlite3_bind_text(s, 3, q->filter[MD_BILL_CLUSTER], -1, SQLITE_STATIC);
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+        if (f->n == f->cap) {
+            size_t cap = f->cap ? f->cap * 2 : 64;
+            struct fin_day *n = md_realloc(f->v, cap * sizeof(*n));
+
+            if (n == NULL) {
+                rc = md_err_set(err, MD_ENOMEM, "out of memory");
+                goto out;
+            }
+            f->v = n;
+            f->cap = cap;
+        }
+        f->v[f->n].day = sqlite3_column_int(s, 1);
+        f->v[f->n].cluster = md_strdup(col_text(s, 0));
+        if (f->v[f->n].cluster == NULL) {
+            rc = md_err_set(err, MD_ENOMEM, "out of memory");
+            goto out;
+        }
+        f->n++;
+    }
+    if (step != SQLITE_DONE)
+        rc = db_err(err, db, "bills: finalized days");
+    else if (f->n > 1)
+        qsort(f->v, f->n, sizeof(f->v[0]), fin_day_cmp);
+out:
+    sqlite3_finalize(s);
+    return rc;
+}
+
+static int
+fin_set_has(const struct fin_set *f, const char *cluster, int32_t day)
+{
+    struct fin_day key = { day, (char *)(uintptr_t)cluster };
+
+    return f->n > 0 && bsearch(&key, f->v, f->n, sizeof(f->v[0]), fin_day_cmp) != NULL;
+}
+
 int
 md_rating_bills(struct md_rating *r, struct md_store *st, const struct md_bill_query *q,
     struct md_bill *out, struct md_err *err)
 {
     static const char *const colname[MD_BILL_DIMS] = {
-        NULL, "b.cluster", "b.namespace", "b.department", "b.model", "b.token_type",
+        NULL, "cluster", "namespace", "department", "model", "token_type",
     };
     struct rate_filter f = {
         .namespace = q->filter[MD_BILL_NAMESPACE], .department = q->filter[MD_BILL_DEPARTMENT],
         .model = q->filter[MD_BILL_MODEL], .token_type = q->filter[MD_BILL_TOKEN_TYPE],
     };
     struct holder *h = NULL;
+    struct fin_set fin = { NULL, 0, 0 };
     sqlite3 *db;
     sqlite3_stmt *s = NULL;
+    const char *last_cluster = NULL;
+    int32_t last_day = 0;
+    enum md_bill_status last_status = MD_BILL_CLOSED;
     char sql[2048];
     size_t off;
     int rc = md_store_reader(st, &db, err), step, bind = 3;
 
     if (rc != MD_OK)
         return rc;
+    rc = fin_set_load(db, q, &fin, err);
+    if (rc != MD_OK)
+        goto out;
+    /* a namespace filter reads the tenant's days through bill_lines_tenant
+     * (namespace, day); without one, bill_lines_day (day, cluster) */
     off = (size_t)snprintf(sql, sizeof(sql),
-        "SELECT b.day, b.cluster, b.namespace, b.department, b.model, b.token_type, b.tokens, "
-        "b.unit_price, b.list_unit_price, b.amount, b.currency, b.pricing_model, "
-        "b.pricing_revision, b.kind, b.source_day, m.state FROM bill_lines b LEFT JOIN "
-        "milestones m ON m.cluster = b.cluster AND m.day = b.source_day "
-        "WHERE b.day >= ?1 AND b.day < ?2");
+        "SELECT day, cluster, namespace, department, model, token_type, tokens, "
+        "unit_price, list_unit_price, amount, currency, pricing_model, "
+        "pricing_revision, kind, source_day FROM bill_lines "
+        "WHERE day >= ?1 AND day < ?2");
     for (int d = MD_BILL_CLUSTER; d < MD_BILL_DIMS; d++)
         if (q->filter[d] != NULL)
             off += (size_t)snprintf(sql + off, sizeof(sql) - off, " AND %s = ?%d", colname[d],
@@ -1605,7 +1693,7 @@ md_rating_bills(struct md_rating *r, struct md_store *st, const struct md_bill_q
         off += (size_t)snprintf(sql + off, sizeof(sql) - off, " AND 0");
     rc = prep(db, sql, &s, err);
     if (rc != MD_OK)
-        return rc;
+        goto out;
     sqlite3_bind_int(s, 1, q->from_day);
     sqlite3_bind_int(s, 2, q->to_day);
     bind = 3;
@@ -1613,7 +1701,7 @@ md_rating_bills(struct md_rating *r, struct md_store *st, const struct md_bill_q
         if (q->filter[d] != NULL)
             sqlite3_bind_text(s, bind++, q->filter[d], -1, SQLITE_STATIC);
     while ((step = sqlite3_step(s)) == SQLITE_ROW) {
-        struct md_bill_line l;
+        struct md_bill_line l, *added;
 
         memset(&l, 0, sizeof(l));
         l.day = sqlite3_column_int(s, 0);
@@ -1628,16 +1716,26 @@ md_rating_bills(struct md_rating *r, struct md_store *st, const struct md_bill_q
         l.priced = strcmp(l.pricing_model, UNPRICED) != 0;
         l.revision = sqlite3_column_int64(s, 12);
         l.source_day = sqlite3_column_int(s, 14);
-        if (strcmp(col_text(s, 13), "correction") == 0)
-            l.status = MD_BILL_CORRECTION;
-        else
-            l.status = strcmp(col_text(s, 15), "finalized") == 0 ? MD_BILL_FINALIZED
-                                                                 : MD_BILL_CLOSED;
+        l.status = strcmp(col_text(s, 13), "correction") == 0 ? MD_BILL_CORRECTION
+                                                             : MD_BILL_CLOSED;
         rc = md_bill_add(out, &l);
         if (rc != MD_OK) {
             rc = md_err_set(err, rc, "more than %zu lines", out->lines_max);
             goto out;
         }
+        /* a rated line's state is its milestone's (cluster, source_day);
+         * the added line's cluster is interned, so a pointer compare
+         * finds the run of lines of one (cluster, day) */
+        added = &out->lines[out->count - 1];
+        if (added->status == MD_BILL_CORRECTION)
+            continue;
+        if (added->dims[MD_BILL_CLUSTER] != last_cluster || added->source_day != last_day) {
+            last_cluster = added->dims[MD_BILL_CLUSTER];
+            last_day = added->source_day;
+            last_status = fin_set_has(&fin, last_cluster, last_day) ? MD_BILL_FINALIZED
+                                                                    : MD_BILL_CLOSED;
+        }
+        added->status = last_status;
     }
     if (step != SQLITE_DONE) {
         rc = db_err(err, db, "bills");
@@ -1691,6 +1789,7 @@ out:
     if (h != NULL)
         holder_put(r, h);
     sqlite3_finalize(s);
+    fin_set_free(&fin);
     return rc;
 }
 

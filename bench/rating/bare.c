@@ -1,8 +1,16 @@
-/* bare.c: the ceiling for the rating benchmark.  Inserts the same bill rows
- * the rater stores (same table shape and indexes as schema/003_rating.sql,
- * without triggers) in one transaction, then selects one tenant-month the
- * way GET /api/v1/bills does, N times, and prints rows/s and the select's
- * p50/p99.  Usage: bare DB NAMESPACES MODELS DAYS TENANT REPEAT */
+/* bare.c: the ceilings for the rating benchmark, plain SQLite, no meterd.
+ *
+ *   bare insert DB NAMESPACES MODELS DAYS
+ *     Inserts the bill rows the rater stores for DAYS days (same table shape
+ *     and indexes as schema/003_rating.sql, without triggers) into a new DB,
+ *     one transaction per day as the rater commits, and prints rows/s.
+ *   bare select DB FROM_DAY TO_DAY TENANT REPEAT
+ *     Selects one tenant's lines of [FROM_DAY, TO_DAY) (days since 1970)
+ *     from an existing DB (meterd's own, so the very table the endpoint
+ *     reads) the way GET /api/v1/bills does, REPEAT times on one
+ *     connection, stepping every row and reading every column, and prints
+ *     the rows and the select's p50/p99.
+ * Every SQLite call is checked: a failing ceiling must not look fast. */
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,23 +44,28 @@ arg_int(const char *s)
     return (*s == '\0' || *end != '\0' || v < 0 || v > 1000000) ? -1 : (int)v;
 }
 
-int
-main(int argc, char **argv)
+static void
+must(sqlite3 *db, int rc, int want, const char *what)
+{
+    if (rc != want) {
+        fprintf(stderr, "bare: %s: %s\n", what, sqlite3_errmsg(db));
+        exit(1);
+    }
+}
+
+static int
+do_insert(const char *path, int ns, int models, int days)
 {
     static const char *tt[] = { "input", "cached_input", "cache_creation_input", "output",
                                 "reasoning" };
     sqlite3 *db;
     sqlite3_stmt *s;
-    int ns, models, days, reps;
-    double t0, t1, *lat;
+    double t0, t1;
     long rows = 0;
 
-    if (argc != 7 || (ns = arg_int(argv[2])) < 0 || (models = arg_int(argv[3])) < 0 ||
-        (days = arg_int(argv[4])) < 0 || (reps = arg_int(argv[6])) < 0)
-        return 2;
-    remove(argv[1]);
-    sqlite3_open(argv[1], &db);
-    sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+    remove(path);
+    must(NULL, sqlite3_open(path, &db), SQLITE_OK, "open");
+    must(db, sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
         "CREATE TABLE bill_lines (id INTEGER PRIMARY KEY, day INTEGER NOT NULL, cluster TEXT "
         "NOT NULL, namespace TEXT NOT NULL, department TEXT NOT NULL, model TEXT NOT NULL, "
         "token_type TEXT NOT NULL, tokens INTEGER NOT NULL, unit_price INTEGER NOT NULL, "
@@ -62,14 +75,15 @@ main(int argc, char **argv)
         "CREATE INDEX bill_lines_day ON bill_lines(day, cluster);"
         "CREATE INDEX bill_lines_tenant ON bill_lines(namespace, day);"
         "CREATE INDEX bill_lines_source ON bill_lines(cluster, source_day, kind);",
-        NULL, NULL, NULL);
+        NULL, NULL, NULL), SQLITE_OK, "schema");
+    must(db, sqlite3_prepare_v2(db, "INSERT INTO bill_lines(day, cluster, namespace, "
+        "department, model, token_type, tokens, unit_price, list_unit_price, amount, currency, "
+        "pricing_model, pricing_revision, kind, source_day) VALUES (?1, 'bench', ?2, 'd', ?3, "
+        "?4, ?5, ?6, ?6, ?7, 'USD', 'bench', 1, 'rated', ?1)", -1, &s, NULL), SQLITE_OK,
+        "prepare insert");
     t0 = now();
-    sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
-    sqlite3_prepare_v2(db, "INSERT INTO bill_lines(day, cluster, namespace, department, model, "
-        "token_type, tokens, unit_price, list_unit_price, amount, currency, pricing_model, "
-        "pricing_revision, kind, source_day) VALUES (?1, 'bench', ?2, 'd', ?3, ?4, ?5, ?6, ?6, "
-        "?7, 'USD', 'bench', 1, 'rated', ?1)", -1, &s, NULL);
-    for (int d = 0; d < days; d++)
+    for (int d = 0; d < days; d++) {
+        must(db, sqlite3_exec(db, "BEGIN", NULL, NULL, NULL), SQLITE_OK, "begin");
         for (int n = 0; n < ns; n++)
             for (int m = 0; m < models; m++)
                 for (int t = 0; t < 5; t++) {
@@ -84,38 +98,74 @@ main(int argc, char **argv)
                     sqlite3_bind_int64(s, 5, 4000 + n + m + t);
                     sqlite3_bind_int64(s, 6, 1000000000LL);
                     sqlite3_bind_int64(s, 7, 4000 + n + m + t);
-                    sqlite3_step(s);
+                    must(db, sqlite3_step(s), SQLITE_DONE, "insert");
                     sqlite3_reset(s);
                     rows++;
                 }
-    sqlite3_finalize(s);
-    sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
-    t1 = now();
-    printf("bare_insert_rows %ld\nbare_insert_seconds %.3f\nbare_insert_rows_per_s %.0f\n", rows,
-        t1 - t0, (double)rows / (t1 - t0));
-    lat = calloc((size_t)reps, sizeof(*lat));
-    sqlite3_prepare_v2(db, "SELECT day, cluster, namespace, department, model, token_type, "
-        "tokens, unit_price, list_unit_price, amount, currency, pricing_model, pricing_revision, "
-        "kind, source_day FROM bill_lines WHERE day >= ?1 AND day < ?2 AND namespace = ?3", -1,
-        &s, NULL);
-    for (int i = 0; i < reps; i++) {
-        long got = 0;
-
-        t0 = now();
-        sqlite3_bind_int(s, 1, 20454);
-        sqlite3_bind_int(s, 2, 20454 + days);
-        sqlite3_bind_text(s, 3, argv[5], -1, SQLITE_STATIC);
-        while (sqlite3_step(s) == SQLITE_ROW)
-            got++;
-        sqlite3_reset(s);
-        lat[i] = now() - t0;
-        if (got != (long)days * models * 5)
-            return 1;
+        must(db, sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK, "commit");
     }
-    qsort(lat, (size_t)reps, sizeof(*lat), cmp);
-    printf("bare_select_p50_ms %.3f\nbare_select_p99_ms %.3f\n", lat[reps / 2] * 1e3,
-        lat[reps * 99 / 100] * 1e3);
+    t1 = now();
     sqlite3_finalize(s);
     sqlite3_close(db);
+    printf("bare_insert_rows %ld\nbare_insert_seconds %.3f\nbare_insert_rows_per_s %.0f\n", rows,
+        t1 - t0, (double)rows / (t1 - t0));
     return 0;
+}
+
+static int
+do_select(const char *path, int from, int to, const char *tenant, int reps)
+{
+    sqlite3 *db;
+    sqlite3_stmt *s;
+    double *lat;
+    long got = 0, sum = 0;
+
+    if (reps < 1 || (lat = calloc((size_t)reps, sizeof(*lat))) == NULL)
+        return 2;
+    must(NULL, sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK, "open");
+    must(db, sqlite3_prepare_v2(db, "SELECT day, cluster, namespace, department, model, "
+        "token_type, tokens, unit_price, list_unit_price, amount, currency, pricing_model, "
+        "pricing_revision, kind, source_day FROM bill_lines WHERE day >= ?1 AND day < ?2 AND "
+        "namespace = ?3", -1, &s, NULL), SQLITE_OK, "prepare select");
+    for (int i = 0; i < reps; i++) {
+        double t0 = now();
+        int rc;
+
+        got = 0;
+        sqlite3_bind_int(s, 1, from);
+        sqlite3_bind_int(s, 2, to);
+        sqlite3_bind_text(s, 3, tenant, -1, SQLITE_STATIC);
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+            /* read what a bill line needs, as the endpoint does */
+            for (int c = 0; c < 15; c++)
+                sum += sqlite3_column_bytes(s, c);
+            got++;
+        }
+        must(db, rc, SQLITE_DONE, "select");
+        sqlite3_reset(s);
+        lat[i] = now() - t0;
+    }
+    qsort(lat, (size_t)reps, sizeof(*lat), cmp);
+    printf("bare_select_rows %ld\nbare_select_p50_ms %.3f\nbare_select_p99_ms %.3f\n", got,
+        lat[reps / 2] * 1e3, lat[(size_t)reps * 99 / 100] * 1e3);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    free(lat);
+    return sum > 0 ? 0 : 1;
+}
+
+int
+main(int argc, char **argv)
+{
+    int a, b, c, d;
+
+    if (argc == 6 && strcmp(argv[1], "insert") == 0 && (a = arg_int(argv[3])) >= 0 &&
+        (b = arg_int(argv[4])) >= 0 && (c = arg_int(argv[5])) >= 0)
+        return do_insert(argv[2], a, b, c);
+    if (argc == 7 && strcmp(argv[1], "select") == 0 && (a = arg_int(argv[3])) >= 0 &&
+        (b = arg_int(argv[4])) >= 0 && (d = arg_int(argv[6])) >= 1)
+        return do_select(argv[2], a, b, argv[5], d);
+    fputs("usage: bare insert DB NAMESPACES MODELS DAYS\n"
+          "       bare select DB FROM_DAY TO_DAY TENANT REPEAT\n", stderr);
+    return 2;
 }

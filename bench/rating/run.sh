@@ -1,14 +1,37 @@
 #!/bin/sh
 # bench/rating/run.sh BUILD_DIR [DAYS] [HOURS_PER_DAY]
-# Rating and bills benchmark (issue 5): NS=1000 namespaces x 20 models x 5
-# token types of hourly usage for DAYS days (HOURS_PER_DAY hours each),
-# rated by `meterd backfill` (the same code the writer's tick runs), then
-# GET /api/v1/bills for one tenant and one month with wrk, and the bare
-# SQLite ceiling (bare.c) on the same machine in the same run.
+# Rating and bills benchmark (issue 5).  NS=1000 namespaces x MODELS=20
+# models x 5 token types (100,000 usage series) of usage for DAYS days from
+# 2026-01-01 (default 365), HOURS_PER_DAY active hours each (default 1),
+# then:
+#  - the whole range rated by `meterd backfill` (the code the writer's tick
+#    runs), timed for real in two slices: the first FIRST (31) days, compared
+#    with bare.c inserting the same rows, and the rest;
+#  - a second backfill of the first slice (idempotent: nothing changes);
+#  - the usage history deleted (DELETE FROM usage_hourly) unless
+#    KEEP_USAGE=1: bills of closed days never read usage, but the daemon's
+#    start does (store.c snapshot_load sums all of usage_hourly through an
+#    index search and a primary-key lookup per row: with a year of it the
+#    start took more than 13 minutes and was abandoned); the daemon's start
+#    is timed (daemon_ready_seconds);
+#  - RUNS (3) rounds of: wrk -t1 -c1 (one request at a time) and
+#    wrk -t2 -c4 on GET /api/v1/bills?period=2026-01&namespace=ns-0042,
+#    and bare.c selecting the same tenant-month from the same database;
+#    the summary gives the medians of the rounds.
+# PHASE=latency skips to the daemon start and the latency rounds on the
+# work dir of an earlier run (the summary then lacks the backfill lines).
+# Needs: sqlite3, curl, wrk, python3, cc.  Work dir W (/tmp/bench-rating):
+# about 15 GB for the default shape.
 set -eu
-B=$(cd "$1" && pwd); DAYS=${2:-7}; HOURS=${3:-4}; NS=${NS:-1000}; MODELS=${MODELS:-20}
+B=$(cd "$1" && pwd); DAYS=${2:-365}; HOURS=${3:-1}; NS=${NS:-1000}; MODELS=${MODELS:-20}
+FIRST=${FIRST:-31}; RUNS=${RUNS:-3}; DUR=${DUR:-10}
 W=${W:-/tmp/bench-rating}; PORT=${PORT:-19381}
-rm -rf "$W"; mkdir -p "$W"; cd "$W"
+SRC=$(cd "$(dirname "$0")" && pwd)
+[ "$FIRST" -le "$DAYS" ] || FIRST=$DAYS
+PHASE=${PHASE:-all}
+if [ "$PHASE" = all ]; then rm -rf "$W"; mkdir -p "$W"; fi
+cd "$W"
+T_ALL=$(date +%s)
 cat > pricing.yaml <<P
 pricing_models:
   - name: bench
@@ -27,13 +50,33 @@ storage: {path: $W/meterd.db}
 log: {level: warn}
 pricing: {file: pricing.yaml}
 C
-"$B/meterd" run -c meterd.yaml & P=$!
-for i in $(seq 50); do curl -sf http://127.0.0.1:$PORT/readyz >/dev/null && break; sleep 0.1; done
-kill $P; wait $P || true
+cc -O2 -o bare "$SRC/bare.c" -lsqlite3
+
+# start_daemon: runs meterd, waits for /readyz (its start reads the usage
+# history for the /metrics snapshot, so a year takes a while); P = its pid
+start_daemon() {
+    "$B/meterd" run -c meterd.yaml 2>>daemon.log & P=$!
+    s=$(date +%s.%N)
+    for i in $(seq 36000); do
+        curl -sf http://127.0.0.1:$PORT/readyz >/dev/null 2>&1 && break
+        kill -0 $P 2>/dev/null || { echo "meterd exited; see $W/daemon.log" >&2; exit 1; }
+        sleep 0.1
+    done
+    echo "daemon_ready_seconds $(python3 -c "import time; print('%.1f' % (time.time() - $s))")"
+}
+stop_daemon() { kill $P; wait $P || true; }
+
 FROM_DAY=20454   # 2026-01-01
-sqlite3 meterd.db <<SQL
+if [ "$PHASE" = all ]; then
+start_daemon >/dev/null; stop_daemon      # creates the schema
+t0=$(date +%s.%N)
+# the usage table's secondary index is built after the rows (a sort instead
+# of 36 M random B-tree inserts); the schema ends up the same
+sqlite3 meterd.db >/dev/null <<SQL
 PRAGMA journal_mode=WAL;
+PRAGMA cache_size=-1000000;
 BEGIN;
+DROP INDEX usage_hourly_dim;
 WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < $NS - 1),
      m(j) AS (SELECT 0 UNION ALL SELECT j + 1 FROM m WHERE j < $MODELS - 1),
      t(k, name) AS (VALUES (0, 'input'), (1, 'cached_input'), (2, 'cache_creation_input'),
@@ -47,34 +90,95 @@ SELECT (($FROM_DAY + x / $HOURS) * 86400) + (x % $HOURS) * 3600, d.id,
        CASE d.token_type WHEN 'input' THEN 20000 WHEN 'output' THEN 8000 ELSE 1000 END
          + (d.id * 7 + x) % 997, 0
 FROM h, dims d;
+CREATE INDEX usage_hourly_dim ON usage_hourly(dim_id, hour_s);
 COMMIT;
 SQL
-TO=$(date -u -d "2026-01-01 + $DAYS days" +%Y-%m-%d)
-ROWS=$(sqlite3 meterd.db "SELECT count(*) FROM usage_hourly")
-echo "usage_rows $ROWS"
-t0=$(date +%s.%N)
-"$B/meterd" backfill -c meterd.yaml --from 2026-01-01 --to "$TO" --json > bf1.json
 t1=$(date +%s.%N)
-"$B/meterd" backfill -c meterd.yaml --from 2026-01-01 --to "$TO" --json > bf2.json
-t2=$(date +%s.%N)
+echo "usage_rows $(sqlite3 meterd.db "SELECT count(*) FROM usage_hourly")"
+echo "usage_generate_seconds $(python3 -c "print('%.1f' % ($t1 - $t0))")"
+
+day() { date -u -d "2026-01-01 + $1 days" +%Y-%m-%d; }
+backfill() {   # FROM_OFFSET TO_OFFSET OUT: prints seconds
+    s=$(date +%s.%N)
+    "$B/meterd" backfill -c meterd.yaml --from "$(day "$1")" --to "$(day "$2")" --json > "$3"
+    python3 -c "import time; print('%.2f' % (time.time() - $s))"
+}
+BF1=$(backfill 0 "$FIRST" bf1.json); echo "backfill_first_seconds $BF1"
+BF2=0
+[ "$FIRST" -lt "$DAYS" ] && BF2=$(backfill "$FIRST" "$DAYS" bf2.json)
+echo "backfill_rest_seconds $BF2"
+BF3=$(backfill 0 "$FIRST" bf3.json); echo "backfill_again_seconds $BF3"
 LINES=$(sqlite3 meterd.db "SELECT count(*) FROM bill_lines")
-python3 - "$t0" "$t1" "$t2" "$LINES" "$DAYS" <<'PY'
-import json, sys
-t0, t1, t2, lines, days = map(float, sys.argv[1:])
-b1 = json.load(open("bf1.json")); b2 = json.load(open("bf2.json"))
-assert b1["days_changed"] == days and b2["days_changed"] == 0, (b1["days_changed"], b2["days_changed"])
-print("bill_lines %d\nbackfill_first_seconds %.2f\nrating_lines_per_s %.0f\n"
-      "backfill_second_seconds %.2f (no change)\nfull_year_backfill_estimate_s %.0f"
-      % (lines, t1 - t0, lines / (t1 - t0), t2 - t1, (t1 - t0) * 365 / days))
-PY
-"$B/meterd" run -c meterd.yaml & P=$!
-for i in $(seq 50); do curl -sf http://127.0.0.1:$PORT/readyz >/dev/null && break; sleep 0.1; done
+./bare insert "$W/bare.db" "$NS" "$MODELS" "$FIRST" > bare_insert.txt
+rm -f bare.db bare.db-wal bare.db-shm
+echo "db_bytes $(du -b meterd.db | cut -f1)"
+if [ "${KEEP_USAGE:-0}" != 1 ]; then
+    sqlite3 meterd.db "DELETE FROM usage_hourly; PRAGMA wal_checkpoint(TRUNCATE);" >/dev/null
+    echo "usage history deleted before the daemon start (KEEP_USAGE=1 keeps it)"
+fi
+echo "$LINES $BF1 $BF2 $BF3" > backfill.txt
+fi
+read LINES BF1 BF2 BF3 < backfill.txt
+start_daemon > ready.txt
+cat ready.txt
 URL="http://127.0.0.1:$PORT/api/v1/bills?period=2026-01&namespace=ns-0042"
-N=$(curl -s "$URL" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["lines"]))')
+MONTH_DAYS=$(( DAYS < 31 ? DAYS : 31 ))
+N=$(curl -sf "$URL" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["lines"]))')
 echo "tenant_month_lines $N"
-wrk -t2 -c4 -d10s --latency "$URL" > wrk.txt
-grep -E "^ +(50|99)%" wrk.txt | sed 's/^ */wrk_p/'
-grep "Requests/sec" wrk.txt
-kill $P; wait $P || true
-cc -O2 -o bare "$(dirname "$0")/bare.c" -lsqlite3 2>/dev/null || cc -O2 -o bare "$OLDPWD/bare.c" -lsqlite3
-./bare "$W/bare.db" "$NS" "$MODELS" "$DAYS" ns-0042 1000
+[ "$N" -eq $(( MONTH_DAYS * MODELS * 5 )) ] || { echo "expected $(( MONTH_DAYS * MODELS * 5 ))" >&2; exit 1; }
+curl -sf -o month.json "$URL"; echo "response_bytes $(wc -c < month.json)"
+wrk -t1 -c1 -d2s "$URL" > /dev/null      # warm the reader connections
+for r in $(seq "$RUNS"); do
+    echo "load_before_round_$r $(cut -d' ' -f1 /proc/loadavg)"
+    wrk -t1 -c1 -d"${DUR}s" --latency "$URL" > "wrk1_$r.txt"
+    wrk -t2 -c4 -d"${DUR}s" --latency "$URL" > "wrk4_$r.txt"
+    ./bare select meterd.db "$FROM_DAY" $(( FROM_DAY + MONTH_DAYS )) ns-0042 1000 > "bare_$r.txt"
+done
+stop_daemon
+python3 - "$DAYS" "$FIRST" "$LINES" "$BF1" "$BF2" "$BF3" "$RUNS" "$T_ALL" <<'PY'
+import json, re, statistics, sys, time
+days, first, lines = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+bf1, bf2, bf3, runs, t_all = map(float, sys.argv[4:])
+print("ready: " + open("ready.txt").read().strip())
+j1 = json.load(open("bf1.json")); j3 = json.load(open("bf3.json"))
+assert j1["days_changed"] == first, j1["days_changed"]
+assert j3["days_changed"] == 0, j3["days_changed"]
+open_days = 0
+if days > first:
+    j2 = json.load(open("bf2.json"))
+    # days not yet ended (after the run's date) stay open: rated on request,
+    # nothing stored for them
+    assert j2["days_changed"] + j2["days_open"] == days - first, j2
+    open_days = j2["days_open"]
+print("days_rated_and_stored %d days_open %d" % (days - open_days, open_days))
+bare = dict(l.split() for l in open("bare_insert.txt"))
+first_lines = lines * first // (days - open_days)
+print("bill_lines %d" % lines)
+print("backfill_first_%d_days_seconds %.2f (%.0f lines/s; bare insert of the same rows: %s rows/s)"
+      % (first, bf1, first_lines / bf1, bare["bare_insert_rows_per_s"]))
+print("backfill_remaining_%d_days_seconds %.2f" % (days - first, bf2))
+print("backfill_total_%d_days_seconds %.2f (%.0f lines/s)" % (days, bf1 + bf2, lines / (bf1 + bf2)))
+print("backfill_again_first_%d_days_seconds %.2f (no change)" % (first, bf3))
+def ms(s):
+    v, u = re.match(r"([\d.]+)(us|ms|s)$", s).groups()
+    return float(v) * {"us": 1e-3, "ms": 1, "s": 1e3}[u]
+def wrk(path):
+    t = open(path).read()
+    p = {k: ms(v) for k, v in re.findall(r"^\s+(50|99)%\s+(\S+)$", t, re.M)}
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+    err = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+    assert err is None, path + ": non-2xx responses"
+    return p["50"], p["99"], rps
+med = statistics.median
+r = int(runs)
+for c in ("1", "4"):
+    w = [wrk("wrk%s_%d.txt" % (c, i)) for i in range(1, r + 1)]
+    print("bills_c%s_p50_ms %.2f p99_ms %.2f req_s %.0f  (rounds: %s)" % (c, med(x[0] for x in w),
+          med(x[1] for x in w), med(x[2] for x in w),
+          "; ".join("%.2f/%.2f" % (x[0], x[1]) for x in w)))
+b = [dict(l.split() for l in open("bare_%d.txt" % i)) for i in range(1, r + 1)]
+print("bare_select_rows %s p50_ms %.3f p99_ms %.3f  (rounds: %s)" % (b[0]["bare_select_rows"],
+      med(float(x["bare_select_p50_ms"]) for x in b), med(float(x["bare_select_p99_ms"]) for x in b),
+      "; ".join("%s/%s" % (x["bare_select_p50_ms"], x["bare_select_p99_ms"]) for x in b)))
+print("total_wall_seconds %.0f" % (time.time() - t_all))
+PY

@@ -323,6 +323,89 @@ test_million_lines(void **state)
     }
 }
 
+/* The formatter as it was before the digit loop (snprintf of the integer
+ * part and a zero-padded fraction), kept here as an independent reference:
+ * the printed money of every bill must not change by a byte. */
+static int
+ref_fmt(int64_t v, unsigned decimals, int trim, char *buf, size_t len)
+{
+    static const uint64_t p10[10] = {
+        1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000,
+    };
+    uint64_t mag = v < 0 ? 0u - (uint64_t)v : (uint64_t)v;
+    uint64_t unit = p10[9 - decimals], q = mag / unit;
+    char frac[16];
+    int n;
+
+    if (!trim) {
+        /* fixed decimals: the nearer multiple of unit by distance, ties even */
+        q = (uint64_t)ref_round((__int128)mag, (__int128)unit);
+    }
+    n = snprintf(frac, sizeof(frac), "%0*llu", (int)decimals,
+        (unsigned long long)(q % p10[decimals]));
+    assert_true(n == (int)decimals || decimals == 0);
+    if (decimals == 0)
+        frac[0] = '\0';
+    if (trim) {
+        size_t k = strlen(frac);
+
+        while (k > 0 && frac[k - 1] == '0')
+            frac[--k] = '\0';
+    }
+    n = snprintf(buf, len, "%s%llu%s%s", (v < 0 && q != 0) ? "-" : "",
+        (unsigned long long)(q / p10[decimals]), frac[0] ? "." : "", frac);
+    return n;
+}
+
+static void
+check_fmt_one(int64_t v, unsigned dec)
+{
+    char want[64], got[64];
+    int n = ref_fmt(v, dec == 10 ? 9 : dec, dec == 10, want, sizeof(want));
+    int rc = dec == 10 ? md_money_fmt(v, got, sizeof(got))
+                       : md_money_fmt_fixed(v, dec, got, sizeof(got));
+
+    if (rc != MD_OK || strcmp(got, want) != 0)
+        fail_msg("%lld at %u: got \"%s\" (rc %d) want \"%s\"", (long long)v, dec, got, rc,
+            want);
+    /* exactly fitting buffer works; one byte less is MD_ELIMIT and "" */
+    rc = dec == 10 ? md_money_fmt(v, got, (size_t)n + 1)
+                   : md_money_fmt_fixed(v, dec, got, (size_t)n + 1);
+    if (rc != MD_OK || strcmp(got, want) != 0)
+        fail_msg("%lld at %u in %d bytes: got \"%s\" rc %d", (long long)v, dec, n + 1, got, rc);
+    rc = dec == 10 ? md_money_fmt(v, got, (size_t)n) : md_money_fmt_fixed(v, dec, got, (size_t)n);
+    if (rc != MD_ELIMIT || got[0] != '\0')
+        fail_msg("%lld at %u in %d bytes: rc %d, \"%s\"", (long long)v, dec, n, rc, got);
+}
+
+static void
+test_fmt_vs_reference(void **state)
+{
+    static const int64_t edges[] = {
+        0, 1, -1, 9, 10, 999999999, 1000000000, 1000000001, -999999999, -1000000000,
+        -1000000001, 500000000, -500000000, 150000000, -150000000, 1999999999999,
+        INT64_MAX, INT64_MAX - 1, INT64_MIN, INT64_MIN + 1, 9223372036000000000LL,
+        -9223372036000000000LL, 5, -5, 49999999, 50000000, -50000000, 995000000,
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(edges) / sizeof(edges[0]); i++)
+        for (unsigned dec = 0; dec <= 10; dec++)
+            check_fmt_one(edges[i], dec);
+    for (size_t i = 0; i < 300000; i++) {
+        /* every magnitude: a random 64-bit value shifted right 0..63 bits;
+         * negative ones are the correction lines */
+        uint64_t r = rng();
+        int64_t v = (int64_t)(r >> (rng() % 64));
+
+        if (i % 3 == 0)
+            v = -v;
+        if (i % 7 == 0)
+            v -= v % 1000;          /* trailing zeros to trim */
+        check_fmt_one(v, (unsigned)(i % 11));
+    }
+}
+
 int
 main(void)
 {
@@ -330,6 +413,7 @@ main(void)
         cmocka_unit_test(test_parse),
         cmocka_unit_test(test_fmt),
         cmocka_unit_test(test_fmt_fixed),
+        cmocka_unit_test(test_fmt_vs_reference),
         cmocka_unit_test(test_line_amount),
         cmocka_unit_test(test_percent),
         cmocka_unit_test(test_currency),

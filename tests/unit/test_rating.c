@@ -586,6 +586,153 @@ test_bill_growth_and_merge(void **state)
     md_bill_fini(&b);
 }
 
+/* jansson writes \n, \t, \r, \b, \f short and other escapes in upper case;
+ * the bill renderer writes every control character as \u00xx, lower case
+ * (as it always has): map one onto the other */
+static char *
+long_escapes(const char *s)
+{
+    static const char shorts[] = "ntrbf", codes[][5] = { "000a", "0009", "000d", "0008",
+                                                          "000c" };
+    size_t n = strlen(s);
+    char *o = malloc(n * 6 + 1), *w = o;
+
+    assert_non_null(o);
+    for (size_t i = 0; i < n; i++) {
+        const char *k = (s[i] == '\\' && s[i + 1] != '\0') ? strchr(shorts, s[i + 1]) : NULL;
+
+        if (s[i] == '\\' && s[i + 1] == '\\') {
+            memcpy(w, s + i, 2);
+            w += 2;
+            i++;
+        } else if (s[i] == '\\' && s[i + 1] == 'u' && i + 5 < n) {
+            for (int j = 0; j < 6; j++)
+                *w++ = (s[i + j] >= 'A' && s[i + j] <= 'F') ? (char)(s[i + j] + 32) : s[i + j];
+            i += 5;
+        } else if (k != NULL) {
+            memcpy(w, "\\u", 2);
+            memcpy(w + 2, codes[k - shorts], 4);
+            w += 6;
+            i++;
+        } else {
+            *w++ = s[i];
+        }
+    }
+    *w = '\0';
+    return o;
+}
+
+/* The JSON renderer against jansson (an independent encoder) on strings
+ * that need escaping, UTF-8, a correction with negative tokens and amounts
+ * at the int64 edges: the same document byte for byte. */
+static void
+test_render_json_vs_jansson(void **state)
+{
+    static const struct {
+        const char *cluster, *ns, *dept, *model, *tt, *cur, *pm;
+        int64_t tokens, unit, amount, rev;
+        enum md_bill_status status;
+        int day;
+        const char *unit_s, *amount_s, *status_s, *day_s;
+    } in[] = {
+        { "c\"1", "ns\\x", "d\n\t\x01\x1f", "m/\xc3\xbc", "input", "USD", "p\r\b\f", -123,
+          150000000, -18450, 2, MD_BILL_CORRECTION, 20454, "0.15", "-0.00001845", "correction",
+          "2026-01-01" },
+        { "plain", "ns-0042", "d", "model-00", "reasoning", "USD", "bench", INT64_MAX,
+          1000000000, INT64_MIN + 18450, 1, MD_BILL_FINALIZED, 20484, "1",
+          "-9223372036.854757358", "finalized", "2026-01-31" },
+        { "plain", "ns-0042", "", "model-01", "output", "EUR", "unpriced", 7, 0, 0,
+          9223372036854775807LL, MD_BILL_PROVISIONAL, 20485, "0", "0", "provisional",
+          "2026-02-01" },
+    };
+    struct md_bill b;
+    struct md_bill_query q;
+    struct md_err err = {0};
+    json_t *want = json_object(), *lines = json_array(), *totals = json_array(), *t;
+    char *body = NULL, *w1, *w2;
+    size_t len = 0;
+
+    (void)state;
+    md_bill_init(&b, 0);
+    for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
+        struct md_bill_line l;
+        json_t *o = json_object();
+
+        memset(&l, 0, sizeof(l));
+        l.day = l.source_day = in[i].day;
+        l.dims[MD_BILL_CLUSTER] = in[i].cluster;
+        l.dims[MD_BILL_NAMESPACE] = in[i].ns;
+        l.dims[MD_BILL_DEPARTMENT] = in[i].dept;
+        l.dims[MD_BILL_MODEL] = in[i].model;
+        l.dims[MD_BILL_TOKEN_TYPE] = in[i].tt;
+        l.tokens = in[i].tokens;
+        l.unit_price_nanos = l.list_unit_price_nanos = in[i].unit;
+        l.amount_nanos = in[i].amount;
+        l.currency = in[i].cur;
+        l.pricing_model = in[i].pm;
+        l.revision = in[i].rev;
+        l.status = in[i].status;
+        l.priced = 1;
+        assert_int_equal(md_bill_add(&b, &l), MD_OK);
+        json_object_set_new(o, "day", json_string(in[i].day_s));
+        json_object_set_new(o, "cluster", json_string(in[i].cluster));
+        json_object_set_new(o, "namespace", json_string(in[i].ns));
+        json_object_set_new(o, "department", json_string(in[i].dept));
+        json_object_set_new(o, "model", json_string(in[i].model));
+        json_object_set_new(o, "token_type", json_string(in[i].tt));
+        json_object_set_new(o, "tokens", json_integer(in[i].tokens));
+        json_object_set_new(o, "unit_price", json_string(in[i].unit_s));
+        json_object_set_new(o, "amount", json_string(in[i].amount_s));
+        json_object_set_new(o, "currency", json_string(in[i].cur));
+        json_object_set_new(o, "status", json_string(in[i].status_s));
+        json_object_set_new(o, "pricing_model", json_string(in[i].pm));
+        json_object_set_new(o, "pricing_revision", json_integer(in[i].rev));
+        json_array_append_new(lines, o);
+    }
+    /* totals per currency, sorted by currency */
+    t = json_pack("{s:s,s:I,s:s}", "currency", "EUR", "tokens", (json_int_t)7, "amount", "0");
+    json_array_append_new(totals, t);
+    t = json_pack("{s:s,s:I,s:s}", "currency", "USD", "tokens", (json_int_t)(INT64_MAX - 123),
+        "amount", "-9223372036.854775808");
+    json_array_append_new(totals, t);
+    json_object_set_new(want, "period", json_string("2026-01"));
+    json_object_set_new(want, "lines", lines);
+    json_object_set_new(want, "totals", totals);
+    memset(&q, 0, sizeof(q));
+    memcpy(q.period, "2026-01", 8);
+    assert_int_equal(md_bill_render(&b, &q, MD_BILL_JSON, &body, &len, &err), MD_OK);
+    assert_int_equal(len, strlen(body));
+    w1 = json_dumps(want, JSON_COMPACT);
+    assert_non_null(w1);
+    w2 = long_escapes(w1);
+    if (strcmp(body, w2) != 0) {
+        fprintf(stderr, "got  %s\nwant %s\n", body, w2);
+        fail_msg("the rendered bill differs (above)");
+    }
+    /* and from/to instead of a period */
+    md_free(body);
+    memset(q.period, 0, sizeof(q.period));
+    q.from_day = 20454;
+    q.to_day = 20486;
+    assert_int_equal(md_bill_render(&b, &q, MD_BILL_JSON, &body, &len, &err), MD_OK);
+    assert_true(strncmp(body, "{\"from\":\"2026-01-01\",\"to\":\"2026-02-02\",\"lines\":[{", 49)
+        == 0);
+    assert_string_equal(body + strlen(body) - strlen(w2) + strlen("{\"period\":\"2026-01\""),
+        w2 + strlen("{\"period\":\"2026-01\""));
+    md_free(body);
+    free(w1);
+    free(w2);
+    json_decref(want);
+    md_bill_fini(&b);
+    /* an empty bill */
+    md_bill_init(&b, 0);
+    memcpy(q.period, "2026-01", 8);
+    assert_int_equal(md_bill_render(&b, &q, MD_BILL_JSON, &body, &len, &err), MD_OK);
+    assert_string_equal(body, "{\"period\":\"2026-01\",\"lines\":[],\"totals\":[]}");
+    md_free(body);
+    md_bill_fini(&b);
+}
+
 int
 main(void)
 {
@@ -595,6 +742,7 @@ main(void)
         cmocka_unit_test(test_csv_focus_shape),
         cmocka_unit_test(test_revisions_diff),
         cmocka_unit_test(test_bill_growth_and_merge),
+        cmocka_unit_test(test_render_json_vs_jansson),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
