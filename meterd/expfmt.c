@@ -1166,6 +1166,27 @@ struct line_labels {
     int      le, quantile;   /* index or -1 */
 };
 
+/* Takes over the first k labels of the previous line, whose label section
+ * started at ps->pl_brace, for this line's section starting at r (the bytes
+ * up to the k-th label's end are equal): their pointers move by the
+ * distance, their hash sums and masks come from the prefix arrays.  Returns
+ * where parsing goes on. */
+static inline const char *
+take_prev_labels(struct md_expfmt_parser *ps, const char *r, size_t k, struct line_labels *ll)
+{
+    ptrdiff_t delta = r - ps->pl_brace;
+
+    for (size_t i = 0; i < k; i++) {
+        ps->labels[i].name.p += delta;
+        ps->labels[i].value.p += delta;
+    }
+    ll->sum = ps->psum[k - 1];
+    ll->mask = ps->pmask[k - 1];
+    ll->le = ps->pl_le >= 0 && (size_t)ps->pl_le < k ? ps->pl_le : -1;
+    ll->quantile = ps->pl_quantile >= 0 && (size_t)ps->pl_quantile < k ? ps->pl_quantile : -1;
+    return r + ps->lend[k - 1];
+}
+
 /* Parses "{...}" starting at *qp ('{').  Labels go to ps->labels[base..].
  * When mname is non-NULL and mname->p is NULL, a leading quoted string
  * without '=' is taken as the metric name (Prometheus 3 UTF-8 syntax). */
@@ -1915,20 +1936,8 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
                     while (k < ps->pl_n && ps->lend[k] <= L)
                         k++;
                 }
-                if (k > 0) {
-                    ptrdiff_t delta = r - ps->pl_brace;
-
-                    for (size_t i = 0; i < k; i++) {
-                        ps->labels[i].name.p += delta;
-                        ps->labels[i].value.p += delta;
-                    }
-                    ll.sum = ps->psum[k - 1];
-                    ll.mask = ps->pmask[k - 1];
-                    ll.le = ps->pl_le >= 0 && (size_t)ps->pl_le < k ? ps->pl_le : -1;
-                    ll.quantile = ps->pl_quantile >= 0 && (size_t)ps->pl_quantile < k ?
-                        ps->pl_quantile : -1;
-                    q = r + ps->lend[k - 1];
-                }
+                if (k > 0)
+                    q = take_prev_labels(ps, r, k, &ll);
                 rc = parse_labels(ps, &q, eol, 0, 1, &name, &ll, k, k > 0);
                 if (rc != MD_OK)
                     return rc;
@@ -1969,18 +1978,7 @@ sample_line(struct md_expfmt_parser *ps, const char *p, const char *eol)
                 while (k < ps->pl_n && ps->lend[k] <= L)
                     k++;
                 if (k > 0) {
-                    ptrdiff_t delta = r - ps->pl_brace;
-
-                    for (size_t i = 0; i < k; i++) {
-                        ps->labels[i].name.p += delta;
-                        ps->labels[i].value.p += delta;
-                    }
-                    ll.sum = ps->psum[k - 1];
-                    ll.mask = ps->pmask[k - 1];
-                    ll.le = ps->pl_le >= 0 && (size_t)ps->pl_le < k ? ps->pl_le : -1;
-                    ll.quantile = ps->pl_quantile >= 0 && (size_t)ps->pl_quantile < k ?
-                        ps->pl_quantile : -1;
-                    q = r + ps->lend[k - 1];
+                    q = take_prev_labels(ps, r, k, &ll);
                 } else {
                     q = r + ps->pl_qname_end;
                 }
