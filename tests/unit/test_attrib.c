@@ -17,6 +17,7 @@
 #include "../../meterd/attrib.c"
 #include "config.h"
 #include "expfmt.h"
+#include "../common/fixture.h"
 
 struct run_ctx {
     const struct md_attrib   *a;
@@ -190,30 +191,14 @@ test_fixtures(void **state)
     static const char *const files[] = {
         "extproc_v04_text.prom", "extproc_newest_text.prom", "extproc_utf8.txt",
     };
-    /* the repository's copies of ../shared/extproc (tests/fixtures/extproc) */
-    const char *dir = getenv("MD_FIXTURES");
     size_t checked = 0;
 
     (void)state;
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
-        char path[1024];
-        FILE *f;
-        char *body;
-        long n;
+        size_t n;
+        char *body = md_test_read_fixture(files[i], &n);
 
-        (void)snprintf(path, sizeof(path), "%s/extproc/%s", dir ? dir : "tests/fixtures", files[i]);
-        f = fopen(path, "rb");
-        if (f == NULL)
-            fail_msg("cannot open fixture %s", path);
-        assert_int_equal(fseek(f, 0, SEEK_END), 0);
-        n = ftell(f);
-        assert_true(n > 0);
-        rewind(f);
-        body = malloc((size_t)n);
-        assert_non_null(body);
-        assert_int_equal(fread(body, 1, (size_t)n, f), (size_t)n);
-        fclose(f);
-        check_body(files[i], body, (size_t)n, MD_EXPFMT_AUTO);
+        check_body(files[i], body, n, MD_EXPFMT_AUTO);
         free(body);
         checked++;
     }

@@ -20,33 +20,9 @@
 #include "exporters/prom_text.h"
 #include "normalize.h"
 #include "util.h"
+#include "../common/fixture.h"
 
 /* ---- helpers ---- */
-
-static char *
-read_fixture(const char *name, size_t *len)
-{
-    const char *dir = getenv("MD_FIXTURES");
-    char path[1024];
-    FILE *fp;
-    char *buf;
-    long n;
-
-    (void)snprintf(path, sizeof(path), "%s/extproc/%s", dir ? dir : "tests/fixtures", name);
-    fp = fopen(path, "rb");
-    if (fp == NULL)
-        fail_msg("cannot open fixture %s", path);
-    assert_int_equal(fseek(fp, 0, SEEK_END), 0);
-    n = ftell(fp);
-    rewind(fp);
-    buf = malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, fp), (size_t)n);
-    buf[n] = '\0';
-    fclose(fp);
-    *len = (size_t)n;
-    return buf;
-}
 
 static int
 count_fn(void *arg, const struct md_sample *s)
@@ -227,7 +203,7 @@ check_totals(const char *file, const char *ct, const void *want, size_t nwant)
     struct md_expfmt_opts opts = { .escaping = MD_ESC_UNDERSCORES };
     struct md_expfmt_parser *ps = md_expfmt_parser_new();
     size_t len;
-    char *body = read_fixture(file, &len);
+    char *body = md_test_read_fixture(file, &len);
     int rc;
 
     md_expfmt_content_type(ct, strlen(ct), &fmt, &esc);
@@ -343,8 +319,8 @@ test_classic_vs_utf8(void **state)
 {
     struct norm_list a = { 0 }, b = { 0 };
     size_t la, lb;
-    char *ca = read_fixture("extproc_v04_text.prom", &la);
-    char *cb = read_fixture("extproc_utf8.txt", &lb);
+    char *ca = md_test_read_fixture("extproc_v04_text.prom", &la);
+    char *cb = md_test_read_fixture("extproc_utf8.txt", &lb);
 
     (void)state;
     norm_parse(ca, la, MD_ESC_UNDERSCORES, &a);
@@ -1171,7 +1147,7 @@ test_round_trip(void **state)
     (void)state;
     for (size_t i = 0; i < 2; i++) {
         size_t len;
-        char *body = read_fixture(files[i], &len);
+        char *body = md_test_read_fixture(files[i], &len);
 
         round_trip(body, len, T);
         free(body);

@@ -30,6 +30,7 @@
 #include "attrib.h"
 #include "config.h"
 #include "expfmt.h"
+#include "../common/fixture.h"
 
 /* ---- classifiers (pure functions of the name) ---- */
 
@@ -142,31 +143,6 @@ scan_body(const char *b, size_t len, md_expfmt_skip_fn *fn, struct scan_counts *
     }
 }
 
-static char *
-read_fixture(const char *name, size_t *len)
-{
-    const char *dir = getenv("MD_FIXTURES");
-    char path[1024];
-    FILE *f;
-    char *buf;
-    long n;
-
-    (void)snprintf(path, sizeof(path), "%s/extproc/%s", dir ? dir : "tests/fixtures", name);
-    f = fopen(path, "rb");
-    if (f == NULL)
-        fail_msg("cannot open %s", path);
-    assert_int_equal(fseek(f, 0, SEEK_END), 0);
-    n = ftell(f);
-    assert_true(n > 0);
-    rewind(f);
-    buf = malloc((size_t)n);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
-}
-
 static const char *const fixtures[] = {
     "extproc_v04_text.prom", "extproc_newest_text.prom", "extproc_utf8.txt",
 };
@@ -212,7 +188,7 @@ test_fixtures(void **state)
     assert_non_null(ps);
     for (size_t f = 0; f < sizeof(fixtures) / sizeof(fixtures[0]); f++) {
         size_t len;
-        char *body = read_fixture(fixtures[f], &len);
+        char *body = md_test_read_fixture(fixtures[f], &len);
 
         for (size_t c = 0; c < sizeof(classifiers) / sizeof(classifiers[0]); c++) {
             char what[128];
@@ -663,7 +639,7 @@ test_attrib_glue(void **state)
     assert_non_null(a);
     for (size_t f = 0; f < sizeof(fixtures) / sizeof(fixtures[0]); f++) {
         size_t len;
-        char *body = read_fixture(fixtures[f], &len);
+        char *body = md_test_read_fixture(fixtures[f], &len);
         uint64_t n_full, n_skip, skipped_total = 0;
         struct md_batch *full = attribute(ps, a, body, len, 0, &n_full);
         struct md_batch *fast = attribute(ps, a, body, len, 1, &n_skip);
