@@ -262,6 +262,13 @@ def health_board():
     b.panel("HTTP requests by route and code", "timeseries",
             ['sum by (path, code) (rate(meterd_http_requests_total[$__rate_interval]))'],
             legend="{{path}} {{code}}", unit="reqps")
+    b.panel("HTTP clients refused or cut", "timeseries",
+            [('sum(increase(meterd_auth_failures_total[$__rate_interval]))',
+              "failed authentications"),
+             ('sum(increase(meterd_http_connection_deadline_cuts_total[$__rate_interval]))',
+              "connections cut at their deadline")],
+            desc="Bad or missing bearer tokens, and connections closed because a request "
+                 "took longer than http.connection_timeout to arrive (slow or stuck clients).")
     b.panel("Tokens committed", "timeseries",
             ['sum(rate(meterd_usage_tokens_committed_total[$__rate_interval]))'],
             legend="tokens/s")
