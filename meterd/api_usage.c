@@ -53,6 +53,7 @@ md_api_usage_parse(const struct md_api_req *req, int64_t now_s, struct md_usage_
     }
     if (group != NULL && group[0] != '\0') {
         const char *p = group;
+        unsigned item = 1;
 
         while (*p != '\0') {
             const char *end = strchr(p, ',');
@@ -68,10 +69,13 @@ md_api_usage_parse(const struct md_api_req *req, int64_t now_s, struct md_usage_
                     found = 1;
                 }
             }
+            /* the item's position, not its bytes: messages echo no request
+             * data beyond parameter names (api.h) */
             if (!found)
-                return md_err_set(err, MD_EPARSE, "group_by: \"%.*s\" is not a dimension "
+                return md_err_set(err, MD_EPARSE, "group_by: item %u is not a dimension "
                     "(cluster, namespace, department, model, provider, operation, token_type)",
-                    (int)(len > 32 ? 32 : len), p);
+                    item);
+            item++;
             p += len;
             if (*p == ',')
                 p++;

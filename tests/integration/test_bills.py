@@ -321,6 +321,13 @@ def test_bills_against_decimal():
         assert r.status == 400
         r = m.request("DELETE", "/api/v1/bills")
         assert r.status == 405
+        # a bad group_by item is named by position: no request bytes echoed (api.h)
+        r = m.get("/api/v1/usage?group_by=namespace,zz-secret-team")
+        assert r.status == 400, r.text
+        e = json.loads(r.body)["error"]
+        assert "zz-secret" not in r.text and "item 2 is not a dimension" in e["message"], e
+        r = m.get("/api/v1/usage?group_by=model,model")
+        assert r.status == 400 and "model given twice" in json.loads(r.body)["error"]["message"]
         assert m.metric_sum("meterd_unpriced_tokens_total") == 0   # nothing closed yet
         assert m.stop() == 0
     finally:
