@@ -338,6 +338,7 @@ md_bill_query_parse(size_t n, const char *const *keys, const char *const *values
     }
     if (group != NULL && group[0] != '\0') {
         const char *p = group;
+        unsigned item = 1;
 
         while (*p != '\0') {
             const char *end = strchr(p, ',');
@@ -354,10 +355,11 @@ md_bill_query_parse(size_t n, const char *const *keys, const char *const *values
                     found = 1;
                 }
             }
+            /* by position: API messages echo no request bytes (api.h) */
             if (!found)
-                return md_err_set(err, MD_EPARSE, "group_by: \"%.*s\" is not one of day, "
-                    "cluster, namespace, department, model, token_type",
-                    (int)(len > 32 ? 32 : len), p);
+                return md_err_set(err, MD_EPARSE, "group_by: item %u is not one of day, "
+                    "cluster, namespace, department, model, token_type", item);
+            item++;
             p += len;
             if (*p == ',')
                 p++;

@@ -326,6 +326,9 @@ def test_bills_against_decimal():
         assert r.status == 400, r.text
         e = json.loads(r.body)["error"]
         assert "zz-secret" not in r.text and "item 2 is not a dimension" in e["message"], e
+        r = m.get("/api/v1/bills?group_by=day,zz-secret-team")
+        assert r.status == 400 and "zz-secret" not in r.text, r.text
+        assert "item 2 is not one of" in json.loads(r.body)["error"]["message"], r.text
         r = m.get("/api/v1/usage?group_by=model,model")
         assert r.status == 400 and "model given twice" in json.loads(r.body)["error"]["message"]
         assert m.metric_sum("meterd_unpriced_tokens_total") == 0   # nothing closed yet
