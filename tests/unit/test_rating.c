@@ -733,6 +733,86 @@ test_render_json_vs_jansson(void **state)
     md_bill_fini(&b);
 }
 
+/* md_store_reader_stmt: a statement is prepared once per reader connection
+ * and handed out again (same pointer) after md_store_reader_put; put resets
+ * it, so the next use sees rows committed in between (no read transaction
+ * left open); a nested get of the same SQL while one is held gets its own
+ * statement; more distinct SQL texts than the reader keeps evict the least
+ * recently used one and every text still answers right. */
+static int64_t
+count_usage(const char *sql, sqlite3_stmt **held)
+{
+    struct md_err err = {0};
+    sqlite3_stmt *s = NULL;
+    int64_t v;
+
+    assert_int_equal(md_store_reader_stmt(st, sql, &s, &err), MD_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    v = sqlite3_column_int64(s, 0);
+    if (held != NULL) {
+        *held = s;
+        return v;
+    }
+    md_store_reader_put(s);
+    assert_int_equal(sqlite3_stmt_busy(s), 0);   /* cached: reset, still valid */
+    return v;
+}
+
+static void
+test_reader_stmt_cache(void **state)
+{
+    static const char q0[] = "SELECT count(*) + 0 FROM usage_hourly";
+    char sql[64];
+    sqlite3_stmt *a = NULL, *b = NULL, *first = NULL;
+    struct md_err err = {0};
+    int64_t n0, n1;
+
+    (void)state;
+    n0 = count_usage(q0, NULL);
+    assert_int_equal(md_store_reader_stmt(st, q0, &first, &err), MD_OK);
+    md_store_reader_put(first);
+    assert_int_equal(md_store_reader_stmt(st, q0, &a, &err), MD_OK);
+    if (a != first)
+        fail_msg("second get of the same SQL: got statement %p, want the kept %p", (void *)a,
+            (void *)first);
+    /* nested: the same SQL while a is held is another statement */
+    assert_int_equal(md_store_reader_stmt(st, q0, &b, &err), MD_OK);
+    if (b == a)
+        fail_msg("nested get handed out the held statement");
+    assert_int_equal(sqlite3_step(a), SQLITE_ROW);
+    assert_int_equal(sqlite3_step(b), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int64(a, 0), n0);
+    assert_int_equal(sqlite3_column_int64(b, 0), n0);
+    md_store_reader_put(b);
+    md_store_reader_put(a);
+    /* a commit between two uses is seen by the kept statement */
+    usage("2026-03-01", 1, "ns-cache", "m1", "input", 5, 0);
+    n1 = count_usage(q0, NULL);
+    if (n1 != n0 + 1)
+        fail_msg("after one committed row: got %lld rows, want %lld", (long long)n1,
+            (long long)n0 + 1);
+    /* 60 distinct texts (more than the reader keeps), twice round: each
+     * answers its own value, evicted or not */
+    for (int round = 0; round < 2; round++)
+        for (int k = 0; k < 60; k++) {
+            int64_t got;
+
+            (void)snprintf(sql, sizeof(sql), "SELECT count(*) + %d FROM usage_hourly", k);
+            got = count_usage(sql, NULL);
+            if (got != n1 + k)
+                fail_msg("round %d, %s: got %lld want %lld", round, sql, (long long)got,
+                    (long long)(n1 + k));
+        }
+    /* a held statement is never evicted: hold one, cycle the others */
+    (void)count_usage(q0, &a);
+    for (int k = 0; k < 60; k++) {
+        (void)snprintf(sql, sizeof(sql), "SELECT count(*) - %d FROM usage_hourly", k);
+        assert_int_equal(count_usage(sql, NULL), n1 - k);
+    }
+    assert_int_equal(sqlite3_column_int64(a, 0), n1);   /* still the held row */
+    md_store_reader_put(a);
+}
+
 int
 main(void)
 {
@@ -743,6 +823,7 @@ main(void)
         cmocka_unit_test(test_revisions_diff),
         cmocka_unit_test(test_bill_growth_and_merge),
         cmocka_unit_test(test_render_json_vs_jansson),
+        cmocka_unit_test(test_reader_stmt_cache),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
