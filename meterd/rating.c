@@ -120,6 +120,34 @@ intern(struct md_bill *b, const char *s, const char *prev)
     return c;
 }
 
+static int
+token_rank(const char *t)
+{
+    enum md_token_type tt;
+
+    if (t != NULL && md_token_type_parse(t, strlen(t), &tt) == MD_OK)
+        return (int)tt;
+    return MD_TOK_TYPES;
+}
+
+/* The rank of t, an interned string of b (or NULL): remembered per pointer
+ * for the bill's first few token types (a bill has five in practice). */
+static int
+bill_tt_rank(struct md_bill *b, const char *t)
+{
+    int r;
+
+    for (size_t i = 0; i < b->ntt; i++)
+        if (b->tt_ptr[i] == t)
+            return b->tt_rank[i];
+    r = token_rank(t);
+    if (b->ntt < sizeof(b->tt_ptr) / sizeof(b->tt_ptr[0])) {
+        b->tt_ptr[b->ntt] = t;
+        b->tt_rank[b->ntt++] = r;
+    }
+    return r;
+}
+
 int
 md_bill_add(struct md_bill *b, const struct md_bill_line *l)
 {
@@ -146,22 +174,13 @@ md_bill_add(struct md_bill *b, const struct md_bill_line *l)
         if (l->dims[d] != NULL && n->dims[d] == NULL)
             return MD_ENOMEM;
     }
+    n->tt_rank = bill_tt_rank(b, n->dims[MD_BILL_TOKEN_TYPE]);
     n->currency = intern(b, l->currency, prev ? prev->currency : NULL);
     n->pricing_model = intern(b, l->pricing_model, prev ? prev->pricing_model : NULL);
     if (n->currency == NULL || n->pricing_model == NULL)
         return MD_ENOMEM;
     b->count++;
     return MD_OK;
-}
-
-static int
-token_rank(const char *t)
-{
-    enum md_token_type tt;
-
-    if (t != NULL && md_token_type_parse(t, strlen(t), &tt) == MD_OK)
-        return (int)tt;
-    return MD_TOK_TYPES;
 }
 
 static int
@@ -191,7 +210,7 @@ line_cmp(const void *pa, const void *pb)
             return c;
     }
     if (a->dims[MD_BILL_TOKEN_TYPE] != b->dims[MD_BILL_TOKEN_TYPE]) {
-        CMP(token_rank(a->dims[MD_BILL_TOKEN_TYPE]), token_rank(b->dims[MD_BILL_TOKEN_TYPE]));
+        CMP(a->tt_rank, b->tt_rank);
         c = strcmp_null(a->dims[MD_BILL_TOKEN_TYPE], b->dims[MD_BILL_TOKEN_TYPE]);
         if (c != 0)
             return c;
@@ -402,7 +421,7 @@ group_key_cmp(const struct md_bill_line *a, const struct md_bill_line *b, unsign
         if (!(mask & (1u << d)))
             continue;
         if (d == MD_BILL_TOKEN_TYPE)
-            CMP(token_rank(a->dims[d]), token_rank(b->dims[d]));
+            CMP(a->tt_rank, b->tt_rank);
         c = strcmp_null(a->dims[d], b->dims[d]);
         if (c != 0)
             return c;
@@ -741,6 +760,48 @@ w_money(char *w, int64_t nanos)
     return w;
 }
 
+/* The JSON forms of one field's strings already written in this render:
+ * the bill's strings are interned (equal pointers are equal strings) and a
+ * field takes few values (one namespace, five token types...), so each is
+ * escaped once and later copied from where it was first written (an offset:
+ * the block may move when it grows).  JMEMO_N per field, replaced in turn. */
+#define JMEMO_N 8
+struct jmemo {
+    const char *p[JMEMO_N];
+    size_t      off[JMEMO_N], len[JMEMO_N];
+    unsigned    n, next;
+};
+
+/* The slot of s in m, or -1. */
+static int
+jmemo_find(const struct jmemo *m, const char *s)
+{
+    for (unsigned i = 0; i < m->n; i++)
+        if (m->p[i] == s)
+            return (int)i;
+    return -1;
+}
+
+/* Writes s (n bytes; slot: jmemo_find's answer) as a JSON string at w, in
+ * the block of o, copying an earlier rendering when there is one. */
+static char *
+w_json_memo(const struct out *o, char *w, struct jmemo *m, int slot, const char *s, size_t n)
+{
+    char *start = w;
+    unsigned i;
+
+    if (slot >= 0) {
+        memcpy(w, o->p + m->off[slot], m->len[slot]);
+        return w + m->len[slot];
+    }
+    w = w_json_str(w, s, n);
+    i = m->n < JMEMO_N ? m->n++ : (m->next++ % JMEMO_N);
+    m->p[i] = s;
+    m->off[i] = (size_t)(start - o->p);
+    m->len[i] = (size_t)(w - start);
+    return w;
+}
+
 #define LINE_FIXED 320  /* bytes of a line besides its strings (keys, numbers) */
 
 /* Full lines: the same document json_dumps would give, keys in line_keys
@@ -751,11 +812,13 @@ render_json_lines(const struct md_bill *b, const struct md_bill_query *q, struct
     size_t nt, char **body, size_t *len, struct md_err *err)
 {
     struct out o = { NULL, 0, 0, 0 };
+    struct jmemo jm[MD_BILL_DIMS + 2];   /* per string field, indexed as sv below */
     char buf[32], dstr[16];
     int32_t dprev = 0;
     size_t dlen = 0;
     char *w;
 
+    memset(jm, 0, sizeof(jm));
     /* the usual size of a line, so that the block grows once or twice */
     if (b->count < RENDER_MAX / 256)
         (void)out_reserve(&o, 256 + b->count * 256);
@@ -785,14 +848,20 @@ render_json_lines(const struct md_bill *b, const struct md_bill_query *q, struct
         const struct md_bill_line *l = &b->lines[i];
         const char *sv[MD_BILL_DIMS + 2];
         size_t sl[MD_BILL_DIMS + 2], need = LINE_FIXED;
-        const char *st = md_bill_status_name(l->status);
+        int slot[MD_BILL_DIMS + 2];
 
         for (int d = MD_BILL_CLUSTER; d < MD_BILL_DIMS; d++)
             sv[d] = l->dims[d] ? l->dims[d] : "";
         sv[0] = l->currency;
         sv[MD_BILL_DIMS] = l->pricing_model;
-        sv[MD_BILL_DIMS + 1] = st;
+        sv[MD_BILL_DIMS + 1] = md_bill_status_name(l->status);
         for (int k = 0; k < MD_BILL_DIMS + 2; k++) {
+            slot[k] = jmemo_find(&jm[k], sv[k]);
+            if (slot[k] >= 0) {
+                sl[k] = 0;
+                need += jm[k].len[slot[k]];
+                continue;
+            }
             sl[k] = strlen(sv[k]);
             if (sl[k] > RENDER_MAX / 8) {
                 o.failed = MD_ELIMIT;
@@ -805,24 +874,25 @@ render_json_lines(const struct md_bill *b, const struct md_bill_query *q, struct
             dlen = strlen(dstr);
             dprev = l->day;
         }
-        if (!out_reserve(&o, need))
+        if (o.failed || !out_reserve(&o, need))
             break;
         w = o.p + o.len;
         if (i > 0)
             *w++ = ',';
+#define W_STR(k) (w = w_json_memo(&o, w, &jm[k], slot[k], sv[k], sl[k]))
         W_LIT(w, "{\"day\":\"");
         memcpy(w, dstr, dlen);
         w += dlen;
         W_LIT(w, "\",\"cluster\":");
-        w = w_json_str(w, sv[MD_BILL_CLUSTER], sl[MD_BILL_CLUSTER]);
+        W_STR(MD_BILL_CLUSTER);
         W_LIT(w, ",\"namespace\":");
-        w = w_json_str(w, sv[MD_BILL_NAMESPACE], sl[MD_BILL_NAMESPACE]);
+        W_STR(MD_BILL_NAMESPACE);
         W_LIT(w, ",\"department\":");
-        w = w_json_str(w, sv[MD_BILL_DEPARTMENT], sl[MD_BILL_DEPARTMENT]);
+        W_STR(MD_BILL_DEPARTMENT);
         W_LIT(w, ",\"model\":");
-        w = w_json_str(w, sv[MD_BILL_MODEL], sl[MD_BILL_MODEL]);
+        W_STR(MD_BILL_MODEL);
         W_LIT(w, ",\"token_type\":");
-        w = w_json_str(w, sv[MD_BILL_TOKEN_TYPE], sl[MD_BILL_TOKEN_TYPE]);
+        W_STR(MD_BILL_TOKEN_TYPE);
         W_LIT(w, ",\"tokens\":");
         w = w_i64(w, l->tokens);
         W_LIT(w, ",\"unit_price\":");
@@ -830,11 +900,12 @@ render_json_lines(const struct md_bill *b, const struct md_bill_query *q, struct
         W_LIT(w, ",\"amount\":");
         w = w_money(w, l->amount_nanos);
         W_LIT(w, ",\"currency\":");
-        w = w_json_str(w, sv[0], sl[0]);
+        W_STR(0);
         W_LIT(w, ",\"status\":");
-        w = w_json_str(w, st, sl[MD_BILL_DIMS + 1]);
+        W_STR(MD_BILL_DIMS + 1);
         W_LIT(w, ",\"pricing_model\":");
-        w = w_json_str(w, sv[MD_BILL_DIMS], sl[MD_BILL_DIMS]);
+        W_STR(MD_BILL_DIMS);
+#undef W_STR
         W_LIT(w, ",\"pricing_revision\":");
         w = w_i64(w, l->revision);
         *w++ = '}';

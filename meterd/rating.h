@@ -72,6 +72,8 @@ struct md_bill_line {
     int64_t     revision;
     enum md_bill_status status;
     int         priced;
+    int         tt_rank;            /* set by md_bill_add: the token type's sort
+                                     * rank (MD_TOK_TYPES: not a known type) */
 };
 
 /* A bill: lines and the strings they point to. */
@@ -83,6 +85,11 @@ struct md_bill {
     char               **htab;      /* strs by content: open addressing, power of 2 */
     size_t               hcap;
     size_t               lines_max;
+    /* token type ranks by interned pointer (md_bill_add), so that sorting
+     * and merging compare integers instead of parsing names per compare */
+    const char          *tt_ptr[8];
+    int                  tt_rank[8];
+    size_t               ntt;
 };
 void md_bill_init(struct md_bill *b, size_t lines_max);
 void md_bill_fini(struct md_bill *b);

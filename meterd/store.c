@@ -85,9 +85,24 @@ struct dims_memo_entry {
     int64_t  id;
 };
 
+/* A reader's kept statements (md_store_reader_stmt): prepared once per
+ * connection, keyed by their SQL text, reset after each use.  `busy` while a
+ * caller holds one, so a nested request for the same SQL gets a fresh
+ * statement instead of the one being stepped.  READER_STMTS_MAX bounds them:
+ * the least recently used idle one is finalized to make room. */
+#define READER_STMTS_MAX 24
+struct reader_stmt {
+    char         *sql;
+    sqlite3_stmt *s;
+    uint64_t      used;         /* reader's use counter at the last get */
+    int           busy;
+};
+
 struct reader {
     sqlite3        *db;
     struct md_store *owner;
+    struct reader_stmt stmts[READER_STMTS_MAX];
+    uint64_t        uses;
 };
 
 /* A target's stored ledger state (schema/004_ledger_state.sql): the
@@ -2090,6 +2105,79 @@ md_store_reader_db(struct md_store *st, sqlite3 **out, struct md_err *err)
 }
 
 int
+md_store_reader_stmt(struct md_store *st, const char *sql, sqlite3_stmt **out,
+    struct md_err *err)
+{
+    struct reader *r;
+    struct reader_stmt *e = NULL, *victim = NULL;
+    sqlite3 *db;
+    int rc = reader_get(st, &db, err);
+
+    *out = NULL;
+    if (rc != MD_OK)
+        return rc;
+    r = tls_reader;
+    for (size_t i = 0; i < READER_STMTS_MAX; i++) {
+        struct reader_stmt *c = &r->stmts[i];
+
+        if (c->s != NULL && !c->busy && strcmp(c->sql, sql) == 0) {
+            e = c;
+            break;
+        }
+        if (!c->busy && (victim == NULL || (victim->s != NULL &&
+                (c->s == NULL || c->used < victim->used))))
+            victim = c;
+    }
+    if (e == NULL) {
+        sqlite3_stmt *s = NULL;
+        char *copy;
+
+        if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL) != SQLITE_OK) {
+            sqlite3_finalize(s);
+            return db_err(err, db, sql);
+        }
+        /* every slot held (nested gets): a statement of its own, finalized
+         * by md_store_reader_put */
+        if (victim == NULL) {
+            *out = s;
+            return MD_OK;
+        }
+        if ((copy = md_strdup(sql)) == NULL) {
+            sqlite3_finalize(s);
+            return md_err_set(err, MD_ENOMEM, "out of memory");
+        }
+        sqlite3_finalize(victim->s);
+        md_free(victim->sql);
+        victim->s = s;
+        victim->sql = copy;
+        e = victim;
+    }
+    e->busy = 1;
+    e->used = ++r->uses;
+    *out = e->s;
+    return MD_OK;
+}
+
+void
+md_store_reader_put(sqlite3_stmt *s)
+{
+    struct reader *r = tls_reader;
+
+    if (s == NULL)
+        return;
+    for (size_t i = 0; r != NULL && i < READER_STMTS_MAX; i++) {
+        if (r->stmts[i].s == s) {
+            /* reset ends the statement's read transaction */
+            sqlite3_reset(s);
+            sqlite3_clear_bindings(s);
+            r->stmts[i].busy = 0;
+            return;
+        }
+    }
+    sqlite3_finalize(s);
+}
+
+int
 md_store_count_events(struct md_store *st, const char *kind, uint64_t *out, struct md_err *err)
 {
     sqlite3_stmt *s = NULL;
@@ -2136,6 +2224,10 @@ md_store_close(struct md_store *st)
         return;
     md_store_writer_stop(st);
     for (size_t i = 0; i < st->readers_count; i++) {
+        for (size_t k = 0; k < READER_STMTS_MAX; k++) {
+            sqlite3_finalize(st->readers[i]->stmts[k].s);
+            md_free(st->readers[i]->stmts[k].sql);
+        }
         sqlite3_close(st->readers[i]->db);
         st->readers[i]->db = NULL;
         md_free(st->readers[i]);

@@ -23,6 +23,15 @@ int md_store_call(struct md_store *st, md_store_call_fn *fn, void *arg, struct m
 
 /* This thread's read-only connection (see store.h "Readers"). */
 int md_store_reader(struct md_store *st, sqlite3 **db, struct md_err *err);
+/* A statement for sql on this thread's read-only connection, prepared on
+ * its first use and kept with the connection: parsing and planning a
+ * statement costs more than a small query's steps.  The caller binds and
+ * steps it and must hand it back with md_store_reader_put (also on errors),
+ * on the same thread and before this thread uses another store's reader;
+ * put resets it (ending its read transaction) and clears its bindings. */
+int  md_store_reader_stmt(struct md_store *st, const char *sql, sqlite3_stmt **s,
+    struct md_err *err);
+void md_store_reader_put(sqlite3_stmt *s);
 
 /* rating hooks (store_rating.c), called by store.c on the writer thread */
 struct md_rating;

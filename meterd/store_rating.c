@@ -1601,11 +1601,13 @@ fin_set_free(struct fin_set *f)
  * MD_RATING_RANGE_DAYS days per cluster; the number of clusters is that of
  * the milestones table, so this is bounded by what the store holds. */
 static int
-fin_set_load(sqlite3 *db, const struct md_bill_query *q, struct fin_set *f, struct md_err *err)
+fin_set_load(struct md_store *st, sqlite3 *db, const struct md_bill_query *q, struct fin_set *f,
+    struct md_err *err)
 {
     sqlite3_stmt *s = NULL;
-    int rc = prep(db, "SELECT cluster, day FROM milestones WHERE state = 'finalized' AND "
-        "day >= ?1 AND day < ?2 AND (?3 IS NULL OR cluster = ?3)", &s, err), step;
+    int rc = md_store_reader_stmt(st, "SELECT cluster, day FROM milestones WHERE "
+        "state = 'finalized' AND day >= ?1 AND day < ?2 AND (?3 IS NULL OR cluster = ?3)", &s,
+        err), step;
 
     if (rc != MD_OK)
         return rc;
@@ -1638,7 +1640,7 @@ fin_set_load(sqlite3 *db, const struct md_bill_query *q, struct fin_set *f, stru
     else if (f->n > 1)
         qsort(f->v, f->n, sizeof(f->v[0]), fin_day_cmp);
 out:
-    sqlite3_finalize(s);
+    md_store_reader_put(s);
     return rc;
 }
 
@@ -1674,7 +1676,7 @@ md_rating_bills(struct md_rating *r, struct md_store *st, const struct md_bill_q
 
     if (rc != MD_OK)
         return rc;
-    rc = fin_set_load(db, q, &fin, err);
+    rc = fin_set_load(st, db, q, &fin, err);
     if (rc != MD_OK)
         goto out;
     /* a namespace filter reads the tenant's days through bill_lines_tenant
@@ -1691,7 +1693,9 @@ md_rating_bills(struct md_rating *r, struct md_store *st, const struct md_bill_q
     /* open_only: "AND 0" reads no stored line */
     if (q->open_only)
         off += (size_t)snprintf(sql + off, sizeof(sql) - off, " AND 0");
-    rc = prep(db, sql, &s, err);
+    /* kept per reader connection: a request binds and steps it, the next
+     * one with the same filters reuses it (one per filter combination) */
+    rc = md_store_reader_stmt(st, sql, &s, err);
     if (rc != MD_OK)
         goto out;
     sqlite3_bind_int(s, 1, q->from_day);
@@ -1741,11 +1745,12 @@ md_rating_bills(struct md_rating *r, struct md_store *st, const struct md_bill_q
         rc = db_err(err, db, "bills");
         goto out;
     }
-    sqlite3_finalize(s);
+    md_store_reader_put(s);
     s = NULL;
     /* open days: rated now with the current pricing */
-    rc = prep(db, "SELECT cluster, day FROM milestones WHERE state = 'open' AND day >= ?1 "
-        "AND day < ?2 AND (?3 IS NULL OR cluster = ?3) ORDER BY day, cluster", &s, err);
+    rc = md_store_reader_stmt(st, "SELECT cluster, day FROM milestones WHERE state = 'open' "
+        "AND day >= ?1 AND day < ?2 AND (?3 IS NULL OR cluster = ?3) ORDER BY day, cluster", &s,
+        err);
     if (rc != MD_OK)
         goto out;
     sqlite3_bind_int(s, 1, q->from_day);
@@ -1788,7 +1793,7 @@ md_rating_bills(struct md_rating *r, struct md_store *st, const struct md_bill_q
 out:
     if (h != NULL)
         holder_put(r, h);
-    sqlite3_finalize(s);
+    md_store_reader_put(s);
     fin_set_free(&fin);
     return rc;
 }

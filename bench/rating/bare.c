@@ -4,13 +4,18 @@
  *     Inserts the bill rows the rater stores for DAYS days (same table shape
  *     and indexes as schema/003_rating.sql, without triggers) into a new DB,
  *     one transaction per day as the rater commits, and prints rows/s.
- *   bare select DB FROM_DAY TO_DAY TENANT REPEAT
+ *   bare select DB FROM_DAY TO_DAY TENANT REPEAT [THREADS]
  *     Selects one tenant's lines of [FROM_DAY, TO_DAY) (days since 1970)
  *     from an existing DB (meterd's own, so the very table the endpoint
- *     reads) the way GET /api/v1/bills does, REPEAT times on one
- *     connection, stepping every row and reading every column, and prints
- *     the rows and the select's p50/p99.
+ *     reads) the way GET /api/v1/bills does, stepping every row and reading
+ *     every column, and prints the rows and the select's p50/p99.
+ *     THREADS (default 1) threads run at once, each with its own read-only
+ *     connection and its own prepared statement, each REPEAT selects back
+ *     to back: the same concurrency as wrk -cTHREADS against meterd, whose
+ *     HTTP threads each have their own reader connection.  p50/p99 are over
+ *     all THREADS x REPEAT selects.
  * Every SQLite call is checked: a failing ceiling must not look fast. */
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,44 +117,90 @@ do_insert(const char *path, int ns, int models, int days)
     return 0;
 }
 
-static int
-do_select(const char *path, int from, int to, const char *tenant, int reps)
+struct sel {
+    const char *path, *tenant;
+    int from, to, reps;
+    double *lat;                /* reps latencies, seconds */
+    long rows, sum;
+    pthread_barrier_t *go;
+};
+
+static void *
+select_thread(void *arg)
 {
+    struct sel *a = arg;
     sqlite3 *db;
     sqlite3_stmt *s;
-    double *lat;
-    long got = 0, sum = 0;
 
-    if (reps < 1 || (lat = calloc((size_t)reps, sizeof(*lat))) == NULL)
-        return 2;
-    must(NULL, sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK, "open");
+    must(NULL, sqlite3_open_v2(a->path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL),
+        SQLITE_OK, "open");
     must(db, sqlite3_prepare_v2(db, "SELECT day, cluster, namespace, department, model, "
         "token_type, tokens, unit_price, list_unit_price, amount, currency, pricing_model, "
         "pricing_revision, kind, source_day FROM bill_lines WHERE day >= ?1 AND day < ?2 AND "
         "namespace = ?3", -1, &s, NULL), SQLITE_OK, "prepare select");
-    for (int i = 0; i < reps; i++) {
+    pthread_barrier_wait(a->go);    /* all threads select at the same time */
+    for (int i = 0; i < a->reps; i++) {
         double t0 = now();
         int rc;
 
-        got = 0;
-        sqlite3_bind_int(s, 1, from);
-        sqlite3_bind_int(s, 2, to);
-        sqlite3_bind_text(s, 3, tenant, -1, SQLITE_STATIC);
+        a->rows = 0;
+        sqlite3_bind_int(s, 1, a->from);
+        sqlite3_bind_int(s, 2, a->to);
+        sqlite3_bind_text(s, 3, a->tenant, -1, SQLITE_STATIC);
         while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
             /* read what a bill line needs, as the endpoint does */
             for (int c = 0; c < 15; c++)
-                sum += sqlite3_column_bytes(s, c);
-            got++;
+                a->sum += sqlite3_column_bytes(s, c);
+            a->rows++;
         }
         must(db, rc, SQLITE_DONE, "select");
         sqlite3_reset(s);
-        lat[i] = now() - t0;
+        a->lat[i] = now() - t0;
     }
-    qsort(lat, (size_t)reps, sizeof(*lat), cmp);
-    printf("bare_select_rows %ld\nbare_select_p50_ms %.3f\nbare_select_p99_ms %.3f\n", got,
-        lat[reps / 2] * 1e3, lat[(size_t)reps * 99 / 100] * 1e3);
     sqlite3_finalize(s);
     sqlite3_close(db);
+    return NULL;
+}
+
+static int
+do_select(const char *path, int from, int to, const char *tenant, int reps, int threads)
+{
+    struct sel a[64];
+    pthread_t t[64];
+    pthread_barrier_t go;
+    double *lat, t0, wall;
+    size_t n = (size_t)reps * (size_t)threads;
+    long sum = 0;
+
+    if (reps < 1 || threads < 1 || threads > 64 || (lat = calloc(n, sizeof(*lat))) == NULL)
+        return 2;
+    if (pthread_barrier_init(&go, NULL, (unsigned)threads + 1) != 0)
+        return 2;
+    for (int i = 0; i < threads; i++) {
+        a[i] = (struct sel){ path, tenant, from, to, reps, lat + (size_t)i * (size_t)reps, 0,
+                             0, &go };
+        if (pthread_create(&t[i], NULL, select_thread, &a[i]) != 0) {
+            fputs("bare: pthread_create failed\n", stderr);
+            exit(1);
+        }
+    }
+    pthread_barrier_wait(&go);
+    t0 = now();
+    for (int i = 0; i < threads; i++)
+        pthread_join(t[i], NULL);
+    wall = now() - t0;
+    for (int i = 0; i < threads; i++) {
+        if (a[i].rows != a[0].rows) {
+            fputs("bare: threads saw different row counts\n", stderr);
+            exit(1);
+        }
+        sum += a[i].sum;
+    }
+    qsort(lat, n, sizeof(*lat), cmp);
+    printf("bare_select_threads %d\nbare_select_rows %ld\nbare_select_p50_ms %.3f\n"
+        "bare_select_p99_ms %.3f\nbare_select_per_s %.0f\n", threads, a[0].rows,
+        lat[n / 2] * 1e3, lat[n * 99 / 100] * 1e3, (double)n / wall);
+    pthread_barrier_destroy(&go);
     free(lat);
     return sum > 0 ? 0 : 1;
 }
@@ -157,15 +208,16 @@ do_select(const char *path, int from, int to, const char *tenant, int reps)
 int
 main(int argc, char **argv)
 {
-    int a, b, c, d;
+    int a, b, c, d, e = 1;
 
     if (argc == 6 && strcmp(argv[1], "insert") == 0 && (a = arg_int(argv[3])) >= 0 &&
         (b = arg_int(argv[4])) >= 0 && (c = arg_int(argv[5])) >= 0)
         return do_insert(argv[2], a, b, c);
-    if (argc == 7 && strcmp(argv[1], "select") == 0 && (a = arg_int(argv[3])) >= 0 &&
-        (b = arg_int(argv[4])) >= 0 && (d = arg_int(argv[6])) >= 1)
-        return do_select(argv[2], a, b, argv[5], d);
+    if ((argc == 7 || argc == 8) && strcmp(argv[1], "select") == 0 &&
+        (a = arg_int(argv[3])) >= 0 && (b = arg_int(argv[4])) >= 0 &&
+        (d = arg_int(argv[6])) >= 1 && (argc == 7 || ((e = arg_int(argv[7])) >= 1 && e <= 64)))
+        return do_select(argv[2], a, b, argv[5], d, e);
     fputs("usage: bare insert DB NAMESPACES MODELS DAYS\n"
-          "       bare select DB FROM_DAY TO_DAY TENANT REPEAT\n", stderr);
+          "       bare select DB FROM_DAY TO_DAY TENANT REPEAT [THREADS (1-64)]\n", stderr);
     return 2;
 }

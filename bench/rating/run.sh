@@ -16,15 +16,18 @@
 #    is timed (daemon_ready_seconds);
 #  - RUNS (3) rounds of: wrk -t1 -c1 (one request at a time) and
 #    wrk -t2 -c4 on GET /api/v1/bills?period=2026-01&namespace=ns-0042,
-#    and bare.c selecting the same tenant-month from the same database;
-#    the summary gives the medians of the rounds.
+#    and bare.c selecting the same tenant-month from the same database at
+#    the same concurrency (1 thread, then 4 threads with a connection
+#    each; BARE_REPS (1000) selects in all, split over the threads); the
+#    summary gives the medians of the rounds and the ratio to the bare
+#    select per concurrency.
 # PHASE=latency skips to the daemon start and the latency rounds on the
 # work dir of an earlier run (the summary then lacks the backfill lines).
 # Needs: sqlite3, curl, wrk, python3, cc.  Work dir W (/tmp/bench-rating):
 # about 15 GB for the default shape.
 set -eu
 B=$(cd "$1" && pwd); DAYS=${2:-365}; HOURS=${3:-1}; NS=${NS:-1000}; MODELS=${MODELS:-20}
-FIRST=${FIRST:-31}; RUNS=${RUNS:-3}; DUR=${DUR:-10}
+FIRST=${FIRST:-31}; RUNS=${RUNS:-3}; DUR=${DUR:-10}; BARE_REPS=${BARE_REPS:-1000}
 W=${W:-/tmp/bench-rating}; PORT=${PORT:-19381}
 SRC=$(cd "$(dirname "$0")" && pwd)
 [ "$FIRST" -le "$DAYS" ] || FIRST=$DAYS
@@ -50,7 +53,7 @@ storage: {path: $W/meterd.db}
 log: {level: warn}
 pricing: {file: pricing.yaml}
 C
-cc -O2 -o bare "$SRC/bare.c" -lsqlite3
+cc -O2 -pthread -o bare "$SRC/bare.c" -lsqlite3
 
 # start_daemon: runs meterd, waits for /readyz (its start reads the usage
 # history for the /metrics snapshot, so a year takes a while); P = its pid
@@ -131,8 +134,12 @@ wrk -t1 -c1 -d2s "$URL" > /dev/null      # warm the reader connections
 for r in $(seq "$RUNS"); do
     echo "load_before_round_$r $(cut -d' ' -f1 /proc/loadavg)"
     wrk -t1 -c1 -d"${DUR}s" --latency "$URL" > "wrk1_$r.txt"
+    ./bare select meterd.db "$FROM_DAY" $(( FROM_DAY + MONTH_DAYS )) ns-0042 "$BARE_REPS" 1 \
+        > "bare1_$r.txt"
     wrk -t2 -c4 -d"${DUR}s" --latency "$URL" > "wrk4_$r.txt"
-    ./bare select meterd.db "$FROM_DAY" $(( FROM_DAY + MONTH_DAYS )) ns-0042 1000 > "bare_$r.txt"
+    ./bare select meterd.db "$FROM_DAY" $(( FROM_DAY + MONTH_DAYS )) ns-0042 \
+        $(( BARE_REPS / 4 )) 4 > "bare4_$r.txt"
+    echo "load_after_round_$r $(cut -d' ' -f1 /proc/loadavg)"
 done
 stop_daemon
 python3 - "$DAYS" "$FIRST" "$LINES" "$BF1" "$BF2" "$BF3" "$RUNS" "$T_ALL" <<'PY'
@@ -173,12 +180,16 @@ med = statistics.median
 r = int(runs)
 for c in ("1", "4"):
     w = [wrk("wrk%s_%d.txt" % (c, i)) for i in range(1, r + 1)]
-    print("bills_c%s_p50_ms %.2f p99_ms %.2f req_s %.0f  (rounds: %s)" % (c, med(x[0] for x in w),
-          med(x[1] for x in w), med(x[2] for x in w),
-          "; ".join("%.2f/%.2f" % (x[0], x[1]) for x in w)))
-b = [dict(l.split() for l in open("bare_%d.txt" % i)) for i in range(1, r + 1)]
-print("bare_select_rows %s p50_ms %.3f p99_ms %.3f  (rounds: %s)" % (b[0]["bare_select_rows"],
-      med(float(x["bare_select_p50_ms"]) for x in b), med(float(x["bare_select_p99_ms"]) for x in b),
-      "; ".join("%s/%s" % (x["bare_select_p50_ms"], x["bare_select_p99_ms"]) for x in b)))
+    b = [dict(l.split() for l in open("bare%s_%d.txt" % (c, i))) for i in range(1, r + 1)]
+    wp50, wp99 = med(x[0] for x in w), med(x[1] for x in w)
+    bp50 = med(float(x["bare_select_p50_ms"]) for x in b)
+    bp99 = med(float(x["bare_select_p99_ms"]) for x in b)
+    print("bills_c%s_p50_ms %.2f p99_ms %.2f req_s %.0f  (rounds p50/p99: %s)" % (c, wp50, wp99,
+          med(x[2] for x in w), "; ".join("%.2f/%.2f" % (x[0], x[1]) for x in w)))
+    print("bare_select_threads_%s_rows %s p50_ms %.3f p99_ms %.3f per_s %.0f  (rounds: %s)" % (
+          c, b[0]["bare_select_rows"], bp50, bp99,
+          med(float(x["bare_select_per_s"]) for x in b),
+          "; ".join("%s/%s" % (x["bare_select_p50_ms"], x["bare_select_p99_ms"]) for x in b)))
+    print("ratio_c%s p50 %.2fx p99 %.2fx  (goal: p99 <= 2x)" % (c, wp50 / bp50, wp99 / bp99))
 print("total_wall_seconds %.0f" % (time.time() - t_all))
 PY

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "money.h"
 #include "pricing.h"
 #include "rating.h"
 #include "store.h"
@@ -733,6 +734,204 @@ test_render_json_vs_jansson(void **state)
     md_bill_fini(&b);
 }
 
+/* The renderer copies a string's JSON form from where it first wrote it
+ * (per field, a few values remembered): 600 lines whose fields cycle
+ * through more distinct values than it remembers (11, 13, 7, 17, 9
+ * values, some needing escapes), in orders that make it forget and meet
+ * values again, must still equal jansson's document line for line; the
+ * token ranks md_bill_add keeps must order like the names (merge_lines
+ * sorts by them). */
+static void
+test_render_json_memo_vs_jansson(void **state)
+{
+    static const char *const v[] = {
+        "a", "b\"q", "c\\s", "d\n", "e\x01", "f/\xc3\xbc", "g", "h-long-name-0042", "i\t",
+        "", "k", "l\x1f", "m", "n", "o", "p\r", "q",
+    };
+    static const char *const tts[] = {
+        "input", "cached_input", "cache_creation_input", "output", "reasoning", "zz\"x",
+        "audio", "input", "reasoning",
+    };
+    static const enum md_bill_status sts[] = {
+        MD_BILL_CLOSED, MD_BILL_FINALIZED, MD_BILL_PROVISIONAL, MD_BILL_CORRECTION,
+    };
+    struct md_bill b;
+    struct md_bill_query q;
+    struct md_err err = {0};
+    json_t *want = json_object(), *lines = json_array(), *totals = json_array();
+    char *body = NULL, *w1, *w2;
+    size_t len = 0;
+    int64_t tok_sum = 0, amt_sum = 0;
+
+    (void)state;
+    md_bill_init(&b, 0);
+    for (int i = 0; i < 600; i++) {
+        struct md_bill_line l;
+        json_t *o = json_object();
+        char day[16], unit[32], amount[32];
+        /* pseudo-random walks, so that a value comes back after others
+         * pushed it out */
+        const char *cl = v[(i * 7 + i / 50) % 11], *ns = v[(i / 3) % 13], *dept = v[(i % 5) + 2];
+        const char *model = v[(i * 5) % 17], *tt = tts[(i * 4 + i / 9) % 9];
+
+        memset(&l, 0, sizeof(l));
+        l.day = l.source_day = 20454 + i / 100;
+        l.dims[MD_BILL_CLUSTER] = cl;
+        l.dims[MD_BILL_NAMESPACE] = ns;
+        l.dims[MD_BILL_DEPARTMENT] = dept;
+        l.dims[MD_BILL_MODEL] = model;
+        l.dims[MD_BILL_TOKEN_TYPE] = tt;
+        l.tokens = 1000 + i;
+        l.unit_price_nanos = l.list_unit_price_nanos = 150000000 + (i % 3);
+        l.amount_nanos = 7 * i - 100;
+        l.currency = "USD";
+        l.pricing_model = v[(i * 11) % 17];
+        l.revision = 1 + i % 4;
+        l.status = sts[i % 4];
+        l.priced = 1;
+        assert_int_equal(md_bill_add(&b, &l), MD_OK);
+        tok_sum += l.tokens;
+        amt_sum += l.amount_nanos;
+        md_pricing_day_fmt(l.day, day, sizeof(day));
+        assert_int_equal(md_money_fmt(l.unit_price_nanos, unit, sizeof(unit)), MD_OK);
+        assert_int_equal(md_money_fmt(l.amount_nanos, amount, sizeof(amount)), MD_OK);
+        json_object_set_new(o, "day", json_string(day));
+        json_object_set_new(o, "cluster", json_string(cl));
+        json_object_set_new(o, "namespace", json_string(ns));
+        json_object_set_new(o, "department", json_string(dept));
+        json_object_set_new(o, "model", json_string(model));
+        json_object_set_new(o, "token_type", json_string(tt));
+        json_object_set_new(o, "tokens", json_integer(l.tokens));
+        json_object_set_new(o, "unit_price", json_string(unit));
+        json_object_set_new(o, "amount", json_string(amount));
+        json_object_set_new(o, "currency", json_string("USD"));
+        json_object_set_new(o, "status", json_string(md_bill_status_name(l.status)));
+        json_object_set_new(o, "pricing_model", json_string(l.pricing_model));
+        json_object_set_new(o, "pricing_revision", json_integer(l.revision));
+        json_array_append_new(lines, o);
+    }
+    {
+        char amount[32];
+
+        assert_int_equal(md_money_fmt(amt_sum, amount, sizeof(amount)), MD_OK);
+        json_array_append_new(totals, json_pack("{s:s,s:I,s:s}", "currency", "USD", "tokens",
+            (json_int_t)tok_sum, "amount", amount));
+    }
+    json_object_set_new(want, "period", json_string("2026-01"));
+    json_object_set_new(want, "lines", lines);
+    json_object_set_new(want, "totals", totals);
+    memset(&q, 0, sizeof(q));
+    memcpy(q.period, "2026-01", 8);
+    assert_int_equal(md_bill_render(&b, &q, MD_BILL_JSON, &body, &len, &err), MD_OK);
+    assert_int_equal(len, strlen(body));
+    w1 = json_dumps(want, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    assert_non_null(w1);
+    w2 = long_escapes(w1);
+    if (strcmp(body, w2) != 0) {
+        size_t k = 0;
+
+        while (body[k] == w2[k])
+            k++;
+        fail_msg("rendered bill differs at byte %zu: got ...%.80s want ...%.80s", k,
+            body + (k > 20 ? k - 20 : 0), w2 + (k > 20 ? k - 20 : 0));
+    }
+    /* ranks: known token types in enum order, unknown ones after them */
+    for (size_t i = 0; i < b.count; i++) {
+        enum md_token_type tt;
+        const char *name = b.lines[i].dims[MD_BILL_TOKEN_TYPE];
+        int want_rank = md_token_type_parse(name, strlen(name), &tt) == MD_OK ? (int)tt
+                                                                             : MD_TOK_TYPES;
+
+        if (b.lines[i].tt_rank != want_rank)
+            fail_msg("line %zu (%s): rank %d, want %d", i, name, b.lines[i].tt_rank, want_rank);
+    }
+    md_free(body);
+    free(w1);
+    free(w2);
+    json_decref(want);
+    md_bill_fini(&b);
+}
+
+/* md_store_reader_stmt: a statement is prepared once per reader connection
+ * and handed out again (same pointer) after md_store_reader_put; put resets
+ * it, so the next use sees rows committed in between (no read transaction
+ * left open); a nested get of the same SQL while one is held gets its own
+ * statement; more distinct SQL texts than the reader keeps evict the least
+ * recently used one and every text still answers right. */
+static int64_t
+count_usage(const char *sql, sqlite3_stmt **held)
+{
+    struct md_err err = {0};
+    sqlite3_stmt *s = NULL;
+    int64_t v;
+
+    assert_int_equal(md_store_reader_stmt(st, sql, &s, &err), MD_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    v = sqlite3_column_int64(s, 0);
+    if (held != NULL) {
+        *held = s;
+        return v;
+    }
+    md_store_reader_put(s);
+    assert_int_equal(sqlite3_stmt_busy(s), 0);   /* cached: reset, still valid */
+    return v;
+}
+
+static void
+test_reader_stmt_cache(void **state)
+{
+    static const char q0[] = "SELECT count(*) + 0 FROM usage_hourly";
+    char sql[64];
+    sqlite3_stmt *a = NULL, *b = NULL, *first = NULL;
+    struct md_err err = {0};
+    int64_t n0, n1;
+
+    (void)state;
+    n0 = count_usage(q0, NULL);
+    assert_int_equal(md_store_reader_stmt(st, q0, &first, &err), MD_OK);
+    md_store_reader_put(first);
+    assert_int_equal(md_store_reader_stmt(st, q0, &a, &err), MD_OK);
+    if (a != first)
+        fail_msg("second get of the same SQL: got statement %p, want the kept %p", (void *)a,
+            (void *)first);
+    /* nested: the same SQL while a is held is another statement */
+    assert_int_equal(md_store_reader_stmt(st, q0, &b, &err), MD_OK);
+    if (b == a)
+        fail_msg("nested get handed out the held statement");
+    assert_int_equal(sqlite3_step(a), SQLITE_ROW);
+    assert_int_equal(sqlite3_step(b), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int64(a, 0), n0);
+    assert_int_equal(sqlite3_column_int64(b, 0), n0);
+    md_store_reader_put(b);
+    md_store_reader_put(a);
+    /* a commit between two uses is seen by the kept statement */
+    usage("2026-03-01", 1, "ns-cache", "m1", "input", 5, 0);
+    n1 = count_usage(q0, NULL);
+    if (n1 != n0 + 1)
+        fail_msg("after one committed row: got %lld rows, want %lld", (long long)n1,
+            (long long)n0 + 1);
+    /* 60 distinct texts (more than the reader keeps), twice round: each
+     * answers its own value, evicted or not */
+    for (int round = 0; round < 2; round++)
+        for (int k = 0; k < 60; k++) {
+            int64_t got;
+
+            (void)snprintf(sql, sizeof(sql), "SELECT count(*) + %d FROM usage_hourly", k);
+            got = count_usage(sql, NULL);
+            if (got != n1 + k)
+                fail_msg("round %d, %s: got %lld want %lld", round, sql, (long long)got,
+                    (long long)(n1 + k));
+        }
+    /* a held statement is never evicted: hold one, cycle the others */
+    (void)count_usage(q0, &a);
+    for (int k = 0; k < 60; k++) {
+        (void)snprintf(sql, sizeof(sql), "SELECT count(*) - %d FROM usage_hourly", k);
+        assert_int_equal(count_usage(sql, NULL), n1 - k);
+    }
+    assert_int_equal(sqlite3_column_int64(a, 0), n1);   /* still the held row */
+    md_store_reader_put(a);
+}
+
 int
 main(void)
 {
@@ -743,6 +942,8 @@ main(void)
         cmocka_unit_test(test_revisions_diff),
         cmocka_unit_test(test_bill_growth_and_merge),
         cmocka_unit_test(test_render_json_vs_jansson),
+        cmocka_unit_test(test_render_json_memo_vs_jansson),
+        cmocka_unit_test(test_reader_stmt_cache),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
