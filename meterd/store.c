@@ -19,6 +19,14 @@
  * summed per (dims, hour) in `uagg` and written before anything else of the
  * drain reads usage_hourly (other jobs, the end of the drain).
  *
+ * Usage folding (schema/006_totals.sql), writer thread: `fold_h` is H, the
+ * hour before which usage_hourly is summed in usage_folded, as the running
+ * transaction sees it; it returns to `fold_h_committed` on ROLLBACK.  Every
+ * write below H adds to usage_folded in its transaction (the UPDATE path
+ * here, inserts by trigger), and H only moves forward, adding the hours
+ * it passes.  Hence usage_folded + usage_hourly[H..] = all usage ever
+ * committed, which is all a start reads for /metrics.
+ *
  * Failpoints (crash tests, issue 7): MD_FAILPOINT=name:N in the environment
  * makes the writer _exit(137) the Nth time it reaches the point `name`:
  *   before_commit  usage rows and checkpoints written, COMMIT not yet run
@@ -56,7 +64,7 @@ struct md_migration {
 extern const struct md_migration md_migrations[];
 extern const size_t md_migrations_count;
 
-enum job_kind { JOB_EVENT = 1, JOB_SCRAPE, JOB_RETENTION, JOB_CALL };
+enum job_kind { JOB_EVENT = 1, JOB_SCRAPE, JOB_RETENTION, JOB_CALL, JOB_FOLD };
 
 /* a md_store_call in flight: lives on the caller's stack until done */
 struct call {
@@ -198,12 +206,21 @@ struct md_store {
      * md_store_ledger_init) and the snapshots it publishes (any thread) */
     struct md_usnap_agg *usnap;
     struct md_usnap_pub *usnap_pub;
+
+    /* usage folding (schema/006_totals.sql): H (meta usage_folded_before)
+     * as this transaction sees it and as committed (writer thread); the
+     * committed H and the lag for any thread */
+    uint64_t        fold_h, fold_h_committed;
+    atomic_ullong   fold_h_pub, fold_lag_s;
+    sqlite3_stmt   *fold_add, *fold_range, *fold_meta;
 };
 
 static _Thread_local struct reader *tls_reader;
 
 static int reader_get(struct md_store *st, sqlite3 **out, struct md_err *err);
 static int snapshot_load(struct md_store *st, struct md_err *err);
+static int prepare(struct md_store *st, const char *sql, sqlite3_stmt **out,
+    struct md_err *err);
 
 int
 md_store_schema_latest(void)
@@ -272,6 +289,86 @@ make_parent_dirs(const char *path, struct md_err *err)
     return MD_OK;
 }
 
+/* The first integer of a one-row query; *out untouched when there is no row. */
+static int
+query_i64(sqlite3 *db, const char *sql, int64_t *out, struct md_err *err)
+{
+    sqlite3_stmt *s = NULL;
+    int rc;
+
+    if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK)
+        return db_err(err, db, sql);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        *out = sqlite3_column_int64(s, 0);
+    rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? MD_OK : db_err(err, db, sql);
+    sqlite3_finalize(s);
+    return rc;
+}
+
+/* The hour start lag_s before now (unix seconds). */
+static uint64_t
+fold_target(uint64_t lag_s)
+{
+    uint64_t now = md_now_realtime_ns() / 1000000000ULL, h;
+
+    h = now > lag_s ? now - lag_s : 0;
+    return h - h % 3600;
+}
+
+/* Schema 006, in its migration's transaction: usage_folded and cost_totals
+ * from the whole history, once (so a crash leaves either no 006 or 006
+ * filled).  One pass over usage_hourly's hours before H in key order and
+ * one over bill_lines in id order, each row added to its total: no sort of
+ * the history (the GROUP BY of the old start sorted 33 M lines through
+ * temp files).  Logged: on an old database this is the one slow start. */
+static int
+fill_totals(struct md_store *st, struct md_err *err)
+{
+    uint64_t t0 = md_now_monotonic_ns(), h = fold_target(MD_STORE_FOLD_LAG_S);
+    long long usage_rows = 0, lines = 0;
+    int cache = 0, rc;
+    char sql[512];
+
+    rc = pragma_int(st->db, "PRAGMA cache_size", &cache, err);
+    /* the totals are small but updated in random order: keep them cached */
+    if (rc == MD_OK)
+        rc = exec(st->db, "PRAGMA cache_size = -262144", err);
+    (void)snprintf(sql, sizeof(sql), "INSERT OR REPLACE INTO meta(key, value) "
+        "VALUES ('usage_folded_before', '%llu')", (unsigned long long)h);
+    if (rc == MD_OK)
+        rc = exec(st->db, sql, err);
+    /* what retention deleted lies before H (its cut is never later than
+     * the newest hour it keeps, and H is only moved up to a cut) */
+    if (rc == MD_OK)
+        rc = exec(st->db, "INSERT INTO usage_folded(dim_id, tokens, requests) "
+            "SELECT dim_id, tokens, requests FROM usage_retired", err);
+    (void)snprintf(sql, sizeof(sql), "INSERT INTO usage_folded(dim_id, tokens, requests) "
+        "SELECT dim_id, tokens, requests FROM usage_hourly WHERE hour_s < %llu "
+        "ON CONFLICT(dim_id) DO UPDATE SET tokens = tokens + excluded.tokens, "
+        "requests = requests + excluded.requests", (unsigned long long)h);
+    if (rc == MD_OK)
+        rc = exec(st->db, sql, err);
+    if (rc == MD_OK)
+        usage_rows = (long long)sqlite3_changes64(st->db);
+    if (rc == MD_OK)
+        rc = exec(st->db, "INSERT INTO cost_totals(cluster, namespace, department, model, "
+            "currency, token_type, unpriced, amount, tokens, lines, first_id) "
+            "SELECT cluster, namespace, department, model, currency, token_type, "
+            "pricing_model = 'unpriced', amount, tokens, 1, id FROM bill_lines WHERE 1 "
+            "ORDER BY id ON CONFLICT DO UPDATE SET amount = amount + excluded.amount, "
+            "tokens = tokens + excluded.tokens, lines = lines + 1", err);
+    if (rc == MD_OK)
+        lines = (long long)sqlite3_changes64(st->db);
+    (void)snprintf(sql, sizeof(sql), "PRAGMA cache_size = %d", cache);
+    (void)exec(st->db, sql, NULL);
+    if (rc == MD_OK)
+        md_log_info("schema 006: /metrics totals built from %lld usage rows before %llu "
+            "and %lld bill lines in %.1f s (once)", usage_rows, (unsigned long long)h, lines,
+            (double)(md_now_monotonic_ns() - t0) / 1e9);
+    return rc;
+}
+
 static int
 migrate(struct md_store *st, struct md_err *err)
 {
@@ -293,6 +390,8 @@ migrate(struct md_store *st, struct md_err *err)
         rc = exec(st->db, "BEGIN IMMEDIATE", err);
         if (rc == MD_OK)
             rc = exec(st->db, m->sql, err);
+        if (rc == MD_OK && m->version == 6)
+            rc = fill_totals(st, err);
         (void)snprintf(setv, sizeof(setv), "PRAGMA user_version = %d", m->version);
         if (rc == MD_OK)
             rc = exec(st->db, setv, err);
@@ -385,6 +484,17 @@ md_store_open(const char *path, uint64_t busy_timeout_ms, struct md_store **out,
             goto fail;
         st->fresh = have == 0;
         st->metering_marked = have != 0;
+    }
+    {
+        int64_t h = 0;
+
+        rc = query_i64(st->db, "SELECT CAST(value AS INTEGER) FROM meta "
+            "WHERE key = 'usage_folded_before'", &h, err);
+        if (rc != MD_OK)
+            goto fail;
+        st->fold_h = st->fold_h_committed = h > 0 ? (uint64_t)h : 0;
+        atomic_store(&st->fold_h_pub, st->fold_h);
+        atomic_store(&st->fold_lag_s, MD_STORE_FOLD_LAG_S);
     }
     if (sqlite3_prepare_v3(st->db, "INSERT INTO events(ts_ns, kind, detail) VALUES (?, ?, ?)",
             -1, SQLITE_PREPARE_PERSISTENT, &st->ins_event, NULL) != SQLITE_OK ||
@@ -484,6 +594,82 @@ step_done(sqlite3_stmt *s)
     return rc == SQLITE_DONE || rc == SQLITE_ROW;
 }
 
+/* ---- usage folding (schema/006_totals.sql), writer thread ---- */
+
+static int
+fold_prepare(struct md_store *st, struct md_err *err)
+{
+    sqlite3_stmt *a = NULL, *r = NULL, *m = NULL;
+    int rc;
+
+    if (st->fold_add != NULL)
+        return MD_OK;
+    rc = prepare(st, "INSERT INTO usage_folded(dim_id, tokens, requests) VALUES (?1, ?2, ?3) "
+        "ON CONFLICT(dim_id) DO UPDATE SET tokens = tokens + excluded.tokens, "
+        "requests = requests + excluded.requests", &a, err);
+    if (rc == MD_OK)
+        rc = prepare(st, "INSERT INTO usage_folded(dim_id, tokens, requests) "
+            "SELECT dim_id, tokens, requests FROM usage_hourly WHERE hour_s >= ?1 AND "
+            "hour_s < ?2 ON CONFLICT(dim_id) DO UPDATE SET tokens = tokens + excluded.tokens, "
+            "requests = requests + excluded.requests", &r, err);
+    if (rc == MD_OK)
+        rc = prepare(st, "INSERT OR REPLACE INTO meta(key, value) "
+            "VALUES ('usage_folded_before', ?1)", &m, err);
+    if (rc != MD_OK) {
+        sqlite3_finalize(a);
+        sqlite3_finalize(r);
+        sqlite3_finalize(m);
+        return rc;
+    }
+    st->fold_add = a;
+    st->fold_range = r;
+    st->fold_meta = m;
+    return MD_OK;
+}
+
+/* Adds usage written below H to its total. */
+static int
+fold_row(struct md_store *st, int64_t dim, uint64_t tokens, uint64_t requests,
+    struct md_err *err)
+{
+    int rc = fold_prepare(st, err);
+
+    if (rc != MD_OK)
+        return rc;
+    sqlite3_bind_int64(st->fold_add, 1, dim);
+    sqlite3_bind_int64(st->fold_add, 2, (sqlite3_int64)tokens);
+    sqlite3_bind_int64(st->fold_add, 3, (sqlite3_int64)requests);
+    if (!step_done(st->fold_add))
+        return db_err(err, st->db, "fold late usage");
+    return MD_OK;
+}
+
+/* Moves H forward to h (an hour start), adding the hours it passes to
+ * usage_folded, in the running transaction. */
+static int
+fold_to(struct md_store *st, uint64_t h, struct md_err *err)
+{
+    char v[32];
+    int rc;
+
+    h -= h % 3600;
+    if (h <= st->fold_h)
+        return MD_OK;
+    rc = fold_prepare(st, err);
+    if (rc != MD_OK)
+        return rc;
+    sqlite3_bind_int64(st->fold_range, 1, (sqlite3_int64)st->fold_h);
+    sqlite3_bind_int64(st->fold_range, 2, (sqlite3_int64)h);
+    if (!step_done(st->fold_range))
+        return db_err(err, st->db, "fold usage");
+    (void)snprintf(v, sizeof(v), "%llu", (unsigned long long)h);
+    sqlite3_bind_text(st->fold_meta, 1, v, -1, SQLITE_TRANSIENT);
+    if (!step_done(st->fold_meta))
+        return db_err(err, st->db, "fold usage: meta");
+    st->fold_h = h;
+    return MD_OK;
+}
+
 /* ---- per-drain usage sums (writer thread) ---- */
 
 /* An UPDATE of the existing hour row (the common case: one seek), else the
@@ -508,8 +694,12 @@ upsert_usage_row(struct md_store *st, const struct uagg *u, struct md_err *err)
     sqlite3_bind_int64(st->upd_usage, 4, (sqlite3_int64)requests);
     if (!step_done(st->upd_usage))
         return db_err(err, st->db, "update usage");
+    /* an hour already folded (late usage): its total grows too.  An
+     * insert is folded by the trigger usage_hourly_fold (schema 006); the
+     * upsert below inserts, as the row was just found missing by the only
+     * writer, in this transaction */
     if (sqlite3_changes(st->db) == 1)
-        return MD_OK;
+        return hour_s < st->fold_h ? fold_row(st, dim, tokens, requests, err) : MD_OK;
     sqlite3_bind_int64(st->upsert_usage, 1, (sqlite3_int64)hour_s);
     sqlite3_bind_int64(st->upsert_usage, 2, dim);
     sqlite3_bind_int64(st->upsert_usage, 3, (sqlite3_int64)tokens);
@@ -1152,8 +1342,12 @@ apply_job(struct md_store *st, struct job *j, uint64_t *tokens, uint64_t *reques
                 "(SELECT 1 FROM dims d JOIN milestones m ON m.cluster = d.cluster " \
                 "WHERE d.id = usage_hourly.dim_id AND m.day = usage_hourly.hour_s / 86400 " \
                 "AND m.state IN ('closed', 'finalized') AND m.dirty = 0)"
-        /* what goes is first added to usage_retired (same transaction), so
-         * the /metrics counters loaded at the next start do not go down */
+        /* H moves up to the cut first (same transaction): what goes is
+         * in usage_folded, so the /metrics counters loaded at the next
+         * start do not go down; usage_retired keeps the record of it */
+        rc = fold_to(st, j->ts_ns / 1000000000ULL, err);
+        if (rc != MD_OK)
+            break;
         if (sqlite3_prepare_v2(st->db, "INSERT INTO usage_retired(dim_id, tokens, requests) "
                 "SELECT dim_id, sum(tokens), sum(requests) FROM usage_hourly WHERE "
                 RETAINED_WHERE " GROUP BY dim_id ON CONFLICT(dim_id) DO UPDATE SET "
@@ -1199,6 +1393,9 @@ apply_job(struct md_store *st, struct job *j, uint64_t *tokens, uint64_t *reques
             rc = exec(st->db, "ROLLBACK TO md_call", err);
         if (rc == MD_OK)
             rc = exec(st->db, "RELEASE md_call", err);
+        break;
+    case JOB_FOLD:
+        rc = fold_to(st, j->ts_ns, err);   /* ts_ns carries H, unix seconds */
         break;
     case JOB_EVENT:
         sqlite3_bind_int64(st->ins_event, 1, (sqlite3_int64)j->ts_ns);
@@ -1289,6 +1486,10 @@ commit_jobs(struct md_store *st, struct job *jobs, size_t n, struct md_err *err)
     }
     if (rc == MD_OK)
         rc = uagg_flush(st, err);
+    /* the metering writer folds hours once they are old enough: about one
+     * hour's rows once an hour, in the drain's transaction */
+    if (rc == MD_OK && st->ledger != NULL)
+        rc = fold_to(st, fold_target(atomic_load(&st->fold_lag_s)), err);
     if (rc == MD_OK)
         rc = write_staged(st, err);
     if (rc == MD_OK && scrapes && !st->metering_marked) {
@@ -1319,9 +1520,12 @@ commit_jobs(struct md_store *st, struct job *jobs, size_t n, struct md_err *err)
         uagg_reset(st);
         scr_clear(st);
         st->touch_valid = 0;
+        st->fold_h = st->fold_h_committed;
         atomic_fetch_add(&st->errors, 1);
         return rc;
     }
+    st->fold_h_committed = st->fold_h;
+    atomic_store(&st->fold_h_pub, st->fold_h);
     if (st->ledger != NULL)
         md_ledger_commit(st->ledger);
     scr_install(st);
@@ -1616,6 +1820,26 @@ md_store_apply_retention(struct md_store *st)
     return submit(st, &j);
 }
 
+void
+md_store_set_fold_lag(struct md_store *st, uint64_t lag_s)
+{
+    atomic_store(&st->fold_lag_s, lag_s);
+}
+
+int
+md_store_fold_usage(struct md_store *st, uint64_t before_s)
+{
+    struct job j = { .kind = JOB_FOLD, .ts_ns = before_s };
+
+    return submit(st, &j);
+}
+
+uint64_t
+md_store_folded_before(struct md_store *st)
+{
+    return atomic_load(&st->fold_h_pub);
+}
+
 int
 md_store_call(struct md_store *st, md_store_call_fn *fn, void *arg, struct md_err *err)
 {
@@ -1908,11 +2132,14 @@ md_store_ledger_init(struct md_store *st, size_t series_max, uint64_t spread_max
     return rc;
 }
 
-/* The /metrics aggregate starts from the committed totals of usage_hourly
- * plus what retention moved to usage_retired (summed over hours and
- * operations), so the counters never go down across a retention run; from
- * then on the writer adds every committed delta.  Rows arrive in dims id
- * order, i.e. first-seen order. */
+/* The /metrics aggregate starts from the committed totals: usage_folded
+ * (every hour before H, deleted ones included) plus usage_hourly from H on
+ * (a range of the primary key: the last hours, not the history), summed
+ * over operations; cost and unpriced tokens from cost_totals (schema
+ * 006).  So the counters never go down across a retention run or a
+ * restart; from then on the writer adds every committed delta.  Usage rows
+ * arrive in dims id order, cost groups in the order of their first line:
+ * first-seen order, as before 006. */
 static int
 snapshot_load(struct md_store *st, struct md_err *err)
 {
@@ -1925,11 +2152,11 @@ snapshot_load(struct md_store *st, struct md_err *err)
         return md_err_set(err, MD_ENOMEM, "usage snapshot: out of memory");
     if (sqlite3_prepare_v2(st->db, "SELECT d.cluster, d.namespace, d.department, d.model, "
             "d.provider, d.token_type, sum(u.tokens), sum(u.requests) FROM (SELECT dim_id, "
-            "tokens, requests FROM usage_hourly UNION ALL SELECT dim_id, tokens, requests "
-            "FROM usage_retired) u JOIN dims d ON d.id = u.dim_id GROUP BY d.id ORDER BY d.id",
-            -1, &q, NULL)
-            != SQLITE_OK)
+            "tokens, requests FROM usage_folded UNION ALL SELECT dim_id, tokens, requests "
+            "FROM usage_hourly WHERE hour_s >= ?1) u JOIN dims d ON d.id = u.dim_id "
+            "GROUP BY d.id ORDER BY d.id", -1, &q, NULL) != SQLITE_OK)
         return db_err(err, st->db, "load usage snapshot");
+    sqlite3_bind_int64(q, 1, (sqlite3_int64)st->fold_h_committed);
     while ((step = sqlite3_step(q)) == SQLITE_ROW) {
         const char *v[6];
         size_t l[6];
@@ -1950,12 +2177,11 @@ snapshot_load(struct md_store *st, struct md_err *err)
     sqlite3_finalize(q);
     if (step != SQLITE_DONE)
         return db_err(err, st->db, "load usage snapshot");
-    /* cost and unpriced tokens: the stored bill lines (closed, finalized and
-     * corrections); the rater adds to them from here on */
+    /* cost and unpriced tokens: the sums of the stored bill lines (closed,
+     * finalized and corrections); the rater adds to them from here on */
     if (sqlite3_prepare_v2(st->db, "SELECT cluster, namespace, department, model, currency, "
-            "token_type, sum(amount), sum(tokens), pricing_model = 'unpriced' FROM bill_lines "
-            "GROUP BY cluster, namespace, department, model, currency, token_type, "
-            "pricing_model = 'unpriced' ORDER BY min(id)", -1, &q, NULL) != SQLITE_OK)
+            "token_type, amount, tokens, unpriced FROM cost_totals WHERE lines > 0 "
+            "ORDER BY first_id", -1, &q, NULL) != SQLITE_OK)
         return db_err(err, st->db, "load cost snapshot");
     while ((step = sqlite3_step(q)) == SQLITE_ROW) {
         const char *v[6];
@@ -2151,7 +2377,8 @@ md_store_close(struct md_store *st)
             &st->sel_target, &st->ins_target, &st->sel_dims, &st->ins_dims, &st->upsert_usage,
             &st->put_key, &st->del_key, &st->del_keys, &st->upd_state, &st->upsert_state,
             &st->del_state, &st->put_target, &st->del_target, &st->put_meta, &st->begin,
-            &st->commit, &st->upd_usage, &st->data_version,
+            &st->commit, &st->upd_usage, &st->data_version, &st->fold_add, &st->fold_range,
+            &st->fold_meta,
         };
 
         for (size_t i = 0; i < sizeof(stmts) / sizeof(stmts[0]); i++) {
