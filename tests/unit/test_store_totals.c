@@ -493,9 +493,22 @@ test_totals_equal_history(void **state)
     int32_t day0 = (int32_t)(first_h / 86400);
     struct md_store *st = open_metering();
     char sql[256];
-    uint64_t moves = 0;
+    uint64_t moves = 0, fulls = 0;
 
     (void)state;
+    /* H back to the first hour (valid while there is no usage at all), so
+     * that retention cuts and the writer's moves fall on both sides of it */
+    (void)snprintf(sql, sizeof(sql), "UPDATE meta SET value = '%llu' WHERE key = "
+        "'usage_folded_before'", (unsigned long long)first_h);
+    {
+        struct md_err err = {0};
+
+        if (md_store_call(st, sql_call, sql, &err) != MD_OK)
+            fail_msg("%s", err.msg);
+    }
+    md_store_close(st);
+    st = open_metering();
+    assert_int_equal(md_store_folded_before(st), first_h);
     /* every day billed (retention may delete its usage), two finalized
      * (their rated lines are never deleted) */
     for (int32_t d = day0; d <= day0 + NHOURS / 24 + 1; d++) {
@@ -513,9 +526,9 @@ test_totals_equal_history(void **state)
          * history (H stays); md_store_fold_usage moves it into the future
          * half of the usage (written by scrapes timed there) */
         {
-            static const uint64_t lags[4] = { 0, 3600, 5 * 3600, NHOURS * 3600 };
+            static const uint64_t lags[5] = { 0, 3600, 5 * 3600, 100 * 3600, NHOURS * 3600 };
 
-            md_store_set_fold_lag(st, lags[rnd(4)]);
+            md_store_set_fold_lag(st, lags[rnd(5)]);
         }
         for (int k = 0; k < SCRAPES; k++) {
             uint64_t r = rnd(20);
@@ -525,7 +538,7 @@ test_totals_equal_history(void **state)
                 assert_int_equal(md_store_fold_usage(st, first_h + rnd(NHOURS) * 3600ULL),
                     MD_OK);
             else if (r == 1) {
-                md_store_set_retention(st, (1 + rnd(NHOURS / 2)) * 3600ULL * 1000);
+                md_store_set_retention(st, (1 + rnd(2) * rnd(NHOURS / 2)) * 3600ULL * 1000);
                 assert_int_equal(md_store_apply_retention(st), MD_OK);
             } else if (r < 5)
                 bills(st, 0, day0);
@@ -533,9 +546,25 @@ test_totals_equal_history(void **state)
                 bills(st, 1, day0);
             else if (r == 6)
                 bills(st, 2, day0);
+            else if (r == 7) {
+                /* a full disk: the drain moving H (and the scrapes with it)
+                 * rolls back; H must go back with it */
+                md_store_set_max_page_count(st, 1);
+                assert_int_equal(md_store_fold_usage(st, first_h + rnd(NHOURS) * 3600ULL),
+                    MD_OK);
+                for (int i = 0; i < 20; i++)
+                    scrape(st, now_h);
+                fulls += md_store_flush(st) != MD_OK;
+                md_store_set_max_page_count(st, 0);
+                /* a drain after the cap is lifted (a job the writer queued
+                 * meanwhile, retention, may have failed too) */
+                assert_int_equal(md_store_submit_event(st, "disk", "free"), MD_OK);
+                assert_int_equal(md_store_flush(st), MD_OK);
+            }
             if (rnd(4) == 0)
                 assert_int_equal(md_store_flush(st), MD_OK);
         }
+        scrape(st, now_h);     /* commits what a failed drain left to bill */
         assert_int_equal(md_store_flush(st), MD_OK);
         moves += md_store_folded_before(st) != h0;
         md_store_close(st);
@@ -550,6 +579,7 @@ test_totals_equal_history(void **state)
     md_store_close(st);
     /* the run moved H and left usage on both sides of it */
     assert_true(moves >= 2);
+    assert_true(fulls >= 1);
     {
         sqlite3 *db;
         sqlite3_stmt *s;
