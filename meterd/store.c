@@ -212,6 +212,7 @@ struct md_store {
      * committed H and the lag for any thread */
     uint64_t        fold_h, fold_h_committed;
     atomic_ullong   fold_h_pub, fold_lag_s;
+    atomic_ullong   cost_fold_lines;    /* lines past L that make the writer fold */
     sqlite3_stmt   *fold_add, *fold_range, *fold_meta;
 };
 
@@ -384,12 +385,18 @@ fill_find(struct fill_group **tab, size_t *cap, size_t *n, const uint8_t *k, siz
     return g;
 }
 
-/* cost_totals from every bill line: one scan in id order, summed per
- * group in memory, then one row per group (the SQL upsert per line took
- * 130 s for 33 M lines).  MD_ELIMIT: too many groups or too long values
- * (nothing written; the caller sums in SQL); *lines: the lines read. */
+#define COST_UPSERT "ON CONFLICT DO UPDATE SET amount = amount + excluded.amount, " \
+    "tokens = tokens + excluded.tokens, " \
+    "first_id = CASE WHEN lines = 0 THEN excluded.first_id ELSE first_id END, " \
+    "lines = lines + excluded.lines"
+
+/* Adds the bill lines with from <= id < to to cost_totals: one scan in id
+ * order, summed per group in memory, then one upsert per group (an upsert
+ * per line took 130 s for 33 M lines, a GROUP BY sorts them).  MD_ELIMIT:
+ * too many groups or too long values (nothing written; cost_sum_range sums
+ * in SQL then); *lines: the lines read. */
 static int
-fill_cost(sqlite3 *db, long long *lines, struct md_err *err)
+fill_cost(sqlite3 *db, int64_t from, int64_t to, long long *lines, struct md_err *err)
 {
     sqlite3_stmt *q = NULL, *ins = NULL;
     struct fill_group *tab = md_calloc(1u << 16, sizeof(*tab));
@@ -398,15 +405,17 @@ fill_cost(sqlite3 *db, long long *lines, struct md_err *err)
     int rc = MD_OK, step = SQLITE_DONE;
 
     if (tab == NULL || k == NULL) {
-        rc = md_err_set(err, MD_ENOMEM, "schema 006: out of memory");
+        rc = md_err_set(err, MD_ENOMEM, "cost totals: out of memory");
         goto out;
     }
     if (sqlite3_prepare_v2(db, "SELECT id, cluster, namespace, department, model, currency, "
             "token_type, pricing_model = 'unpriced', amount, tokens FROM bill_lines "
-            "ORDER BY id", -1, &q, NULL) != SQLITE_OK) {
-        rc = db_err(err, db, "schema 006: read bill lines");
+            "WHERE id >= ?1 AND id < ?2 ORDER BY id", -1, &q, NULL) != SQLITE_OK) {
+        rc = db_err(err, db, "cost totals: read bill lines");
         goto out;
     }
+    sqlite3_bind_int64(q, 1, from);
+    sqlite3_bind_int64(q, 2, to);
     while (rc == MD_OK && (step = sqlite3_step(q)) == SQLITE_ROW) {
         struct fill_group *g;
         size_t kl = 1;
@@ -429,24 +438,24 @@ fill_cost(sqlite3 *db, long long *lines, struct md_err *err)
         g = fill_find(&tab, &cap, &n, k, kl);
         if (g == NULL) {
             rc = n + 1 > FILL_GROUPS_MAX ? md_err_set(err, MD_ELIMIT, "more than %u groups",
-                FILL_GROUPS_MAX) : md_err_set(err, MD_ENOMEM, "schema 006: out of memory");
+                FILL_GROUPS_MAX) : md_err_set(err, MD_ENOMEM, "cost totals: out of memory");
             goto out;
         }
         if (g->lines++ == 0)
             g->first_id = sqlite3_column_int64(q, 0);
         if (md_add_i64(g->amount, sqlite3_column_int64(q, 8), &g->amount) != MD_OK ||
             md_add_i64(g->tokens, sqlite3_column_int64(q, 9), &g->tokens) != MD_OK)
-            rc = md_err_set(err, MD_EDB, "schema 006: a cost total passes 2^63");
+            rc = md_err_set(err, MD_EDB, "cost totals: a sum passes 2^63");
         (*lines)++;
     }
     if (rc == MD_OK && step != SQLITE_DONE)
-        rc = db_err(err, db, "schema 006: read bill lines");
+        rc = db_err(err, db, "cost totals: read bill lines");
     if (rc != MD_OK)
         goto out;
     if (sqlite3_prepare_v2(db, "INSERT INTO cost_totals(cluster, namespace, department, model, "
             "currency, token_type, unpriced, amount, tokens, lines, first_id) VALUES (?1, ?2, "
-            "?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)", -1, &ins, NULL) != SQLITE_OK) {
-        rc = db_err(err, db, "schema 006: write cost totals");
+            "?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) " COST_UPSERT, -1, &ins, NULL) != SQLITE_OK) {
+        rc = db_err(err, db, "cost totals: write");
         goto out;
     }
     for (size_t i = 0; i < cap && rc == MD_OK; i++) {
@@ -468,13 +477,80 @@ fill_cost(sqlite3 *db, long long *lines, struct md_err *err)
         sqlite3_bind_int64(ins, 10, g->lines);
         sqlite3_bind_int64(ins, 11, g->first_id);
         if (!step_done(ins))
-            rc = db_err(err, db, "schema 006: write cost totals");
+            rc = db_err(err, db, "cost totals: write");
     }
 out:
     sqlite3_finalize(q);
     sqlite3_finalize(ins);
     fill_free(tab, cap);
     md_free(k);
+    return rc;
+}
+
+/* fill_cost, or past its limits the same sums in SQL (an upsert per line). */
+static int
+cost_sum_range(sqlite3 *db, int64_t from, int64_t to, long long *lines, struct md_err *err)
+{
+    sqlite3_stmt *q = NULL;
+    int rc = fill_cost(db, from, to, lines, err);
+
+    if (rc != MD_ELIMIT)
+        return rc;
+    md_log_warn("cost totals: %s; summing in SQL", err ? err->msg : "");
+    if (sqlite3_prepare_v2(db, "INSERT INTO cost_totals(cluster, namespace, department, model, "
+            "currency, token_type, unpriced, amount, tokens, lines, first_id) "
+            "SELECT cluster, namespace, department, model, currency, token_type, "
+            "pricing_model = 'unpriced', amount, tokens, 1, id FROM bill_lines "
+            "WHERE id >= ?1 AND id < ?2 ORDER BY id " COST_UPSERT, -1, &q, NULL) != SQLITE_OK)
+        return db_err(err, db, "cost totals");
+    sqlite3_bind_int64(q, 1, from);
+    sqlite3_bind_int64(q, 2, to);
+    rc = sqlite3_step(q) == SQLITE_DONE ? MD_OK : db_err(err, db, "cost totals");
+    if (rc == MD_OK)
+        *lines = (long long)sqlite3_changes64(db);
+    sqlite3_finalize(q);
+    return rc;
+}
+
+/* The end of bill_lines: max(id) + 1 (1 when empty). */
+static int
+cost_end(sqlite3 *db, int64_t *out, struct md_err *err)
+{
+    int64_t m = 0;
+    int rc = query_i64(db, "SELECT coalesce(max(id), 0) FROM bill_lines", &m, err);
+
+    *out = m + 1;
+    return rc;
+}
+
+/* L (meta cost_folded_before_id); 1 when unset. */
+static int
+cost_folded_before(sqlite3 *db, int64_t *out, struct md_err *err)
+{
+    *out = 1;
+    return query_i64(db, "SELECT CAST(value AS INTEGER) FROM meta "
+        "WHERE key = 'cost_folded_before_id'", out, err);
+}
+
+/* Moves L to the end of bill_lines when at least `every` lines lie past
+ * it, adding theirs to cost_totals; in the running transaction. */
+static int
+cost_fold(sqlite3 *db, uint64_t every, struct md_err *err)
+{
+    int64_t l = 1, end = 1;
+    long long lines = 0;
+    char sql[160];
+    int rc = cost_folded_before(db, &l, err);
+
+    if (rc == MD_OK)
+        rc = cost_end(db, &end, err);
+    if (rc != MD_OK || end <= l || (uint64_t)(end - l) < every)
+        return rc;
+    rc = cost_sum_range(db, l, end, &lines, err);
+    (void)snprintf(sql, sizeof(sql), "INSERT OR REPLACE INTO meta(key, value) "
+        "VALUES ('cost_folded_before_id', '%lld')", (long long)end);
+    if (rc == MD_OK)
+        rc = exec(db, sql, err);
     return rc;
 }
 
@@ -489,6 +565,7 @@ fill_totals(struct md_store *st, struct md_err *err)
 {
     uint64_t t0 = md_now_monotonic_ns(), h = fold_target(MD_STORE_FOLD_LAG_S);
     long long usage_rows = 0, lines = 0;
+    int64_t end = 1;
     int cache = 0, rc;
     char sql[512];
 
@@ -514,20 +591,13 @@ fill_totals(struct md_store *st, struct md_err *err)
     if (rc == MD_OK)
         usage_rows = (long long)sqlite3_changes64(st->db);
     if (rc == MD_OK)
-        rc = fill_cost(st->db, &lines, err);
-    if (rc == MD_ELIMIT) {
-        /* more groups (or longer values) than memory is given for: the
-         * same sums in SQL (an upsert per line; nothing was written yet) */
-        md_log_warn("schema 006: cost totals: %s; summing in SQL", err ? err->msg : "");
-        rc = exec(st->db, "INSERT INTO cost_totals(cluster, namespace, department, model, "
-            "currency, token_type, unpriced, amount, tokens, lines, first_id) "
-            "SELECT cluster, namespace, department, model, currency, token_type, "
-            "pricing_model = 'unpriced', amount, tokens, 1, id FROM bill_lines WHERE 1 "
-            "ORDER BY id ON CONFLICT DO UPDATE SET amount = amount + excluded.amount, "
-            "tokens = tokens + excluded.tokens, lines = lines + 1", err);
-        if (rc == MD_OK)
-            lines = (long long)sqlite3_changes64(st->db);
-    }
+        rc = cost_end(st->db, &end, err);
+    if (rc == MD_OK)
+        rc = cost_sum_range(st->db, 0, end, &lines, err);
+    (void)snprintf(sql, sizeof(sql), "INSERT OR REPLACE INTO meta(key, value) "
+        "VALUES ('cost_folded_before_id', '%lld')", (long long)end);
+    if (rc == MD_OK)
+        rc = exec(st->db, sql, err);
     (void)snprintf(sql, sizeof(sql), "PRAGMA cache_size = %d", cache);
     (void)exec(st->db, sql, NULL);
     if (rc == MD_OK)
@@ -663,6 +733,7 @@ md_store_open(const char *path, uint64_t busy_timeout_ms, struct md_store **out,
         st->fold_h = st->fold_h_committed = h > 0 ? (uint64_t)h : 0;
         atomic_store(&st->fold_h_pub, st->fold_h);
         atomic_store(&st->fold_lag_s, MD_STORE_FOLD_LAG_S);
+        atomic_store(&st->cost_fold_lines, MD_STORE_COST_FOLD_LINES);
     }
     if (sqlite3_prepare_v3(st->db, "INSERT INTO events(ts_ns, kind, detail) VALUES (?, ?, ?)",
             -1, SQLITE_PREPARE_PERSISTENT, &st->ins_event, NULL) != SQLITE_OK ||
@@ -1658,6 +1729,10 @@ commit_jobs(struct md_store *st, struct job *jobs, size_t n, struct md_err *err)
      * hour's rows once an hour, in the drain's transaction */
     if (rc == MD_OK && st->ledger != NULL)
         rc = fold_to(st, fold_target(atomic_load(&st->fold_lag_s)), err);
+    /* and the bill lines rated since the last fold, once there are many
+     * (backfill: a call per day) */
+    if (rc == MD_OK)
+        rc = cost_fold(st->db, atomic_load(&st->cost_fold_lines), err);
     if (rc == MD_OK)
         rc = write_staged(st, err);
     if (rc == MD_OK && scrapes && !st->metering_marked) {
@@ -1739,6 +1814,32 @@ md_store_set_max_page_count(struct md_store *st, uint64_t pages)
     atomic_store(&st->max_pages_want, pages);
 }
 
+/* The rater's ticks commit on their own: their lines are folded in a
+ * transaction of its own once there are many (a drain folds them too). */
+static void
+cost_fold_tick(struct md_store *st)
+{
+    uint64_t every = atomic_load(&st->cost_fold_lines);
+    int64_t l = 1, end = 1;
+    struct md_err err = {0};
+    int rc;
+
+    if (cost_folded_before(st->db, &l, &err) != MD_OK || cost_end(st->db, &end, &err) != MD_OK ||
+        end <= l || (uint64_t)(end - l) < every)
+        return;
+    rc = exec(st->db, "BEGIN IMMEDIATE", &err);
+    if (rc == MD_OK)
+        rc = cost_fold(st->db, every, &err);
+    if (rc == MD_OK)
+        rc = exec(st->db, "COMMIT", &err);
+    if (rc != MD_OK) {
+        if (!sqlite3_get_autocommit(st->db))
+            (void)exec(st->db, "ROLLBACK", NULL);
+        md_log_warn("cost totals: folding the rated lines failed (a later drain retries): %s",
+            err.msg);
+    }
+}
+
 /* One rating tick; a tick that wrote anything forgets the milestone memo. */
 static void
 rating_tick(struct md_store *st, uint64_t budget_ms)
@@ -1746,6 +1847,8 @@ rating_tick(struct md_store *st, uint64_t budget_ms)
     sqlite3_int64 before = sqlite3_total_changes64(st->db);
 
     st->tick_more = md_rating_tick(st->rating, st->db, budget_ms);
+    if (sqlite3_total_changes64(st->db) != before)
+        cost_fold_tick(st);
     st->tick_last_ns = md_now_monotonic_ns();
     if (sqlite3_total_changes64(st->db) != before)
         st->touch_valid = 0;
@@ -1992,6 +2095,12 @@ void
 md_store_set_fold_lag(struct md_store *st, uint64_t lag_s)
 {
     atomic_store(&st->fold_lag_s, lag_s);
+}
+
+void
+md_store_set_cost_fold_lines(struct md_store *st, uint64_t lines)
+{
+    atomic_store(&st->cost_fold_lines, lines > 0 ? lines : 1);
 }
 
 int
@@ -2313,6 +2422,7 @@ snapshot_load(struct md_store *st, struct md_err *err)
 {
     sqlite3_stmt *q = NULL;
     size_t rows = 0;
+    int64_t cost_l = 1;
     int step;
 
     st->usnap = md_usnap_agg_new(MD_STORE_SNAPSHOT_SERIES_MAX);
@@ -2347,10 +2457,18 @@ snapshot_load(struct md_store *st, struct md_err *err)
         return db_err(err, st->db, "load usage snapshot");
     /* cost and unpriced tokens: the sums of the stored bill lines (closed,
      * finalized and corrections); the rater adds to them from here on */
+    step = cost_folded_before(st->db, &cost_l, err);
+    if (step != MD_OK)
+        return step;
     if (sqlite3_prepare_v2(st->db, "SELECT cluster, namespace, department, model, currency, "
-            "token_type, amount, tokens, unpriced FROM cost_totals WHERE lines > 0 "
-            "ORDER BY first_id", -1, &q, NULL) != SQLITE_OK)
+            "token_type, sum(amount), sum(tokens), unpriced FROM (SELECT cluster, namespace, "
+            "department, model, currency, token_type, unpriced, amount, tokens, first_id "
+            "FROM cost_totals WHERE lines > 0 UNION ALL SELECT cluster, namespace, department, "
+            "model, currency, token_type, pricing_model = 'unpriced', sum(amount), "
+            "sum(tokens), min(id) FROM bill_lines WHERE id >= ?1 GROUP BY 1, 2, 3, 4, 5, 6, 7) "
+            "GROUP BY 1, 2, 3, 4, 5, 6, 9 ORDER BY min(first_id)", -1, &q, NULL) != SQLITE_OK)
         return db_err(err, st->db, "load cost snapshot");
+    sqlite3_bind_int64(q, 1, cost_l);
     while ((step = sqlite3_step(q)) == SQLITE_ROW) {
         const char *v[6];
         size_t l[6];

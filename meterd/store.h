@@ -23,6 +23,8 @@
 #define MD_STORE_READERS_MAX 128    /* read-only connections (one per thread) */
 #define MD_STORE_TEXT_MAX    1024   /* bytes of an event's detail */
 #define MD_STORE_SNAPSHOT_SERIES_MAX 1000000   /* label sets kept for /metrics */
+#define MD_STORE_COST_FOLD_LINES 262144  /* bill lines past the folded ones
+                                         * that make the writer fold them */
 #define MD_STORE_FOLD_LAG_S  7200   /* an hour is folded into usage_folded once
                                      * it ended this long ago (schema 006) */
 
@@ -96,6 +98,10 @@ int  md_store_apply_retention(struct md_store *st);
  * before now when a drain commits; md_store_fold_usage queues a move to
  * before_s (never backwards; tests).  Thread-safe. */
 void md_store_set_fold_lag(struct md_store *st, uint64_t lag_s);
+/* Cost: bill lines with id below L are kept summed in cost_totals; a drain
+ * or rating tick moves L to the end once `lines` lie past it (default
+ * MD_STORE_COST_FOLD_LINES).  Thread-safe. */
+void md_store_set_cost_fold_lines(struct md_store *st, uint64_t lines);
 int  md_store_fold_usage(struct md_store *st, uint64_t before_s);
 /* H as last committed (0 before the writer's first move). */
 uint64_t md_store_folded_before(struct md_store *st);

@@ -35,16 +35,22 @@ BEGIN
         requests = requests + excluded.requests;
 END;
 
--- The sums of bill_lines per /metrics cost and unpriced series, kept by
--- triggers on the only two changes bill lines ever see (insert at rating,
--- delete of a re-rated day's non-final lines), so they equal
---   SELECT ..., sum(amount), sum(tokens), count(*) FROM bill_lines
+-- The same for the cost and unpriced counters: cost_totals + the lines of
+-- bill_lines with id >= L, L being meta 'cost_folded_before_id', grouped
 --   GROUP BY cluster, namespace, department, model, currency, token_type,
 --            pricing_model = 'unpriced'
--- for every group with lines > 0.  first_id: the id of the group's first
--- line (the start loads groups in that order, first seen first); it stays
--- when that line is deleted by a re-rating while the group keeps lines,
--- and is taken anew when the group had none.
+-- equal that GROUP BY over all bill_lines, that is
+--     cost_totals = the sums of the lines with id < L.
+-- Kept so by, in the transaction of the change:
+--   - meterd's writer moving L to the end of bill_lines once 262,144 lines
+--     (or as set) lie past it, adding their sums: rating inserts lines
+--     with no per-line work (a trigger per line made rating 3-5x slower);
+--   - the triggers below, for the lines below L that are deleted (a
+--     re-rated day's non-final lines) or inserted (an id below L reused
+--     after the last lines were deleted).
+-- first_id: the id of the group's first line (the start loads groups in
+-- that order, first seen first); it stays when that line is deleted by a
+-- re-rating while the group keeps lines, and is taken anew when it had none.
 -- Filled by meterd when this migration is applied (from all bill_lines).
 CREATE TABLE cost_totals (
     cluster    TEXT NOT NULL,
@@ -61,7 +67,8 @@ CREATE TABLE cost_totals (
     PRIMARY KEY (cluster, namespace, department, model, currency, token_type, unpriced)
 ) STRICT, WITHOUT ROWID;
 
-CREATE TRIGGER bill_lines_total_ins AFTER INSERT ON bill_lines
+CREATE TRIGGER bill_lines_fold_ins AFTER INSERT ON bill_lines
+WHEN NEW.id < (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'cost_folded_before_id')
 BEGIN
     INSERT INTO cost_totals(cluster, namespace, department, model, currency, token_type,
         unpriced, amount, tokens, lines, first_id)
@@ -73,7 +80,8 @@ BEGIN
         lines = lines + 1;
 END;
 
-CREATE TRIGGER bill_lines_total_del AFTER DELETE ON bill_lines
+CREATE TRIGGER bill_lines_fold_del AFTER DELETE ON bill_lines
+WHEN OLD.id < (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'cost_folded_before_id')
 BEGIN
     UPDATE cost_totals SET amount = amount - OLD.amount, tokens = tokens - OLD.tokens,
         lines = lines - 1
