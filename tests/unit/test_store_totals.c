@@ -155,7 +155,7 @@ scrape(struct md_store *st, uint64_t now_h)
 /* ---- bill lines: inserted, re-rated (deleted, replaced), corrected ---- */
 
 struct billop {
-    int     kind;            /* 0 insert, 1 delete some, 2 re-rate a day */
+    int     kind;            /* 0 insert, 1 delete some, 2 re-rate a day, 3 the last */
     int32_t day0;            /* first day of the history */
 };
 
@@ -226,6 +226,16 @@ bill_call(void *arg, sqlite3 *db, struct md_err *err)
     /* rnd() here: the test thread waits in md_store_call meanwhile */
     if (op->kind == 0)
         return insert_lines(db, 1 + (int)rnd(40), 0, 1, op->day0, err);
+    if (op->kind == 3) {
+        /* the last lines deleted, new ones inserted: SQLite gives them the
+         * ids just freed, which may lie below the folded line L */
+        (void)snprintf(sql, sizeof(sql), "DELETE FROM bill_lines WHERE id > (SELECT max(id) "
+            "FROM bill_lines WHERE kind = 'correction' OR day < %d) AND kind = 'rated'",
+            (int)op->day0 + 2);
+        if (exec_ok(db, sql, err) != MD_OK)
+            return MD_EDB;
+        return insert_lines(db, 1 + (int)rnd(20), 0, 1, op->day0, err);
+    }
     if (op->kind == 1) {
         /* what a re-rating may delete: rated lines of days not finalized */
         (void)snprintf(sql, sizeof(sql), "DELETE FROM bill_lines WHERE id IN (SELECT id FROM "
@@ -556,6 +566,8 @@ test_totals_equal_history(void **state)
                 bills(st, 1, day0);
             else if (r == 6)
                 bills(st, 2, day0);
+            else if (r == 8)
+                bills(st, 3, day0);
             else if (r == 7) {
                 /* a full disk: the drain moving H (and the scrapes with it)
                  * rolls back; H must go back with it */
