@@ -390,6 +390,33 @@ fill_find(struct fill_group **tab, size_t *cap, size_t *n, const uint8_t *k, siz
     "first_id = CASE WHEN lines = 0 THEN excluded.first_id ELSE first_id END, " \
     "lines = lines + excluded.lines"
 
+/* cost_totals' key order (BINARY text, column by column, unpriced last),
+ * so that the upserts walk its B-tree once instead of at random (at random,
+ * with the default 2 MB page cache, 100,000 groups took 10 s). */
+static int
+fill_cmp(const void *a, const void *b)
+{
+    const struct fill_group *x = *(const struct fill_group *const *)a;
+    const struct fill_group *y = *(const struct fill_group *const *)b;
+    size_t i = 1, j = 1;
+
+    for (int c = 0; c < 6; c++) {
+        uint32_t lx, ly;
+        int d;
+
+        memcpy(&lx, x->key + i, 4);
+        memcpy(&ly, y->key + j, 4);
+        d = memcmp(x->key + i + 4, y->key + j + 4, lx < ly ? lx : ly);
+        if (d != 0)
+            return d;
+        if (lx != ly)
+            return lx < ly ? -1 : 1;
+        i += 4 + lx;
+        j += 4 + ly;
+    }
+    return (int)x->key[0] - (int)y->key[0];
+}
+
 /* Adds the bill lines with from <= id < to to cost_totals: one scan in id
  * order, summed per group in memory, then one upsert per group (an upsert
  * per line took 130 s for 33 M lines, a GROUP BY sorts them).  MD_ELIMIT:
@@ -399,7 +426,7 @@ static int
 fill_cost(sqlite3 *db, int64_t from, int64_t to, long long *lines, struct md_err *err)
 {
     sqlite3_stmt *q = NULL, *ins = NULL;
-    struct fill_group *tab = md_calloc(1u << 16, sizeof(*tab));
+    struct fill_group *tab = md_calloc(1u << 16, sizeof(*tab)), **order = NULL;
     size_t cap = 1u << 16, n = 0;
     uint8_t *k = md_malloc(FILL_KEY_MAX);
     int rc = MD_OK, step = SQLITE_DONE;
@@ -458,12 +485,19 @@ fill_cost(sqlite3 *db, int64_t from, int64_t to, long long *lines, struct md_err
         rc = db_err(err, db, "cost totals: write");
         goto out;
     }
-    for (size_t i = 0; i < cap && rc == MD_OK; i++) {
-        const struct fill_group *g = &tab[i];
+    order = md_calloc(n ? n : 1, sizeof(*order));
+    if (order == NULL) {
+        rc = md_err_set(err, MD_ENOMEM, "cost totals: out of memory");
+        goto out;
+    }
+    for (size_t i = 0, m = 0; i < cap; i++)
+        if (tab[i].key != NULL)
+            order[m++] = &tab[i];
+    qsort(order, n, sizeof(*order), fill_cmp);
+    for (size_t i = 0; i < n && rc == MD_OK; i++) {
+        const struct fill_group *g = order[i];
         size_t at = 1;
 
-        if (g->key == NULL)
-            continue;
         for (int c = 1; c <= 6; c++) {
             uint32_t l;
 
@@ -482,6 +516,7 @@ fill_cost(sqlite3 *db, int64_t from, int64_t to, long long *lines, struct md_err
 out:
     sqlite3_finalize(q);
     sqlite3_finalize(ins);
+    md_free(order);
     fill_free(tab, cap);
     md_free(k);
     return rc;
