@@ -44,10 +44,11 @@ END;
 -- Kept so by, in the transaction of the change:
 --   - meterd's writer moving L to the end of bill_lines once 262,144 lines
 --     (or as set) lie past it, adding their sums: rating inserts lines
---     with no per-line work (a trigger per line made rating 3-5x slower);
---   - the triggers below, for the lines below L that are deleted (a
---     re-rated day's non-final lines) or inserted (an id below L reused
---     after the last lines were deleted).
+--     with no per-line work (an insert trigger made rating 3x slower);
+--   - the trigger below, for the lines below L that are deleted (a
+--     re-rated day's non-final lines); it also brings L down to the end of
+--     bill_lines when the last lines are deleted, folded or not, so that an
+--     inserted line (SQLite gives it max(id) + 1) never lies below L.
 -- first_id: the id of the group's first line (the start loads groups in
 -- that order, first seen first); it stays when that line is deleted by a
 -- re-rating while the group keeps lines, and is taken anew when it had none.
@@ -67,25 +68,22 @@ CREATE TABLE cost_totals (
     PRIMARY KEY (cluster, namespace, department, model, currency, token_type, unpriced)
 ) STRICT, WITHOUT ROWID;
 
-CREATE TRIGGER bill_lines_fold_ins AFTER INSERT ON bill_lines
-WHEN NEW.id < (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'cost_folded_before_id')
-BEGIN
-    INSERT INTO cost_totals(cluster, namespace, department, model, currency, token_type,
-        unpriced, amount, tokens, lines, first_id)
-    VALUES (NEW.cluster, NEW.namespace, NEW.department, NEW.model, NEW.currency,
-        NEW.token_type, NEW.pricing_model = 'unpriced', NEW.amount, NEW.tokens, 1, NEW.id)
-    ON CONFLICT DO UPDATE SET amount = amount + excluded.amount,
-        tokens = tokens + excluded.tokens,
-        first_id = CASE WHEN lines = 0 THEN excluded.first_id ELSE first_id END,
-        lines = lines + 1;
-END;
-
+-- A deleted line below L leaves cost_totals; and when the last line goes
+-- (no line above it remains), SQLite gives its id (max(id) + 1) to the next
+-- line: L comes down to the end, so that no new line lies below it.  In one
+-- trigger, in this order (the first statement needs L before it moves).
 CREATE TRIGGER bill_lines_fold_del AFTER DELETE ON bill_lines
 WHEN OLD.id < (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'cost_folded_before_id')
+    OR OLD.id > (SELECT coalesce(max(id), 0) FROM bill_lines)
 BEGIN
     UPDATE cost_totals SET amount = amount - OLD.amount, tokens = tokens - OLD.tokens,
         lines = lines - 1
-    WHERE cluster = OLD.cluster AND namespace = OLD.namespace
+    WHERE OLD.id < (SELECT CAST(value AS INTEGER) FROM meta
+            WHERE key = 'cost_folded_before_id')
+        AND cluster = OLD.cluster AND namespace = OLD.namespace
         AND department = OLD.department AND model = OLD.model AND currency = OLD.currency
         AND token_type = OLD.token_type AND unpriced = (OLD.pricing_model = 'unpriced');
+    UPDATE meta SET value = CAST((SELECT coalesce(max(id), 0) + 1 FROM bill_lines) AS TEXT)
+    WHERE key = 'cost_folded_before_id'
+        AND CAST(value AS INTEGER) > (SELECT coalesce(max(id), 0) + 1 FROM bill_lines);
 END;

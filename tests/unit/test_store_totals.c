@@ -495,7 +495,7 @@ back_to_schema5(void)
 
     assert_int_equal(sqlite3_open(dbpath, &db), SQLITE_OK);
     if (sqlite3_exec(db, "BEGIN; DROP TRIGGER usage_hourly_fold; DROP TRIGGER "
-            "bill_lines_fold_ins; DROP TRIGGER bill_lines_fold_del; DROP TABLE usage_folded; "
+            "bill_lines_fold_del; DROP TABLE usage_folded; "
             "DROP TABLE cost_totals; DELETE FROM meta WHERE key IN ('usage_folded_before', "
             "'cost_folded_before_id'); "
             "PRAGMA user_version = 5; COMMIT", NULL, NULL, NULL) != SQLITE_OK)
