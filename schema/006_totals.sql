@@ -1,4 +1,4 @@
--- 006_totals: running totals for the /metrics counters, so that a start
+-- 006_totals: folded totals for the /metrics counters, so that a start
 -- reads a few small tables instead of summing the whole history (issue 5:
 -- a year of usage and 33 M bill lines took more than 15 minutes to sum).
 --
