@@ -19,6 +19,14 @@
  * summed per (dims, hour) in `uagg` and written before anything else of the
  * drain reads usage_hourly (other jobs, the end of the drain).
  *
+ * Usage folding (schema/006_totals.sql), writer thread: `fold_h` is H, the
+ * hour before which usage_hourly is summed in usage_folded, as the running
+ * transaction sees it; it returns to `fold_h_committed` on ROLLBACK.  Every
+ * write below H adds to usage_folded in its transaction (the UPDATE path
+ * here, inserts by trigger), and H only moves forward, adding the hours
+ * it passes.  Hence usage_folded + usage_hourly[H..] = all usage ever
+ * committed, which is all a start reads for /metrics.
+ *
  * Failpoints (crash tests, issue 7): MD_FAILPOINT=name:N in the environment
  * makes the writer _exit(137) the Nth time it reaches the point `name`:
  *   before_commit  usage rows and checkpoints written, COMMIT not yet run
@@ -56,7 +64,7 @@ struct md_migration {
 extern const struct md_migration md_migrations[];
 extern const size_t md_migrations_count;
 
-enum job_kind { JOB_EVENT = 1, JOB_SCRAPE, JOB_RETENTION, JOB_CALL };
+enum job_kind { JOB_EVENT = 1, JOB_SCRAPE, JOB_RETENTION, JOB_CALL, JOB_FOLD };
 
 /* a md_store_call in flight: lives on the caller's stack until done */
 struct call {
@@ -213,12 +221,24 @@ struct md_store {
      * md_store_ledger_init) and the snapshots it publishes (any thread) */
     struct md_usnap_agg *usnap;
     struct md_usnap_pub *usnap_pub;
+
+    /* usage folding (schema/006_totals.sql): H (meta usage_folded_before)
+     * as this transaction sees it and as committed (writer thread); the
+     * committed H and the lag for any thread */
+    uint64_t        fold_h, fold_h_committed;
+    atomic_ullong   fold_h_pub, fold_lag_s;
+    atomic_ullong   cost_fold_lines;    /* lines past L that make the writer fold */
+    sqlite3_stmt   *fold_add, *fold_range, *fold_meta;
 };
 
 static _Thread_local struct reader *tls_reader;
 
 static int reader_get(struct md_store *st, sqlite3 **out, struct md_err *err);
 static int snapshot_load(struct md_store *st, struct md_err *err);
+static int prepare(struct md_store *st, const char *sql, sqlite3_stmt **out,
+    struct md_err *err);
+static uint64_t hash_bytes(const char *p, size_t n);
+static int step_done(sqlite3_stmt *s);
 
 int
 md_store_schema_latest(void)
@@ -287,6 +307,356 @@ make_parent_dirs(const char *path, struct md_err *err)
     return MD_OK;
 }
 
+/* The first integer of a one-row query; *out untouched when there is no row. */
+static int
+query_i64(sqlite3 *db, const char *sql, int64_t *out, struct md_err *err)
+{
+    sqlite3_stmt *s = NULL;
+    int rc;
+
+    if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK)
+        return db_err(err, db, sql);
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        *out = sqlite3_column_int64(s, 0);
+    rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? MD_OK : db_err(err, db, sql);
+    sqlite3_finalize(s);
+    return rc;
+}
+
+/* The hour start lag_s before now (unix seconds). */
+static uint64_t
+fold_target(uint64_t lag_s)
+{
+    uint64_t now = md_now_realtime_ns() / 1000000000ULL, h;
+
+    h = now > lag_s ? now - lag_s : 0;
+    return h - h % 3600;
+}
+
+/* cost_totals while schema 006 is filled: groups summed in memory */
+#define FILL_GROUPS_MAX (1u << 22)      /* past it, the SQL upsert per line */
+#define FILL_KEY_MAX    (1u << 20)      /* bytes of a group's six values */
+struct fill_group {
+    uint8_t *key;        /* unpriced byte, then six (u32 length, bytes); NULL: free */
+    size_t   klen;
+    uint64_t hash;
+    int64_t  amount, tokens, lines, first_id;
+};
+
+static void
+fill_free(struct fill_group *tab, size_t cap)
+{
+    for (size_t i = 0; tab != NULL && i < cap; i++)
+        md_free(tab[i].key);
+    md_free(tab);
+}
+
+/* The group of key k in tab (open addressing), inserted when new; NULL
+ * when out of memory or past FILL_GROUPS_MAX. */
+static struct fill_group *
+fill_find(struct fill_group **tab, size_t *cap, size_t *n, const uint8_t *k, size_t kl)
+{
+    uint64_t h = hash_bytes((const char *)k, kl);
+    struct fill_group *g;
+    size_t i;
+
+    for (i = h & (*cap - 1); (*tab)[i].key != NULL; i = (i + 1) & (*cap - 1))
+        if ((*tab)[i].hash == h && (*tab)[i].klen == kl && memcmp((*tab)[i].key, k, kl) == 0)
+            return &(*tab)[i];
+    if (*n + 1 > FILL_GROUPS_MAX)
+        return NULL;
+    if (*n + 1 > *cap / 2) {
+        size_t ncap = *cap * 2;
+        struct fill_group *t = md_calloc(ncap, sizeof(*t));
+
+        if (t == NULL)
+            return NULL;
+        for (size_t j = 0; j < *cap; j++) {
+            size_t x;
+
+            if ((*tab)[j].key == NULL)
+                continue;
+            for (x = (*tab)[j].hash & (ncap - 1); t[x].key != NULL; x = (x + 1) & (ncap - 1))
+                ;
+            t[x] = (*tab)[j];
+        }
+        md_free(*tab);
+        *tab = t;
+        *cap = ncap;
+        for (i = h & (*cap - 1); (*tab)[i].key != NULL; i = (i + 1) & (*cap - 1))
+            ;
+    }
+    g = &(*tab)[i];
+    g->key = md_malloc(kl);
+    if (g->key == NULL)
+        return NULL;
+    memcpy(g->key, k, kl);
+    g->klen = kl;
+    g->hash = h;
+    g->amount = g->tokens = g->lines = 0;
+    g->first_id = 0;
+    (*n)++;
+    return g;
+}
+
+#define COST_UPSERT "ON CONFLICT DO UPDATE SET amount = amount + excluded.amount, " \
+    "tokens = tokens + excluded.tokens, " \
+    "first_id = CASE WHEN lines = 0 THEN excluded.first_id ELSE first_id END, " \
+    "lines = lines + excluded.lines"
+
+/* cost_totals' key order (BINARY text, column by column, unpriced last),
+ * so that the upserts walk its B-tree in order instead of at random (its
+ * pages are read once; the gain alone was not measured). */
+static int
+fill_cmp(const void *a, const void *b)
+{
+    const struct fill_group *x = *(const struct fill_group *const *)a;
+    const struct fill_group *y = *(const struct fill_group *const *)b;
+    size_t i = 1, j = 1;
+
+    for (int c = 0; c < 6; c++) {
+        uint32_t lx, ly;
+        int d;
+
+        memcpy(&lx, x->key + i, 4);
+        memcpy(&ly, y->key + j, 4);
+        d = memcmp(x->key + i + 4, y->key + j + 4, lx < ly ? lx : ly);
+        if (d != 0)
+            return d;
+        if (lx != ly)
+            return lx < ly ? -1 : 1;
+        i += 4 + lx;
+        j += 4 + ly;
+    }
+    return (int)x->key[0] - (int)y->key[0];
+}
+
+/* Adds the bill lines with from <= id < to to cost_totals: one scan in id
+ * order, summed per group in memory, then one upsert per group (an upsert
+ * per line took 130 s for 33 M lines, a GROUP BY sorts them).  MD_ELIMIT:
+ * too many groups or too long values (nothing written; cost_sum_range sums
+ * in SQL then); *lines: the lines read. */
+static int
+fill_cost(sqlite3 *db, int64_t from, int64_t to, long long *lines, struct md_err *err)
+{
+    sqlite3_stmt *q = NULL, *ins = NULL;
+    struct fill_group *tab = md_calloc(1u << 16, sizeof(*tab)), **order = NULL;
+    size_t cap = 1u << 16, n = 0;
+    uint8_t *k = md_malloc(FILL_KEY_MAX);
+    int rc = MD_OK, step = SQLITE_DONE;
+
+    if (tab == NULL || k == NULL) {
+        rc = md_err_set(err, MD_ENOMEM, "cost totals: out of memory");
+        goto out;
+    }
+    if (sqlite3_prepare_v2(db, "SELECT id, cluster, namespace, department, model, currency, "
+            "token_type, pricing_model = 'unpriced', amount, tokens FROM bill_lines "
+            "WHERE id >= ?1 AND id < ?2 ORDER BY id", -1, &q, NULL) != SQLITE_OK) {
+        rc = db_err(err, db, "cost totals: read bill lines");
+        goto out;
+    }
+    sqlite3_bind_int64(q, 1, from);
+    sqlite3_bind_int64(q, 2, to);
+    while (rc == MD_OK && (step = sqlite3_step(q)) == SQLITE_ROW) {
+        struct fill_group *g;
+        size_t kl = 1;
+
+        k[0] = (uint8_t)sqlite3_column_int(q, 7);
+        for (int c = 1; c <= 6; c++) {
+            const unsigned char *v = sqlite3_column_text(q, c);
+            uint32_t l = (uint32_t)sqlite3_column_bytes(q, c);
+
+            if (kl + 4 + l > FILL_KEY_MAX) {
+                rc = md_err_set(err, MD_ELIMIT, "bill line %lld: values longer than %u bytes",
+                    (long long)sqlite3_column_int64(q, 0), FILL_KEY_MAX);
+                goto out;
+            }
+            memcpy(k + kl, &l, 4);
+            if (l > 0)
+                memcpy(k + kl + 4, v, l);
+            kl += 4 + l;
+        }
+        g = fill_find(&tab, &cap, &n, k, kl);
+        if (g == NULL) {
+            rc = n + 1 > FILL_GROUPS_MAX ? md_err_set(err, MD_ELIMIT, "more than %u groups",
+                FILL_GROUPS_MAX) : md_err_set(err, MD_ENOMEM, "cost totals: out of memory");
+            goto out;
+        }
+        if (g->lines++ == 0)
+            g->first_id = sqlite3_column_int64(q, 0);
+        if (md_add_i64(g->amount, sqlite3_column_int64(q, 8), &g->amount) != MD_OK ||
+            md_add_i64(g->tokens, sqlite3_column_int64(q, 9), &g->tokens) != MD_OK)
+            rc = md_err_set(err, MD_EDB, "cost totals: a sum passes 2^63");
+        (*lines)++;
+    }
+    if (rc == MD_OK && step != SQLITE_DONE)
+        rc = db_err(err, db, "cost totals: read bill lines");
+    if (rc != MD_OK)
+        goto out;
+    if (sqlite3_prepare_v2(db, "INSERT INTO cost_totals(cluster, namespace, department, model, "
+            "currency, token_type, unpriced, amount, tokens, lines, first_id) VALUES (?1, ?2, "
+            "?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) " COST_UPSERT, -1, &ins, NULL) != SQLITE_OK) {
+        rc = db_err(err, db, "cost totals: write");
+        goto out;
+    }
+    order = md_calloc(n ? n : 1, sizeof(*order));
+    if (order == NULL) {
+        rc = md_err_set(err, MD_ENOMEM, "cost totals: out of memory");
+        goto out;
+    }
+    for (size_t i = 0, m = 0; i < cap; i++)
+        if (tab[i].key != NULL)
+            order[m++] = &tab[i];
+    qsort(order, n, sizeof(*order), fill_cmp);
+    for (size_t i = 0; i < n && rc == MD_OK; i++) {
+        const struct fill_group *g = order[i];
+        size_t at = 1;
+
+        for (int c = 1; c <= 6; c++) {
+            uint32_t l;
+
+            memcpy(&l, g->key + at, 4);
+            sqlite3_bind_text(ins, c, (const char *)g->key + at + 4, (int)l, SQLITE_STATIC);
+            at += 4 + l;
+        }
+        sqlite3_bind_int(ins, 7, g->key[0]);
+        sqlite3_bind_int64(ins, 8, g->amount);
+        sqlite3_bind_int64(ins, 9, g->tokens);
+        sqlite3_bind_int64(ins, 10, g->lines);
+        sqlite3_bind_int64(ins, 11, g->first_id);
+        if (!step_done(ins))
+            rc = db_err(err, db, "cost totals: write");
+    }
+out:
+    sqlite3_finalize(q);
+    sqlite3_finalize(ins);
+    md_free(order);
+    fill_free(tab, cap);
+    md_free(k);
+    return rc;
+}
+
+/* fill_cost, or past its limits the same sums in SQL (an upsert per line). */
+static int
+cost_sum_range(sqlite3 *db, int64_t from, int64_t to, long long *lines, struct md_err *err)
+{
+    sqlite3_stmt *q = NULL;
+    int rc = fill_cost(db, from, to, lines, err);
+
+    if (rc != MD_ELIMIT)
+        return rc;
+    md_log_warn("cost totals: %s; summing in SQL", err ? err->msg : "");
+    if (sqlite3_prepare_v2(db, "INSERT INTO cost_totals(cluster, namespace, department, model, "
+            "currency, token_type, unpriced, amount, tokens, lines, first_id) "
+            "SELECT cluster, namespace, department, model, currency, token_type, "
+            "pricing_model = 'unpriced', amount, tokens, 1, id FROM bill_lines "
+            "WHERE id >= ?1 AND id < ?2 ORDER BY id " COST_UPSERT, -1, &q, NULL) != SQLITE_OK)
+        return db_err(err, db, "cost totals");
+    sqlite3_bind_int64(q, 1, from);
+    sqlite3_bind_int64(q, 2, to);
+    rc = sqlite3_step(q) == SQLITE_DONE ? MD_OK : db_err(err, db, "cost totals");
+    if (rc == MD_OK)
+        *lines = (long long)sqlite3_changes64(db);
+    sqlite3_finalize(q);
+    return rc;
+}
+
+/* The end of bill_lines: max(id) + 1 (1 when empty). */
+static int
+cost_end(sqlite3 *db, int64_t *out, struct md_err *err)
+{
+    int64_t m = 0;
+    int rc = query_i64(db, "SELECT coalesce(max(id), 0) FROM bill_lines", &m, err);
+
+    *out = m + 1;
+    return rc;
+}
+
+/* L (meta cost_folded_before_id); 1 when unset. */
+static int
+cost_folded_before(sqlite3 *db, int64_t *out, struct md_err *err)
+{
+    *out = 1;
+    return query_i64(db, "SELECT CAST(value AS INTEGER) FROM meta "
+        "WHERE key = 'cost_folded_before_id'", out, err);
+}
+
+/* Moves L to the end of bill_lines when at least `every` lines lie past
+ * it, adding theirs to cost_totals; in the running transaction. */
+static int
+cost_fold(sqlite3 *db, uint64_t every, struct md_err *err)
+{
+    int64_t l = 1, end = 1;
+    long long lines = 0;
+    char sql[160];
+    int rc = cost_folded_before(db, &l, err);
+
+    if (rc == MD_OK)
+        rc = cost_end(db, &end, err);
+    if (rc != MD_OK || end <= l || (uint64_t)(end - l) < every)
+        return rc;
+    rc = cost_sum_range(db, l, end, &lines, err);
+    (void)snprintf(sql, sizeof(sql), "INSERT OR REPLACE INTO meta(key, value) "
+        "VALUES ('cost_folded_before_id', '%lld')", (long long)end);
+    if (rc == MD_OK)
+        rc = exec(db, sql, err);
+    return rc;
+}
+
+/* Schema 006, in its migration's transaction: usage_folded and cost_totals
+ * from the whole history, once (so a crash leaves either no 006 or 006
+ * filled).  One pass over usage_hourly's hours before H in key order and
+ * one over bill_lines in id order, each row added to its total: no sort of
+ * the history (the GROUP BY of the old start sorted 33 M lines through
+ * temp files).  Logged: on an old database this is the one slow start. */
+static int
+fill_totals(struct md_store *st, struct md_err *err)
+{
+    uint64_t t0 = md_now_monotonic_ns(), h = fold_target(MD_STORE_FOLD_LAG_S);
+    long long usage_rows = 0, lines = 0;
+    int64_t end = 1;
+    int cache = 0, rc;
+    char sql[512];
+
+    rc = pragma_int(st->db, "PRAGMA cache_size", &cache, err);
+    /* the totals are small but updated in random order: keep them cached */
+    if (rc == MD_OK)
+        rc = exec(st->db, "PRAGMA cache_size = -262144", err);
+    (void)snprintf(sql, sizeof(sql), "INSERT OR REPLACE INTO meta(key, value) "
+        "VALUES ('usage_folded_before', '%llu')", (unsigned long long)h);
+    if (rc == MD_OK)
+        rc = exec(st->db, sql, err);
+    /* what retention deleted lies before H (its cut is never later than
+     * the newest hour it keeps, and H is only moved up to a cut) */
+    if (rc == MD_OK)
+        rc = exec(st->db, "INSERT INTO usage_folded(dim_id, tokens, requests) "
+            "SELECT dim_id, tokens, requests FROM usage_retired", err);
+    (void)snprintf(sql, sizeof(sql), "INSERT INTO usage_folded(dim_id, tokens, requests) "
+        "SELECT dim_id, tokens, requests FROM usage_hourly WHERE hour_s < %llu "
+        "ON CONFLICT(dim_id) DO UPDATE SET tokens = tokens + excluded.tokens, "
+        "requests = requests + excluded.requests", (unsigned long long)h);
+    if (rc == MD_OK)
+        rc = exec(st->db, sql, err);
+    if (rc == MD_OK)
+        usage_rows = (long long)sqlite3_changes64(st->db);
+    if (rc == MD_OK)
+        rc = cost_end(st->db, &end, err);
+    if (rc == MD_OK)
+        rc = cost_sum_range(st->db, 0, end, &lines, err);
+    (void)snprintf(sql, sizeof(sql), "INSERT OR REPLACE INTO meta(key, value) "
+        "VALUES ('cost_folded_before_id', '%lld')", (long long)end);
+    if (rc == MD_OK)
+        rc = exec(st->db, sql, err);
+    (void)snprintf(sql, sizeof(sql), "PRAGMA cache_size = %d", cache);
+    (void)exec(st->db, sql, NULL);
+    if (rc == MD_OK)
+        md_log_info("schema 006: /metrics totals built from %lld usage rows before %llu "
+            "and %lld bill lines in %.1f s (once)", usage_rows, (unsigned long long)h, lines,
+            (double)(md_now_monotonic_ns() - t0) / 1e9);
+    return rc;
+}
+
 static int
 migrate(struct md_store *st, struct md_err *err)
 {
@@ -308,6 +678,8 @@ migrate(struct md_store *st, struct md_err *err)
         rc = exec(st->db, "BEGIN IMMEDIATE", err);
         if (rc == MD_OK)
             rc = exec(st->db, m->sql, err);
+        if (rc == MD_OK && m->version == 6)
+            rc = fill_totals(st, err);
         (void)snprintf(setv, sizeof(setv), "PRAGMA user_version = %d", m->version);
         if (rc == MD_OK)
             rc = exec(st->db, setv, err);
@@ -400,6 +772,18 @@ md_store_open(const char *path, uint64_t busy_timeout_ms, struct md_store **out,
             goto fail;
         st->fresh = have == 0;
         st->metering_marked = have != 0;
+    }
+    {
+        int64_t h = 0;
+
+        rc = query_i64(st->db, "SELECT CAST(value AS INTEGER) FROM meta "
+            "WHERE key = 'usage_folded_before'", &h, err);
+        if (rc != MD_OK)
+            goto fail;
+        st->fold_h = st->fold_h_committed = h > 0 ? (uint64_t)h : 0;
+        atomic_store(&st->fold_h_pub, st->fold_h);
+        atomic_store(&st->fold_lag_s, MD_STORE_FOLD_LAG_S);
+        atomic_store(&st->cost_fold_lines, MD_STORE_COST_FOLD_LINES);
     }
     if (sqlite3_prepare_v3(st->db, "INSERT INTO events(ts_ns, kind, detail) VALUES (?, ?, ?)",
             -1, SQLITE_PREPARE_PERSISTENT, &st->ins_event, NULL) != SQLITE_OK ||
@@ -499,6 +883,82 @@ step_done(sqlite3_stmt *s)
     return rc == SQLITE_DONE || rc == SQLITE_ROW;
 }
 
+/* ---- usage folding (schema/006_totals.sql), writer thread ---- */
+
+static int
+fold_prepare(struct md_store *st, struct md_err *err)
+{
+    sqlite3_stmt *a = NULL, *r = NULL, *m = NULL;
+    int rc;
+
+    if (st->fold_add != NULL)
+        return MD_OK;
+    rc = prepare(st, "INSERT INTO usage_folded(dim_id, tokens, requests) VALUES (?1, ?2, ?3) "
+        "ON CONFLICT(dim_id) DO UPDATE SET tokens = tokens + excluded.tokens, "
+        "requests = requests + excluded.requests", &a, err);
+    if (rc == MD_OK)
+        rc = prepare(st, "INSERT INTO usage_folded(dim_id, tokens, requests) "
+            "SELECT dim_id, tokens, requests FROM usage_hourly WHERE hour_s >= ?1 AND "
+            "hour_s < ?2 ON CONFLICT(dim_id) DO UPDATE SET tokens = tokens + excluded.tokens, "
+            "requests = requests + excluded.requests", &r, err);
+    if (rc == MD_OK)
+        rc = prepare(st, "INSERT OR REPLACE INTO meta(key, value) "
+            "VALUES ('usage_folded_before', ?1)", &m, err);
+    if (rc != MD_OK) {
+        sqlite3_finalize(a);
+        sqlite3_finalize(r);
+        sqlite3_finalize(m);
+        return rc;
+    }
+    st->fold_add = a;
+    st->fold_range = r;
+    st->fold_meta = m;
+    return MD_OK;
+}
+
+/* Adds usage written below H to its total. */
+static int
+fold_row(struct md_store *st, int64_t dim, uint64_t tokens, uint64_t requests,
+    struct md_err *err)
+{
+    int rc = fold_prepare(st, err);
+
+    if (rc != MD_OK)
+        return rc;
+    sqlite3_bind_int64(st->fold_add, 1, dim);
+    sqlite3_bind_int64(st->fold_add, 2, (sqlite3_int64)tokens);
+    sqlite3_bind_int64(st->fold_add, 3, (sqlite3_int64)requests);
+    if (!step_done(st->fold_add))
+        return db_err(err, st->db, "fold late usage");
+    return MD_OK;
+}
+
+/* Moves H forward to h (an hour start), adding the hours it passes to
+ * usage_folded, in the running transaction. */
+static int
+fold_to(struct md_store *st, uint64_t h, struct md_err *err)
+{
+    char v[32];
+    int rc;
+
+    h -= h % 3600;
+    if (h <= st->fold_h)
+        return MD_OK;
+    rc = fold_prepare(st, err);
+    if (rc != MD_OK)
+        return rc;
+    sqlite3_bind_int64(st->fold_range, 1, (sqlite3_int64)st->fold_h);
+    sqlite3_bind_int64(st->fold_range, 2, (sqlite3_int64)h);
+    if (!step_done(st->fold_range))
+        return db_err(err, st->db, "fold usage");
+    (void)snprintf(v, sizeof(v), "%llu", (unsigned long long)h);
+    sqlite3_bind_text(st->fold_meta, 1, v, -1, SQLITE_TRANSIENT);
+    if (!step_done(st->fold_meta))
+        return db_err(err, st->db, "fold usage: meta");
+    st->fold_h = h;
+    return MD_OK;
+}
+
 /* ---- per-drain usage sums (writer thread) ---- */
 
 /* An UPDATE of the existing hour row (the common case: one seek), else the
@@ -523,8 +983,12 @@ upsert_usage_row(struct md_store *st, const struct uagg *u, struct md_err *err)
     sqlite3_bind_int64(st->upd_usage, 4, (sqlite3_int64)requests);
     if (!step_done(st->upd_usage))
         return db_err(err, st->db, "update usage");
+    /* an hour already folded (late usage): its total grows too.  An
+     * insert is folded by the trigger usage_hourly_fold (schema 006); the
+     * upsert below inserts, as the row was just found missing by the only
+     * writer, in this transaction */
     if (sqlite3_changes(st->db) == 1)
-        return MD_OK;
+        return hour_s < st->fold_h ? fold_row(st, dim, tokens, requests, err) : MD_OK;
     sqlite3_bind_int64(st->upsert_usage, 1, (sqlite3_int64)hour_s);
     sqlite3_bind_int64(st->upsert_usage, 2, dim);
     sqlite3_bind_int64(st->upsert_usage, 3, (sqlite3_int64)tokens);
@@ -1167,8 +1631,12 @@ apply_job(struct md_store *st, struct job *j, uint64_t *tokens, uint64_t *reques
                 "(SELECT 1 FROM dims d JOIN milestones m ON m.cluster = d.cluster " \
                 "WHERE d.id = usage_hourly.dim_id AND m.day = usage_hourly.hour_s / 86400 " \
                 "AND m.state IN ('closed', 'finalized') AND m.dirty = 0)"
-        /* what goes is first added to usage_retired (same transaction), so
-         * the /metrics counters loaded at the next start do not go down */
+        /* H moves up to the cut first (same transaction): what goes is
+         * in usage_folded, so the /metrics counters loaded at the next
+         * start do not go down; usage_retired keeps the record of it */
+        rc = fold_to(st, j->ts_ns / 1000000000ULL, err);
+        if (rc != MD_OK)
+            break;
         if (sqlite3_prepare_v2(st->db, "INSERT INTO usage_retired(dim_id, tokens, requests) "
                 "SELECT dim_id, sum(tokens), sum(requests) FROM usage_hourly WHERE "
                 RETAINED_WHERE " GROUP BY dim_id ON CONFLICT(dim_id) DO UPDATE SET "
@@ -1214,6 +1682,9 @@ apply_job(struct md_store *st, struct job *j, uint64_t *tokens, uint64_t *reques
             rc = exec(st->db, "ROLLBACK TO md_call", err);
         if (rc == MD_OK)
             rc = exec(st->db, "RELEASE md_call", err);
+        break;
+    case JOB_FOLD:
+        rc = fold_to(st, j->ts_ns, err);   /* ts_ns carries H, unix seconds */
         break;
     case JOB_EVENT:
         sqlite3_bind_int64(st->ins_event, 1, (sqlite3_int64)j->ts_ns);
@@ -1304,6 +1775,14 @@ commit_jobs(struct md_store *st, struct job *jobs, size_t n, struct md_err *err)
     }
     if (rc == MD_OK)
         rc = uagg_flush(st, err);
+    /* the metering writer folds hours once they are old enough: about one
+     * hour's rows once an hour, in the drain's transaction */
+    if (rc == MD_OK && st->ledger != NULL)
+        rc = fold_to(st, fold_target(atomic_load(&st->fold_lag_s)), err);
+    /* and the bill lines rated since the last fold, once there are many
+     * (backfill: a call per day) */
+    if (rc == MD_OK)
+        rc = cost_fold(st->db, atomic_load(&st->cost_fold_lines), err);
     if (rc == MD_OK)
         rc = write_staged(st, err);
     if (rc == MD_OK && scrapes && !st->metering_marked) {
@@ -1334,9 +1813,12 @@ commit_jobs(struct md_store *st, struct job *jobs, size_t n, struct md_err *err)
         uagg_reset(st);
         scr_clear(st);
         st->touch_valid = 0;
+        st->fold_h = st->fold_h_committed;
         atomic_fetch_add(&st->errors, 1);
         return rc;
     }
+    st->fold_h_committed = st->fold_h;
+    atomic_store(&st->fold_h_pub, st->fold_h);
     if (st->ledger != NULL)
         md_ledger_commit(st->ledger);
     scr_install(st);
@@ -1382,6 +1864,32 @@ md_store_set_max_page_count(struct md_store *st, uint64_t pages)
     atomic_store(&st->max_pages_want, pages);
 }
 
+/* The rater's ticks commit on their own: their lines are folded in a
+ * transaction of its own once there are many (a drain folds them too). */
+static void
+cost_fold_tick(struct md_store *st)
+{
+    uint64_t every = atomic_load(&st->cost_fold_lines);
+    int64_t l = 1, end = 1;
+    struct md_err err = {0};
+    int rc;
+
+    if (cost_folded_before(st->db, &l, &err) != MD_OK || cost_end(st->db, &end, &err) != MD_OK ||
+        end <= l || (uint64_t)(end - l) < every)
+        return;
+    rc = exec(st->db, "BEGIN IMMEDIATE", &err);
+    if (rc == MD_OK)
+        rc = cost_fold(st->db, every, &err);
+    if (rc == MD_OK)
+        rc = exec(st->db, "COMMIT", &err);
+    if (rc != MD_OK) {
+        if (!sqlite3_get_autocommit(st->db))
+            (void)exec(st->db, "ROLLBACK", NULL);
+        md_log_warn("cost totals: folding the rated lines failed (a later drain retries): %s",
+            err.msg);
+    }
+}
+
 /* One rating tick; a tick that wrote anything forgets the milestone memo. */
 static void
 rating_tick(struct md_store *st, uint64_t budget_ms)
@@ -1389,6 +1897,8 @@ rating_tick(struct md_store *st, uint64_t budget_ms)
     sqlite3_int64 before = sqlite3_total_changes64(st->db);
 
     st->tick_more = md_rating_tick(st->rating, st->db, budget_ms);
+    if (sqlite3_total_changes64(st->db) != before)
+        cost_fold_tick(st);
     st->tick_last_ns = md_now_monotonic_ns();
     if (sqlite3_total_changes64(st->db) != before)
         st->touch_valid = 0;
@@ -1629,6 +2139,32 @@ md_store_apply_retention(struct md_store *st)
     cut -= cut % (3600ULL * 1000000000ULL);
     j.ts_ns = cut;
     return submit(st, &j);
+}
+
+void
+md_store_set_fold_lag(struct md_store *st, uint64_t lag_s)
+{
+    atomic_store(&st->fold_lag_s, lag_s);
+}
+
+void
+md_store_set_cost_fold_lines(struct md_store *st, uint64_t lines)
+{
+    atomic_store(&st->cost_fold_lines, lines > 0 ? lines : 1);
+}
+
+int
+md_store_fold_usage(struct md_store *st, uint64_t before_s)
+{
+    struct job j = { .kind = JOB_FOLD, .ts_ns = before_s };
+
+    return submit(st, &j);
+}
+
+uint64_t
+md_store_folded_before(struct md_store *st)
+{
+    return atomic_load(&st->fold_h_pub);
 }
 
 int
@@ -1923,16 +2459,20 @@ md_store_ledger_init(struct md_store *st, size_t series_max, uint64_t spread_max
     return rc;
 }
 
-/* The /metrics aggregate starts from the committed totals of usage_hourly
- * plus what retention moved to usage_retired (summed over hours and
- * operations), so the counters never go down across a retention run; from
- * then on the writer adds every committed delta.  Rows arrive in dims id
- * order, i.e. first-seen order. */
+/* The /metrics aggregate starts from the committed totals: usage_folded
+ * (every hour before H, deleted ones included) plus usage_hourly from H on
+ * (a range of the primary key: the last hours, not the history), summed
+ * over operations; cost and unpriced tokens from cost_totals (schema
+ * 006).  So the counters never go down across a retention run or a
+ * restart; from then on the writer adds every committed delta.  Usage rows
+ * arrive in dims id order, cost groups in the order of their first line:
+ * first-seen order, as before 006. */
 static int
 snapshot_load(struct md_store *st, struct md_err *err)
 {
     sqlite3_stmt *q = NULL;
     size_t rows = 0;
+    int64_t cost_l = 1;
     int step;
 
     st->usnap = md_usnap_agg_new(MD_STORE_SNAPSHOT_SERIES_MAX);
@@ -1940,11 +2480,11 @@ snapshot_load(struct md_store *st, struct md_err *err)
         return md_err_set(err, MD_ENOMEM, "usage snapshot: out of memory");
     if (sqlite3_prepare_v2(st->db, "SELECT d.cluster, d.namespace, d.department, d.model, "
             "d.provider, d.token_type, sum(u.tokens), sum(u.requests) FROM (SELECT dim_id, "
-            "tokens, requests FROM usage_hourly UNION ALL SELECT dim_id, tokens, requests "
-            "FROM usage_retired) u JOIN dims d ON d.id = u.dim_id GROUP BY d.id ORDER BY d.id",
-            -1, &q, NULL)
-            != SQLITE_OK)
+            "tokens, requests FROM usage_folded UNION ALL SELECT dim_id, tokens, requests "
+            "FROM usage_hourly WHERE hour_s >= ?1) u JOIN dims d ON d.id = u.dim_id "
+            "GROUP BY d.id ORDER BY d.id", -1, &q, NULL) != SQLITE_OK)
         return db_err(err, st->db, "load usage snapshot");
+    sqlite3_bind_int64(q, 1, (sqlite3_int64)st->fold_h_committed);
     while ((step = sqlite3_step(q)) == SQLITE_ROW) {
         const char *v[6];
         size_t l[6];
@@ -1965,13 +2505,20 @@ snapshot_load(struct md_store *st, struct md_err *err)
     sqlite3_finalize(q);
     if (step != SQLITE_DONE)
         return db_err(err, st->db, "load usage snapshot");
-    /* cost and unpriced tokens: the stored bill lines (closed, finalized and
-     * corrections); the rater adds to them from here on */
+    /* cost and unpriced tokens: the sums of the stored bill lines (closed,
+     * finalized and corrections); the rater adds to them from here on */
+    step = cost_folded_before(st->db, &cost_l, err);
+    if (step != MD_OK)
+        return step;
     if (sqlite3_prepare_v2(st->db, "SELECT cluster, namespace, department, model, currency, "
-            "token_type, sum(amount), sum(tokens), pricing_model = 'unpriced' FROM bill_lines "
-            "GROUP BY cluster, namespace, department, model, currency, token_type, "
-            "pricing_model = 'unpriced' ORDER BY min(id)", -1, &q, NULL) != SQLITE_OK)
+            "token_type, sum(amount), sum(tokens), unpriced FROM (SELECT cluster, namespace, "
+            "department, model, currency, token_type, unpriced, amount, tokens, first_id "
+            "FROM cost_totals WHERE lines > 0 UNION ALL SELECT cluster, namespace, department, "
+            "model, currency, token_type, pricing_model = 'unpriced', sum(amount), "
+            "sum(tokens), min(id) FROM bill_lines WHERE id >= ?1 GROUP BY 1, 2, 3, 4, 5, 6, 7) "
+            "GROUP BY 1, 2, 3, 4, 5, 6, 9 ORDER BY min(first_id)", -1, &q, NULL) != SQLITE_OK)
         return db_err(err, st->db, "load cost snapshot");
+    sqlite3_bind_int64(q, 1, cost_l);
     while ((step = sqlite3_step(q)) == SQLITE_ROW) {
         const char *v[6];
         size_t l[6];
@@ -2243,7 +2790,8 @@ md_store_close(struct md_store *st)
             &st->sel_target, &st->ins_target, &st->sel_dims, &st->ins_dims, &st->upsert_usage,
             &st->put_key, &st->del_key, &st->del_keys, &st->upd_state, &st->upsert_state,
             &st->del_state, &st->put_target, &st->del_target, &st->put_meta, &st->begin,
-            &st->commit, &st->upd_usage, &st->data_version,
+            &st->commit, &st->upd_usage, &st->data_version, &st->fold_add, &st->fold_range,
+            &st->fold_meta,
         };
 
         for (size_t i = 0; i < sizeof(stmts) / sizeof(stmts[0]); i++) {

@@ -23,6 +23,10 @@
 #define MD_STORE_READERS_MAX 128    /* read-only connections (one per thread) */
 #define MD_STORE_TEXT_MAX    1024   /* bytes of an event's detail */
 #define MD_STORE_SNAPSHOT_SERIES_MAX 1000000   /* label sets kept for /metrics */
+#define MD_STORE_COST_FOLD_LINES 262144  /* bill lines past the folded ones
+                                         * that make the writer fold them */
+#define MD_STORE_FOLD_LAG_S  7200   /* an hour is folded into usage_folded once
+                                     * it ended this long ago (schema 006) */
 
 struct md_store;
 struct md_usnap;
@@ -88,6 +92,19 @@ int  md_store_submit_batch(struct md_store *st, struct md_batch *b);
  * md_store_apply_retention queues one run now.  Thread-safe. */
 void md_store_set_retention(struct md_store *st, uint64_t retention_ms);
 int  md_store_apply_retention(struct md_store *st);
+/* The /metrics totals of usage (schema/006_totals.sql): hours before H are
+ * kept summed in usage_folded, so a start reads only the hours from H on.
+ * The writer moves H to the hour start MD_STORE_FOLD_LAG_S (or lag_s)
+ * before now when a drain commits; md_store_fold_usage queues a move to
+ * before_s (never backwards; tests).  Thread-safe. */
+void md_store_set_fold_lag(struct md_store *st, uint64_t lag_s);
+/* Cost: bill lines with id below L are kept summed in cost_totals; a drain
+ * or rating tick moves L to the end once `lines` lie past it (default
+ * MD_STORE_COST_FOLD_LINES).  Thread-safe. */
+void md_store_set_cost_fold_lines(struct md_store *st, uint64_t lines);
+int  md_store_fold_usage(struct md_store *st, uint64_t before_s);
+/* H as last committed (0 before the writer's first move). */
+uint64_t md_store_folded_before(struct md_store *st);
 
 /* 1 when this process found a database that had never metered. */
 int  md_store_fresh(struct md_store *st);
