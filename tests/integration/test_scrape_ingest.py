@@ -4,10 +4,13 @@
   `Accept-Encoding: gzip` and answers gzip; with `identity` it sees
   `Accept-Encoding: identity` (never gzip) and answers the body as is; a
   target that gzips anyway is still inflated and billed.
-- meterd checks the gzip trailer itself (md_crc32): a body whose CRC-32 or
-  length in the trailer is wrong fails the scrape (reason transfer, the
-  error names the check) and nothing of it is counted; so does an FHCRC
-  header (zlib then checks everything itself), when its CRC-16 is wrong.
+- meterd checks the gzip trailer: a body whose CRC-32 or length in the
+  trailer is wrong (larger or smaller than the real length), or that has
+  bytes after the member, fails the scrape (reason transfer, the error names
+  the check) and nothing of it is counted; so does an FHCRC header (zlib
+  then checks everything itself), when its CRC-16 is wrong.  libdeflate
+  inflates first; whatever it does not accept goes to zlib, which words
+  the error, so these cover both paths.
 - The counters stay exact with the parser's fast skip (samples meterd never
   bills are not decoded): each ExtProc fixture is scraped repeatedly;
   `meterd_scrape_samples` must equal the body's samples and
@@ -170,6 +173,20 @@ def flip(pos):
     return f
 
 
+def isize_minus_one(data):
+    """The member with its trailer's ISIZE one less than the real length:
+    libdeflate, given exactly ISIZE bytes of room, runs out of it."""
+    n = int.from_bytes(data[-4:], "little")
+    return data[:-4] + ((n - 1) & 0xffffffff).to_bytes(4, "little")
+
+
+def trailing_isize(data):
+    """The member followed by a copy of its ISIZE: the body's last 4 bytes
+    still give the right length, so libdeflate inflates the member and
+    only the count of bytes it consumed tells that more follow."""
+    return data + data[-4:]
+
+
 def with_fhcrc(bad):
     """The member with FLG.FHCRC set and a CRC-16 of the header inserted
     after the 10-byte header (wrong when bad)."""
@@ -213,6 +230,9 @@ def test_gzip_trailer_checked():
     # every scrape gets the mangled member: each fails, nothing is counted
     for what, mangle, err in (("CRC-32", flip(-8), "incorrect data check (CRC-32"),
                               ("ISIZE", flip(-2), "incorrect length check ("),
+                              ("ISIZE - 1", isize_minus_one, "incorrect length check ("),
+                              ("4 bytes after the member", trailing_isize,
+                               "4 bytes after the end of the stream"),
                               ("header CRC-16", with_fhcrc(True), "header crc mismatch")):
         fails, last, samples, dropped = scrape_failing(mangle)
         assert fails.get("transfer", 0) >= 2 and sum(fails.values()) == fails["transfer"], \
