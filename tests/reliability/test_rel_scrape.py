@@ -215,7 +215,7 @@ def test_3_size_limit_gzip_bomb_sample_limit():
         wait_until(lambda: rel.total(m) == want + 50 * 6, 20, "100-sample body billed")
         assert rel.failures(m, "sample_limit") == sl0 + 1
         figure(3, "4 MiB+ plain body rejected (body_too_large); %s; sample_limit=100: "
-               "101 samples rejected, 100 accepted and billed" % notes[0])
+               "101 samples rejected, 100 accepted and billed" % "; ".join(notes))
         assert m.stop() == 0
     finally:
         m.cleanup()
