@@ -91,6 +91,9 @@ struct target {
 };
 
 #define SPARE_BODIES 4
+/* open connections at most (CURLMOPT_MAX_TOTAL_CONNECTIONS), and idle ones kept for
+ * reuse at most (CURLMOPT_MAXCONNECTS): each holds a file descriptor */
+#define MAX_CONNECTIONS 256
 
 struct md_scrape {
     struct md_app       *app;
@@ -486,6 +489,13 @@ sync_config(struct md_scrape *s)
     s->ntargets = n;
     pthread_mutex_unlock(&s->status_mu);
     next = NULL;
+    /* idle connections kept for reuse: one per target, up to the total
+     * limit.  libcurl's default is 4 x the handles added, and a handle is
+     * added only while its scrape runs, so with a few scrapes in flight
+     * nearly every scrape of a keep-alive target opened a new TCP
+     * connection (socket, handshake, teardown: kernel time) */
+    curl_multi_setopt(s->multi, CURLMOPT_MAXCONNECTS,
+        (long)(n < MAX_CONNECTIONS ? (n > 0 ? n : 1) : MAX_CONNECTIONS));
 
     md_attrib_free(s->attrib);
     s->attrib = attrib;
@@ -936,7 +946,7 @@ md_scrape_start(struct md_app *app, int store_fresh, struct md_scrape **out, str
         md_scrape_stop(s);
         return md_err_set(err, MD_ENOMEM, "out of memory");
     }
-    curl_multi_setopt(s->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, 256L);
+    curl_multi_setopt(s->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)MAX_CONNECTIONS);
     curl_multi_setopt(s->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 4L);
     if (sync_config(s) != MD_OK) {
         md_scrape_stop(s);
