@@ -17,6 +17,8 @@
   `meterd_samples_dropped_total{reason}` that many bodies' worth as there
   were successful scrapes, compared with counts made here from the
   fixture's lines.
+- Against keep-alive targets each target's connection is reused from
+  scrape to scrape (CURLMOPT_MAXCONNECTS).
 Python 3 stdlib only."""
 import gzip
 import http.server
@@ -41,16 +43,21 @@ class Target:
     passed through mangle) to every request; records every request's
     headers."""
 
-    def __init__(self, body, content_type, force_gzip=False, mangle=None):
+    def __init__(self, body, content_type, force_gzip=False, mangle=None, keep_alive=False):
         self.body = body
         self.requests = []
+        self.peers = []         # the client's (address, port) of every request
         self.mu = threading.Lock()
         outer = self
 
         class H(http.server.BaseHTTPRequestHandler):
+            # HTTP/1.1 keeps the connection open after a response
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
             def do_GET(self):  # noqa: N802 - http.server's name
                 with outer.mu:
                     outer.requests.append(dict((k.lower(), v) for k, v in self.headers.items()))
+                    outer.peers.append(self.client_address)
                 data = outer.body
                 ae = self.headers.get("Accept-Encoding", "")
                 self.send_response(200)
@@ -261,7 +268,35 @@ def test_fhcrc_header_accepted_when_right():
         tgt.close()
 
 
+def test_keep_alive_connections_reused():
+    """Eight keep-alive targets, scraped one after another: each target's
+    connection is reused from scrape to scrape (libcurl's default cache, 4 x
+    the handles in flight, kept about 4 connections, so most scrapes
+    opened a new one)."""
+    path = os.path.join(harness.ARGS.source, "tests", "fixtures", "extproc", FIXTURES[0][0])
+    with open(path, "rb") as f:
+        body = f.read()
+    tgts = [Target(body, FIXTURES[0][1], keep_alive=True) for _ in range(8)]
+    m = harness.Meterd(extra_yaml="scrape:\n  interval: 1s\n  timeout: 1s\ntargets:\n" +
+                       "".join("  - url: %s\n" % t.url for t in tgts))
+    try:
+        m.start()
+        harness.wait_until(lambda: all(len(t.requests) >= 5 for t in tgts), 60,
+                           "five scrapes of every target")
+        for t in tgts:
+            with t.mu:
+                conns, reqs = len(set(t.peers)), len(t.peers)
+            # one connection per target; one reconnect is tolerated
+            assert conns <= 2, "%d connections for %d scrapes of %s" % (conns, reqs, t.url)
+    finally:
+        m.stop()
+        m.cleanup()
+        for t in tgts:
+            t.close()
+
+
 if __name__ == "__main__":
     harness.main([test_gzip_default_asks_for_gzip, test_identity_does_not_ask_for_gzip,
                   test_gzip_explicit_every_fixture, test_identity_target_gzips_anyway,
-                  test_gzip_trailer_checked, test_fhcrc_header_accepted_when_right])
+                  test_gzip_trailer_checked, test_fhcrc_header_accepted_when_right,
+                  test_keep_alive_connections_reused])
