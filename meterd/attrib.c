@@ -20,6 +20,7 @@
  * one series (classic vs UTF-8 names) are the same series. */
 #include "attrib.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -199,8 +200,12 @@ struct canon_label {
     size_t raw_len;
 };
 
-/* md_normalize_name is pure: consecutive samples of one series family
- * (15 buckets, _sum, _count) repeat a name, so the last answer is kept */
+/* md_normalize_name is pure, and a body repeats a few names many times (an
+ * EAIG body delivers _sum, _count, _sum, ... of one family, and the scraper
+ * classifies the same names in every body): its answers are kept in a small
+ * direct-mapped table, NAME_MEMO_N entries (a power of two) by a hash of
+ * the name; a collision only costs a call */
+#define NAME_MEMO_N 16
 struct name_memo {
     char               name[MD_NORMALIZE_NAME_MAX];
     size_t             len;               /* 0: empty memo */
@@ -211,7 +216,7 @@ struct name_memo {
 
 struct md_attrib_scratch {
     struct md_buf      key;
-    struct name_memo   memo;
+    struct name_memo   memo[NAME_MEMO_N];
     struct canon_label labels[LABELS_MAX];
 };
 
@@ -222,7 +227,8 @@ md_attrib_scratch_new(void)
 
     if (sc != NULL) {
         md_buf_init(&sc->key, MD_ATTRIB_KEY_MAX);
-        sc->memo.len = 0;
+        for (size_t i = 0; i < NAME_MEMO_N; i++)
+            sc->memo[i].len = 0;
         for (size_t i = 0; i < LABELS_MAX; i++)
             sc->labels[i].raw_len = 0;
     }
@@ -433,14 +439,19 @@ sample_slow(const struct md_attrib *a, const struct md_attrib_target *t,
  * normalised once per sample, then compared with the configured names
  * normalised once in md_attrib_new. */
 
-/* md_normalize_name through the one-entry memo */
+/* md_normalize_name through the memo table */
 static int
 normalize_name_memo(struct md_attrib_scratch *sc, struct md_str name, enum md_instrument *inst,
     enum md_role *role)
 {
-    struct name_memo *m = &sc->memo;
+    struct name_memo *m;
     char detail[64];
+    uint32_t h = 2166136261u;     /* FNV-1a */
     int rc;
+
+    for (size_t i = 0; i < name.len; i++)
+        h = (h ^ (unsigned char)name.p[i]) * 16777619u;
+    m = &sc->memo[(h ^ h >> 16) & (NAME_MEMO_N - 1)];
 
     if (m->len != 0 && m->len == name.len && memcmp(m->name, name.p, name.len) == 0) {
         *inst = m->inst;
@@ -534,19 +545,47 @@ series_key_canon(size_t nlabels, enum md_instrument inst, int role,
         }
         labels[j] = tmp;
     }
-    md_buf_reset(out);
-    rc = md_buf_printf(out, "%s\x1f%d", md_instrument_name(inst), role);
-    for (size_t i = 0; i < n && rc == MD_OK; i++) {
-        rc = md_buf_putc(out, '\x1e');
-        if (rc == MD_OK)
-            rc = md_buf_append(out, labels[i].name, labels[i].name_len);
-        if (rc == MD_OK)
-            rc = md_buf_putc(out, '=');
-        if (rc == MD_OK)
-            rc = md_buf_append(out, labels[i].value->p, labels[i].value->len);
+    /* the bytes series_key writes ("%s\x1f%d", then \x1e name = value per
+     * label), counted first and written in place with one reservation:
+     * test_attrib compares the two keys byte for byte */
+    {
+        const char *iname = md_instrument_name(inst);
+        size_t ilen = strlen(iname), total, room;
+        char digits[3 * sizeof(int) + 1], *at;
+        size_t nd = 0;
+        unsigned r = role < 0 ? 0u - (unsigned)role : (unsigned)role;
+
+        do {
+            digits[sizeof(digits) - 1 - nd++] = (char)('0' + r % 10);
+            r /= 10;
+        } while (r != 0);
+        if (role < 0)
+            digits[sizeof(digits) - 1 - nd++] = '-';
+        total = ilen + 1 + nd;
+        /* each term is bounded (a label name by CANON_MAX, a value by the
+         * parser's line limit, n by LABELS_MAX): the sum cannot wrap */
+        for (size_t i = 0; i < n; i++)
+            total += 2 + labels[i].name_len + labels[i].value->len;
+        md_buf_reset(out);
+        rc = md_buf_reserve(out, total, &at, &room);
+        if (rc != MD_OK)
+            return md_err_set(err, rc, "series identity longer than %u bytes", MD_ATTRIB_KEY_MAX);
+        memcpy(at, iname, ilen);
+        at += ilen;
+        *at++ = '\x1f';
+        memcpy(at, digits + sizeof(digits) - nd, nd);
+        at += nd;
+        for (size_t i = 0; i < n; i++) {
+            *at++ = '\x1e';
+            memcpy(at, labels[i].name, labels[i].name_len);
+            at += labels[i].name_len;
+            *at++ = '=';
+            if (labels[i].value->len > 0)
+                memcpy(at, labels[i].value->p, labels[i].value->len);
+            at += labels[i].value->len;
+        }
+        md_buf_commit(out, total);
     }
-    if (rc != MD_OK)
-        return md_err_set(err, rc, "series identity longer than %u bytes", MD_ATTRIB_KEY_MAX);
     return MD_OK;
 }
 

@@ -6,7 +6,7 @@
 set -eu
 
 build_pkgs="cmake make gcc pkg-config libmicrohttpd-dev libcurl4-openssl-dev
-libsqlite3-dev libjansson-dev libpcre2-dev libyaml-dev zlib1g-dev"
+libsqlite3-dev libjansson-dev libpcre2-dev libyaml-dev zlib1g-dev libdeflate-dev"
 test_pkgs="libcmocka-dev clang libclang-rt-14-dev prometheus sqlite3 python3 python3-yaml curl strace"
 # npm (the OpenAPI lint): any working npm will do; machines that ship Node.js
 # from elsewhere carry their own npm, which Debian's npm package conflicts with

@@ -229,6 +229,17 @@ class MeterdIdentity(Meterd):
     compression = "identity"
 
 
+class MeterdBase(Meterd):
+    """meterd from another build (--meterd-base), e.g. the commit before an
+    optimisation, interleaved with the others in the same run."""
+    name = "meterd-base"
+
+    def command(self):
+        cmd = Meterd.command(self)
+        cmd[0] = self.args.meterd_base
+        return cmd
+
+
 class Prometheus(Scraper):
     name = "prometheus"
 
@@ -282,7 +293,8 @@ class VictoriaIdentity(Victoria):
     disable_compression = True
 
 
-SYSTEMS = {"meterd": Meterd, "meterd-identity": MeterdIdentity, "prometheus": Prometheus,
+SYSTEMS = {"meterd": Meterd, "meterd-identity": MeterdIdentity, "meterd-base": MeterdBase,
+           "prometheus": Prometheus,
            "victoriametrics": Victoria, "victoriametrics-identity": VictoriaIdentity}
 
 
@@ -351,6 +363,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", default=os.path.join(root, "build"))
     ap.add_argument("--meterd")
+    ap.add_argument("--meterd-base", help="meterd binary of the meterd-base system")
     ap.add_argument("--sim")
     ap.add_argument("--prometheus", default="/usr/bin/prometheus")
     ap.add_argument("--victoria", default="/usr/bin/victoria-metrics")
@@ -371,6 +384,8 @@ def main():
     args.sim = args.sim or os.path.join(args.build, "extproc-sim")
     out = sys.stdout if args.out == "-" else open(args.out, "a")
     systems = args.systems.split(",")
+    if "meterd-base" in systems and not args.meterd_base:
+        ap.error("system meterd-base needs --meterd-base (run.sh: METERD_BASE)")
     for n in [int(x) for x in args.scales.split(",")]:
         sim = Sim(args.sim, n, args.base_port, args.base_port - 1, args.seed)
         try:

@@ -8,6 +8,8 @@
 # Environment (defaults): SCALES=200,50,500 RUNS=3 WARMUP=15 WINDOW=45
 #   INTERVAL=2 OUT=bench/ingest/results-<UTC timestamp>.jsonl
 #   SYSTEMS=meterd,meterd-identity,prometheus,victoriametrics,victoriametrics-identity
+#   METERD_BASE=path of another meterd binary, for the system meterd-base (a
+#   before/after comparison in the same run, interleaved with the others)
 #   (the -identity variants scrape without gzip: meterd scrape.compression:
 #   identity, VictoriaMetrics disable_compression: true; Prometheus 2.42 has
 #   no way to turn gzip off)
@@ -29,6 +31,6 @@ out=${OUT:-$here/results-$(date -u +%Y%m%dT%H%M%SZ).jsonl}
 echo "run.sh: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), results in $out" >&2
 python3 "$here/bench.py" --build "$build" --scales "${SCALES:-200,50,500}" \
     --runs "${RUNS:-3}" --warmup "${WARMUP:-15}" --window "${WINDOW:-45}" \
-    --interval "${INTERVAL:-2}" --out "$out" \
+    --interval "${INTERVAL:-2}" --out "$out" ${METERD_BASE:+--meterd-base "$METERD_BASE"} \
     --systems "${SYSTEMS:-meterd,meterd-identity,prometheus,victoriametrics,victoriametrics-identity}"
 python3 "$here/summarize.py" "$out"

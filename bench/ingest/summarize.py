@@ -7,7 +7,7 @@ import statistics
 import sys
 
 PEERS = ("prometheus", "victoriametrics", "victoriametrics-identity")
-MINE = ("meterd", "meterd-identity")
+MINE = ("meterd-base", "meterd", "meterd-identity")
 ORDER = [*MINE, *PEERS]
 
 

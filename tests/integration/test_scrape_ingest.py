@@ -4,16 +4,21 @@
   `Accept-Encoding: gzip` and answers gzip; with `identity` it sees
   `Accept-Encoding: identity` (never gzip) and answers the body as is; a
   target that gzips anyway is still inflated and billed.
-- meterd checks the gzip trailer itself (md_crc32): a body whose CRC-32 or
-  length in the trailer is wrong fails the scrape (reason transfer, the
-  error names the check) and nothing of it is counted; so does an FHCRC
-  header (zlib then checks everything itself), when its CRC-16 is wrong.
+- meterd checks the gzip trailer: a body whose CRC-32 or length in the
+  trailer is wrong (larger or smaller than the real length), or that has
+  bytes after the member, fails the scrape (reason transfer, the error names
+  the check) and nothing of it is counted; so does an FHCRC header (zlib
+  then checks everything itself), when its CRC-16 is wrong.  libdeflate
+  inflates first; whatever it does not accept goes to zlib, which words
+  the error, so these cover both paths.
 - The counters stay exact with the parser's fast skip (samples meterd never
   bills are not decoded): each ExtProc fixture is scraped repeatedly;
   `meterd_scrape_samples` must equal the body's samples and
   `meterd_samples_dropped_total{reason}` that many bodies' worth as there
   were successful scrapes, compared with counts made here from the
   fixture's lines.
+- Against keep-alive targets each target's connection is reused from
+  scrape to scrape (CURLMOPT_MAXCONNECTS).
 Python 3 stdlib only."""
 import gzip
 import http.server
@@ -38,16 +43,21 @@ class Target:
     passed through mangle) to every request; records every request's
     headers."""
 
-    def __init__(self, body, content_type, force_gzip=False, mangle=None):
+    def __init__(self, body, content_type, force_gzip=False, mangle=None, keep_alive=False):
         self.body = body
         self.requests = []
+        self.peers = []         # the client's (address, port) of every request
         self.mu = threading.Lock()
         outer = self
 
         class H(http.server.BaseHTTPRequestHandler):
+            # HTTP/1.1 keeps the connection open after a response
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
             def do_GET(self):  # noqa: N802 - http.server's name
                 with outer.mu:
                     outer.requests.append(dict((k.lower(), v) for k, v in self.headers.items()))
+                    outer.peers.append(self.client_address)
                 data = outer.body
                 ae = self.headers.get("Accept-Encoding", "")
                 self.send_response(200)
@@ -170,6 +180,20 @@ def flip(pos):
     return f
 
 
+def isize_minus_one(data):
+    """The member with its trailer's ISIZE one less than the real length:
+    libdeflate, given exactly ISIZE bytes of room, runs out of it."""
+    n = int.from_bytes(data[-4:], "little")
+    return data[:-4] + ((n - 1) & 0xffffffff).to_bytes(4, "little")
+
+
+def trailing_isize(data):
+    """The member followed by a copy of its ISIZE: the body's last 4 bytes
+    still give the right length, so libdeflate inflates the member and
+    only the count of bytes it consumed tells that more follow."""
+    return data + data[-4:]
+
+
 def with_fhcrc(bad):
     """The member with FLG.FHCRC set and a CRC-16 of the header inserted
     after the 10-byte header (wrong when bad)."""
@@ -213,6 +237,9 @@ def test_gzip_trailer_checked():
     # every scrape gets the mangled member: each fails, nothing is counted
     for what, mangle, err in (("CRC-32", flip(-8), "incorrect data check (CRC-32"),
                               ("ISIZE", flip(-2), "incorrect length check ("),
+                              ("ISIZE - 1", isize_minus_one, "incorrect length check ("),
+                              ("4 bytes after the member", trailing_isize,
+                               "4 bytes after the end of the stream"),
                               ("header CRC-16", with_fhcrc(True), "header crc mismatch")):
         fails, last, samples, dropped = scrape_failing(mangle)
         assert fails.get("transfer", 0) >= 2 and sum(fails.values()) == fails["transfer"], \
@@ -241,7 +268,35 @@ def test_fhcrc_header_accepted_when_right():
         tgt.close()
 
 
+def test_keep_alive_connections_reused():
+    """Eight keep-alive targets, scraped one after another: each target's
+    connection is reused from scrape to scrape (libcurl's default cache, 4 x
+    the handles in flight, kept about 4 connections, so most scrapes
+    opened a new one)."""
+    path = os.path.join(harness.ARGS.source, "tests", "fixtures", "extproc", FIXTURES[0][0])
+    with open(path, "rb") as f:
+        body = f.read()
+    tgts = [Target(body, FIXTURES[0][1], keep_alive=True) for _ in range(8)]
+    m = harness.Meterd(extra_yaml="scrape:\n  interval: 1s\n  timeout: 1s\ntargets:\n" +
+                       "".join("  - url: %s\n" % t.url for t in tgts))
+    try:
+        m.start()
+        harness.wait_until(lambda: all(len(t.requests) >= 5 for t in tgts), 60,
+                           "five scrapes of every target")
+        for t in tgts:
+            with t.mu:
+                conns, reqs = len(set(t.peers)), len(t.peers)
+            # one connection per target; one reconnect is tolerated
+            assert conns <= 2, "%d connections for %d scrapes of %s" % (conns, reqs, t.url)
+    finally:
+        m.stop()
+        m.cleanup()
+        for t in tgts:
+            t.close()
+
+
 if __name__ == "__main__":
     harness.main([test_gzip_default_asks_for_gzip, test_identity_does_not_ask_for_gzip,
                   test_gzip_explicit_every_fixture, test_identity_target_gzips_anyway,
-                  test_gzip_trailer_checked, test_fhcrc_header_accepted_when_right])
+                  test_gzip_trailer_checked, test_fhcrc_header_accepted_when_right,
+                  test_keep_alive_connections_reused])

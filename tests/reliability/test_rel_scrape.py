@@ -6,6 +6,7 @@ memory, enforce sample_limit, and cut a 1 byte/s target at its timeout
 while the other targets keep their schedule."""
 import os
 import sys
+import struct
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -188,6 +189,21 @@ def test_3_size_limit_gzip_bomb_sample_limit():
                      "(bound %d KiB%s), handled within %.1fs"
                      % (len(bomb), grow, bound >> 10, ", ASan build" if rel.sanitized() else
                         " = 2 x limit", dt))
+        # (b2) the same bomb with a trailer that claims a length within the
+        # limit: the whole-buffer inflate (libdeflate) sizes its output by
+        # that claim, runs out of room and zlib stops at the limit
+        liar = bomb[:-4] + struct.pack("<I", limit - 1)
+        rel.reset_hwm(pid)
+        rss0 = rel.vm_kib(pid, "VmRSS")
+        hwm0 = rel.vm_kib(pid, "VmHWM")
+        ft.queue([Resp("gzip_bomb", blob=liar)])
+        rel.settle(m, ft)
+        grow = rel.vm_kib(pid, "VmHWM") - max(hwm0, rss0)
+        assert rel.failures(m, "body_too_large") == tl0 + 3
+        assert rel.total(m) == want
+        assert grow * 1024 < bound, "peak RSS grew %d KiB (limit %d KiB)" % (grow, limit >> 10)
+        notes.append("the bomb with ISIZE %d rejected (body_too_large), peak RSS +%d KiB"
+                     % (limit - 1, grow))
         # (c) sample_limit: exactly 100 samples pass, 101 fail
         sl0 = rel.failures(m, "sample_limit")
         over = series_body({k: v + 5 for k, v in a.items()}) + b"other_family_total 1\n"
@@ -199,7 +215,7 @@ def test_3_size_limit_gzip_bomb_sample_limit():
         wait_until(lambda: rel.total(m) == want + 50 * 6, 20, "100-sample body billed")
         assert rel.failures(m, "sample_limit") == sl0 + 1
         figure(3, "4 MiB+ plain body rejected (body_too_large); %s; sample_limit=100: "
-               "101 samples rejected, 100 accepted and billed" % notes[0])
+               "101 samples rejected, 100 accepted and billed" % "; ".join(notes))
         assert m.stop() == 0
     finally:
         m.cleanup()
