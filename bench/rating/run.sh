@@ -9,11 +9,11 @@
 #    with bare.c inserting the same rows, and the rest;
 #  - a second backfill of the first slice (idempotent: nothing changes);
 #  - the usage history deleted (DELETE FROM usage_hourly) unless
-#    KEEP_USAGE=1: bills of closed days never read usage, but the daemon's
-#    start does (store.c snapshot_load sums all of usage_hourly through an
-#    index search and a primary-key lookup per row: with a year of it the
-#    start took more than 13 minutes and was abandoned); the daemon's start
-#    is timed (daemon_ready_seconds);
+#    KEEP_USAGE=1: bills of closed days never read usage.  (Before schema
+#    006 the daemon's start summed all of usage_hourly and took more than
+#    13 minutes on a year of it; it now reads the folded totals, see
+#    bench/startup/run.sh.)  The daemon's start is timed
+#    (daemon_ready_seconds);
 #  - RUNS (3) rounds of: wrk -t1 -c1 (one request at a time) and
 #    wrk -t2 -c4 on GET /api/v1/bills?period=2026-01&namespace=ns-0042,
 #    and bare.c selecting the same tenant-month from the same database at
