@@ -105,21 +105,28 @@ class Pods:
         """One pod goes away (the given way), one that is away comes back."""
         away = [i for i, s in self.state.items() if s in self.WAYS]
         up = [i for i, s in self.state.items() if s == "listed"]
+        what = []
         if up:
             i = rng.choice(up)
             self.state[i] = way
             self.events[way] += 1
+            what.append("%s %s" % (self.ns(i), way))
         if away:
             i = rng.choice(away)
             self.state[i] = "listed"
             self.events["back"] += 1
+            what.append("%s back" % self.ns(i))
         self.publish()
+        # wall-clock time: matched against meterd's log and the simulator's
+        # --log-scrapes lines when a run has to be explained
+        print("churn at %.3f: %s" % (time.time(), ", ".join(what)), flush=True)
 
     def birth(self):
         for i, s in sorted(self.state.items()):
             if s == "unborn":
                 self.state[i] = "listed"
                 self.events["born"] += 1
+                print("birth at %.3f: %s" % (time.time(), self.ns(i)), flush=True)
                 break
         self.publish()
 
@@ -150,7 +157,11 @@ def test_18_soak():
                      # meterd abandons (its pod removed mid-transfer, or a
                      # timeout on the loaded machine) is not the only one
                      args=["--reset-every", "30", "--reset-scrapes", "3",
-                           "--new-series-every", "600", "--count-tokens"]).start()
+                           "--new-series-every", "600", "--count-tokens",
+                           # one line per meterd scrape: kept with meterd's log
+                           "--log-scrapes"]).start()
+    print("simulator started at %.3f (its t_ms count from about here)" % time.time(),
+          flush=True)
     kube = FakeKube([], token=TOKEN, page_size=3)
     pods = Pods(sim, kube)
     ns = ["static-%d" % i for i in range(N_STATIC)] + [pods.ns(i) for i in range(N_PODS)]
@@ -250,20 +261,49 @@ def test_18_soak():
                   sum(v[0] for v in exp.values())))
         assert s < slope_max, "RSS grows %.1f KiB/min over the second half" % s
     except BaseException:
-        # an hour is expensive to repeat: say what meterd said
+        # an hour is expensive to repeat: say what meterd said, and keep the
+        # simulator's log (every meterd scrape it served, --log-scrapes), its
+        # truth and the whole usage difference next to meterd's log
         rc = m.proc.poll() if m.proc is not None else None
-        keep = os.path.join(os.environ.get("TMPDIR", "/tmp"), "meterd-soak-%d.log" % os.getpid())
-        with open(keep, "w") as f:
-            f.write(m.log())
+        keep_dir = os.environ.get("SOAK_KEEP_DIR") or os.environ.get("TMPDIR", "/tmp")
+        keep = os.path.join(keep_dir, "meterd-soak-%d.log" % os.getpid())
+        keep_all(m, sim, ns, keep_dir)
         print("meterd exit status %s; its whole log is in %s; warnings and errors:\n%s" % (
             rc, keep, "\n".join([l for l in m.log().splitlines()
                                  if "level=warn" in l or "level=error" in l][-80:])),
               flush=True)
         raise
+    else:
+        if os.environ.get("SOAK_KEEP_DIR"):
+            keep_all(m, sim, ns, os.environ["SOAK_KEEP_DIR"])
     finally:
         m.cleanup()
         kube.close()
         sim.cleanup()
+
+
+def keep_all(m, sim, ns, keep_dir):
+    """meterd's log, the simulator's log, its truth and the usage difference
+    into keep_dir (file names carry this process's id)."""
+    pid = os.getpid()
+    with open(os.path.join(keep_dir, "meterd-soak-%d.log" % pid), "w") as f:
+        f.write(m.log())
+    with open(os.path.join(keep_dir, "extproc-sim-soak-%d.log" % pid), "w") as f:
+        f.write(sim.output())
+    try:
+        truth = sim.truth()
+        exp = tue.expected_from_truth(truth, sim, ns)
+        got, _ = tue.usage_by(m)
+        diff = sorted([list(k), got.get(k), exp.get(k)] for k in set(got) | set(exp)
+                      if got.get(k) != exp.get(k))
+        with open(os.path.join(keep_dir, "soak-truth-%d.json" % pid), "w") as f:
+            json.dump({"truth_targets": truth["targets"], "ports": [sim.port(i) for i in
+                       range(sim.n)], "namespaces": ns, "diff": diff,
+                       "targets": targets_api(m)}, f, indent=1)
+        print("kept in %s: meterd/extproc-sim logs, soak-truth-%d.json (%d keys differ)" % (
+            keep_dir, pid, len(diff)), flush=True)
+    except Exception as e:  # noqa: BLE001 (meterd or the simulator may be dead)
+        print("could not keep the truth and the difference: %r" % e, flush=True)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,7 @@ static struct {
     int         count_tokens;
     int         overflow;
     int         quiet;
+    int         log_scrapes;
 } opt = {
     .targets = 1, .base_port = 10640, .control_port = 10650, .naming = NAMING_V04,
     .dept_label = "department", .seed = 1, .tick_ms = 200, .requests_per_tick = 2,
@@ -198,6 +199,10 @@ struct req {
     struct MHD_Connection  *conn;
     int                     state;
     int                     armed;
+    int                     meterd;         /* --reset-ua-prefix client */
+    uint64_t                sn;             /* the target's scrape number */
+    uint64_t                render_ms;      /* when the body was rendered */
+    uint64_t                exposed;        /* tokens the body exposed */
     uint64_t                resume_at_ms;
     struct req             *next;
 };
@@ -847,6 +852,34 @@ reply_text(struct MHD_Connection *conn, unsigned code, const char *ctype, const 
     return ret;
 }
 
+/* Tokens a body rendered now exposes (the sum of every token _sum), for
+ * --log-scrapes.  Caller holds t->mu. */
+static uint64_t
+exposed_tokens(const struct target *t)
+{
+    uint64_t sum = 0;
+
+    for (size_t i = 0; i < t->ncombos; i++)
+        for (int k = 0; k < TT_COUNT; k++)
+            sum += t->combos[i].tok[k].sum_u;
+    return sum;
+}
+
+/* One line per terminated meterd scrape (--log-scrapes): when the simulator
+ * counted a scrape as delivered, and what it had exposed, so a soak's
+ * resets can be matched against what meterd applied. */
+static void
+log_scrape(const struct req *q, enum MHD_RequestTerminationCode toe, int reset)
+{
+    uint64_t now = now_ms();
+
+    fprintf(stderr, "sim-scrape t_ms=%llu target=%u n=%llu armed=%d toe=%d done_ms=%llu "
+        "exposed=%llu frozen_delivered=%llu reset=%d\n",
+        (unsigned long long)(now - start_ms), q->t->idx, (unsigned long long)q->sn, q->armed,
+        (int)toe, (unsigned long long)(q->render_ms ? now - q->render_ms : 0),
+        (unsigned long long)q->exposed, (unsigned long long)q->t->frozen_delivered, reset);
+}
+
 static enum MHD_Result
 serve_metrics(struct MHD_Connection *conn, struct req *q)
 {
@@ -868,6 +901,8 @@ serve_metrics(struct MHD_Connection *conn, struct req *q)
 
         pthread_mutex_lock(&t->mu);
         n = ++t->scrapes;
+        q->sn = n;
+        q->meterd = meterd;
         if (meterd)
             t->meterd_scrapes++;
         if (opt.timeout_every && n % opt.timeout_every == 0) {
@@ -905,6 +940,10 @@ serve_metrics(struct MHD_Connection *conn, struct req *q)
         q->armed = 1;
     }
     rc = render(t, &body, want_utf8 && opt.naming == NAMING_V04);
+    if (opt.log_scrapes) {
+        q->render_ms = now_ms();
+        q->exposed = exposed_tokens(t);
+    }
     pthread_mutex_unlock(&t->mu);
     if (rc != MD_OK) {
         md_buf_fini(&body);
@@ -974,17 +1013,25 @@ target_done(void *cls, struct MHD_Connection *conn, void **con_cls,
         return;
     if (q->armed) {
         struct target *t = q->t;
+        int reset = 0;
 
         pthread_mutex_lock(&t->mu);
         if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) {
             t->delivered++;
-            if (++t->frozen_delivered >= opt.reset_scrapes)
+            if (++t->frozen_delivered >= opt.reset_scrapes) {
                 target_reset(t, now_ms());
+                reset = 1;
+            }
         }
+        if (opt.log_scrapes)
+            log_scrape(q, toe, reset);
         pthread_mutex_unlock(&t->mu);
-    } else if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) {
+    } else if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK || q->meterd) {
         pthread_mutex_lock(&q->t->mu);
-        q->t->delivered++;
+        if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+            q->t->delivered++;
+        if (opt.log_scrapes && q->meterd)
+            log_scrape(q, toe, 0);
         pthread_mutex_unlock(&q->t->mu);
     }
     md_free(q);
@@ -1241,6 +1288,7 @@ usage(FILE *fp)
           "  --count-tokens           add a count_tokens series (a biller must exclude it)\n"
           "  --overflow               add an otel_metric_overflow=\"true\" series\n"
           "  --quiet                  print only the summary of URLs\n"
+          "  --log-scrapes            one stderr line per terminated --reset-ua-prefix scrape\n"
           "  -h, --help               this help\n"
           "\n"
           "SIGTERM/SIGINT stop cleanly.\n", fp);
@@ -1262,7 +1310,7 @@ parse_args(int argc, char **argv)
 {
     enum { O_TARGETS = 256, O_BASE, O_CONTROL, O_NAMING, O_NAMES, O_DEPT, O_SEED, O_TICK,
            O_RPT, O_RESET, O_RESET_UA, O_RESET_SCRAPES, O_NEW, O_MAXC, O_TOE, O_TOMS, O_ERR,
-           O_CT, O_OVF, O_QUIET, O_MAXT };
+           O_CT, O_OVF, O_QUIET, O_MAXT, O_LOGS };
     static const struct option lo[] = {
         { "targets", required_argument, NULL, O_TARGETS },
         { "base-port", required_argument, NULL, O_BASE },
@@ -1285,6 +1333,7 @@ parse_args(int argc, char **argv)
         { "overflow", no_argument, NULL, O_OVF },
         { "quiet", no_argument, NULL, O_QUIET },
         { "max-ticks", required_argument, NULL, O_MAXT },
+        { "log-scrapes", no_argument, NULL, O_LOGS },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -1373,6 +1422,9 @@ parse_args(int argc, char **argv)
             break;
         case O_QUIET:
             opt.quiet = 1;
+            break;
+        case O_LOGS:
+            opt.log_scrapes = 1;
             break;
         case O_MAXT:
             bad = parse_num("max-ticks", a, UINT64_MAX, &opt.max_ticks);
