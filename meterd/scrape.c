@@ -90,6 +90,9 @@ struct target {
 };
 
 #define SPARE_BODIES 4
+/* idle keep-alive connections at most (= CURLMOPT_MAX_TOTAL_CONNECTIONS):
+ * beyond that the least recently used is closed, as before */
+#define SCRAPE_IDLE_CONNS_MAX 256
 
 struct md_scrape {
     struct md_app       *app;
@@ -451,6 +454,13 @@ sync_config(struct md_scrape *s)
     s->ntargets = n;
     pthread_mutex_unlock(&s->status_mu);
     next = NULL;
+    /* one idle connection per target, kept alive between its scrapes (as
+     * Prometheus does): libcurl's default cache holds 4 per easy handle
+     * *in the multi*, and a target's handle is in it only while it scrapes,
+     * so with more than a few targets every scrape opened a new connection
+     * (RELIABILITY 18) */
+    curl_multi_setopt(s->multi, CURLMOPT_MAXCONNECTS,
+        (long)(n < SCRAPE_IDLE_CONNS_MAX ? (n > 4 ? n : 4) : SCRAPE_IDLE_CONNS_MAX));
 
     md_attrib_free(s->attrib);
     s->attrib = attrib;
@@ -899,7 +909,7 @@ md_scrape_start(struct md_app *app, int store_fresh, struct md_scrape **out, str
         md_scrape_stop(s);
         return md_err_set(err, MD_ENOMEM, "out of memory");
     }
-    curl_multi_setopt(s->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, 256L);
+    curl_multi_setopt(s->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)SCRAPE_IDLE_CONNS_MAX);
     curl_multi_setopt(s->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 4L);
     if (sync_config(s) != MD_OK) {
         md_scrape_stop(s);
