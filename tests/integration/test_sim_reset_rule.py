@@ -18,7 +18,9 @@ was read to its end (an HTTP/1.1 client cannot send it before).  So:
    and over while the simulator answers, so its transfers time out with the
    whole response already written; usage must still equal the truth exactly
    and the run must really have had resets and timeouts."""
+import json
 import os
+import signal
 import socket
 import sys
 import threading
@@ -231,6 +233,47 @@ def test_exact_when_meterd_never_receives_a_written_scrape():
         sim.cleanup()
 
 
+def test_exact_when_a_target_goes_away_right_after_its_restart():
+    """The soak's loss (RELIABILITY 18): a target restarts and is dropped
+    (a pod unlisted; here a reload) before meterd's next scrape, and comes
+    back after its series regrew past their old values.  By value that is
+    absence followed by growth, not a restart (DESIGN.md), so only the growth
+    past the old values can be billed: the simulator must not let the
+    restart go unseen, or its truth holds what no scraper can bill."""
+    sim = simctl.Sim(simctl.binary(harness.ARGS.build), targets=2, tick_ms=20, seed=7,
+                     args=["--reset-every", "3", "--reset-scrapes", "1"]).start()
+    namespaces = ["stays", "leaves"]
+    m = Meterd()
+    scrape = ("scrape:\n  interval: 2s\n  timeout: 1s\n"
+              "ledger:\n  first_scrape: count\n")
+    both = scrape + tue.targets_yaml(sim, namespaces)
+    only0 = scrape + "targets:\n  - url: %s\n    namespace: stays\n" % sim.url(0)
+    m.write_config(both)
+    try:
+        m.start()
+        # target 1's first reset: drop it from meterd at once, 2 s before
+        # its next scrape would have shown the restart
+        wait_until(lambda: sim.truth()["targets"][1]["resets"] >= 1, 20, "target 1 restarts",
+                   interval=0.005)
+        m.write_config(only0)
+        m.signal(signal.SIGHUP)
+        wait_until(lambda: len(json.loads(m.get("/api/v1/targets").body)["targets"]) == 1, 5,
+                   "target 1 dropped")
+        gone = sim.truth()["targets"][1]["meterd_scrapes"]
+        time.sleep(9)             # three times its life before the restart
+        assert sim.truth()["targets"][1]["meterd_scrapes"] == gone, "scraped while dropped"
+        m.write_config(both)
+        m.signal(signal.SIGHUP)
+        truth, _ = tue.settle_and_compare(m, sim, namespaces, timeout=30)
+        assert truth["targets"][1]["resets"] >= 1 and truth["targets"][1]["unseeable"] == 0, \
+            truth["targets"]
+        assert "too few for a restart" not in m.log()
+    finally:
+        m.cleanup()
+        sim.cleanup()
+
+
 if __name__ == "__main__":
     harness.main([test_unread_scrapes_never_reset,
-                  test_exact_when_meterd_never_receives_a_written_scrape])
+                  test_exact_when_meterd_never_receives_a_written_scrape,
+                  test_exact_when_a_target_goes_away_right_after_its_restart])

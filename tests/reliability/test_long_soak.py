@@ -189,7 +189,7 @@ def test_18_soak():
                            "--new-series-every", "600", "--count-tokens",
                            # one line per meterd scrape: kept with meterd's log
                            "--log-scrapes"]).start()
-    print("simulator started at %.3f (its t_ms count from about here)" % time.time(),
+    print("simulator started at %.3f (its log lines carry wall_ms)" % time.time(),
           flush=True)
     kube = FakeKube([], token=TOKEN, page_size=3)
     pods = Pods(sim, kube)
