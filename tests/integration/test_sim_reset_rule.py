@@ -273,7 +273,31 @@ def test_exact_when_a_target_goes_away_right_after_its_restart():
         sim.cleanup()
 
 
+def test_meterd_keeps_one_connection_per_target():
+    """More targets than libcurl's default connection cache (4 per handle in
+    the multi): every target's next scrape reuses its connection, which is
+    also what lets the simulator confirm a scrape and restart a target."""
+    n = 8
+    sim = simctl.Sim(simctl.binary(harness.ARGS.build), targets=n, tick_ms=20, seed=2,
+                     args=["--reset-every", "1"]).start()
+    namespaces = ["ka-%d" % i for i in range(n)]
+    m = Meterd(extra_yaml="scrape:\n  interval: 200ms\n  timeout: 150ms\n"
+                          + tue.targets_yaml(sim, namespaces))
+    try:
+        m.start()
+        wait_until(lambda: all(t["resets"] >= 2 for t in sim.truth()["targets"]), 15,
+                   "two restarts of every target (each needs a reused connection)")
+        tl = sim.truth()["targets"]
+        # a scrape written out that nobody confirmed: the connection closed
+        assert sum(t["unconfirmed"] for t in tl) <= 1, tl
+        assert sum(t["meterd_scrapes"] for t in tl) >= 5 * n, tl
+    finally:
+        m.cleanup()
+        sim.cleanup()
+
+
 if __name__ == "__main__":
     harness.main([test_unread_scrapes_never_reset,
                   test_exact_when_meterd_never_receives_a_written_scrape,
-                  test_exact_when_a_target_goes_away_right_after_its_restart])
+                  test_exact_when_a_target_goes_away_right_after_its_restart,
+                  test_meterd_keeps_one_connection_per_target])
