@@ -489,32 +489,49 @@ add_new_series(struct target *t)
     record_request(&t->combos[t->ncombos - 1], &t->rng);
 }
 
-/* Whether a scrape now shows the restart: some token series recorded since
- * the reset, and every recorded one (_sum and _count) below its value before
- * it (a series new since then counts in full anyway).  Stricter than the
- * ledger's guard (half of the series in both scrapes down), so any scraper
- * holding the pre-reset values sees a restart.  RV_NEVER: a series already
- * regrew past its old value, no later state can show it any more (a young
- * sidecar reset again within a few requests).  Caller holds t->mu. */
+/* Whether a scrape now shows the restart to meterd's guard (DESIGN.md: a
+ * restart when at least half of the billed series in both scrapes went
+ * down): the billed series recorded since the reset that existed before it
+ * (token _sum with a non-zero old value, input _count) vote, and visible
+ * means at least three times as many below their old values as not, a
+ * margin for the guard's exact series set.  A series new since the reset
+ * counts in full anyway.  RV_NEVER: every old series shows and the vote is
+ * still short, so no later state can show it (a sidecar reset again within
+ * a few requests of its start).  Caller holds t->mu. */
 enum { RV_NOT_YET, RV_VISIBLE, RV_NEVER };
 static int
 restart_visible(const struct target *t)
 {
-    int shown = 0;
+    uint64_t down = 0, up = 0;
+    int all_back = 1;
 
     for (size_t i = 0; i < t->ncombos; i++) {
         const struct combo *c = &t->combos[i];
 
         for (int k = 0; k < TT_COUNT; k++) {
-            if (c->tok[k].count == 0 || c->old_cnt[k] == 0)
+            if (c->old_cnt[k] == 0)
                 continue;
-            if (c->tok[k].count >= c->old_cnt[k] ||
-                (c->old_sum[k] > 0 && c->tok[k].sum_u >= c->old_sum[k]))
-                return RV_NEVER;
-            shown = 1;
+            if (c->tok[k].count == 0) {
+                all_back = 0;
+                continue;
+            }
+            if (c->old_sum[k] > 0) {
+                if (c->tok[k].sum_u < c->old_sum[k])
+                    down++;
+                else
+                    up++;
+            }
+            if (k == TT_INPUT) {
+                if (c->tok[k].count < c->old_cnt[k])
+                    down++;
+                else
+                    up++;
+            }
         }
     }
-    return shown ? RV_VISIBLE : RV_NOT_YET;
+    if (down > 0 && down >= 3 * up)
+        return RV_VISIBLE;
+    return all_back && down + up > 0 ? RV_NEVER : RV_NOT_YET;
 }
 
 /* The held target's state after the clock recorded into it: visible (stop
