@@ -34,10 +34,10 @@
  *   connection that closes with such a delivery pending counts it as
  *   `unconfirmed` and does not advance the reset.
  * - a restart must be seen before it is forgotten: after a reset the clock
- *   runs until the restart is visible (some token series recorded again, each
- *   one below its value before the reset), then holds the target there until
- *   a --reset-ua-prefix scrape of that state was received in full (same
- *   rule).  A restarted EAIG sidecar shows no series until it records again,
+ *   runs until the restart is visible (series recorded again, most of them
+ *   below their values before the reset: restart_visible), then holds the
+ *   target there until a --reset-ua-prefix scrape of that state was received
+ *   in full (same rule).  A restarted EAIG sidecar shows no series until it records again,
  *   and a restart nobody scraped until its series regrew past their old
  *   values cannot be told by value from absence or a glitch (DESIGN.md
  *   "Exactness of usage": absence is not a reset, and the guard); in a soak
@@ -989,8 +989,9 @@ log_scrape(const struct req *q, enum MHD_RequestTerminationCode toe)
 
     fprintf(stderr, "sim-scrape wall_ms=%llu target=%u n=%llu armed=%d post_reset=%d toe=%d "
         "done_ms=%llu exposed=%llu\n",
-        (unsigned long long)(md_now_realtime_ns() / 1000000u), q->t->idx, (unsigned long long)q->sn, q->armed,
-        q->post_reset, (int)toe, (unsigned long long)(q->render_ms ? now - q->render_ms : 0),
+        (unsigned long long)(md_now_realtime_ns() / 1000000u), q->t->idx,
+        (unsigned long long)q->sn, q->armed, q->post_reset, (int)toe,
+        (unsigned long long)(q->render_ms ? now - q->render_ms : 0),
         (unsigned long long)q->exposed);
 }
 
@@ -1358,13 +1359,15 @@ truth_json(void)
                 }
             }
         }
-        json_array_append_new(tl, json_pack("{s:s,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:b,s:I}",
+        json_array_append_new(tl, json_pack(
+            "{s:s,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:b,s:I}",
             "target", host, "port", (int)t->port,
             "scrapes", (json_int_t)t->scrapes, "meterd_scrapes", (json_int_t)t->meterd_scrapes,
             "delivered", (json_int_t)t->delivered, "timeouts", (json_int_t)t->timeouts,
             "errors", (json_int_t)t->errors, "resets", (json_int_t)t->resets,
             "confirmed", (json_int_t)t->confirmed, "unconfirmed", (json_int_t)t->unconfirmed,
-            "unseeable", (json_int_t)t->unseeable, "frozen", t->frozen, "held", t->held, "combos", (json_int_t)t->ncombos));
+            "unseeable", (json_int_t)t->unseeable, "frozen", t->frozen, "held", t->held,
+            "combos", (json_int_t)t->ncombos));
         resets += t->resets;
         scrapes += t->scrapes;
         pthread_mutex_unlock(&t->mu);
@@ -1482,7 +1485,8 @@ usage(FILE *fp)
           "  --reset-ua-prefix S      only scrapes by this User-Agent prefix trigger a due\n"
           "                           reset (meterd/), once received in full: the client sent\n"
           "                           its next request on the same keep-alive connection\n"
-          "  --reset-scrapes M        received scrapes of the frozen counters before the reset (1)\n"
+          "  --reset-scrapes M        scrapes of the frozen counters received before the\n"
+          "                           reset (1)\n"
           "  --new-series-every SECS  add a new (model, department) combination (0 = never)\n"
           "  --max-combos N           ceiling of combinations per target (256)\n"
           "  --timeout-every N        every Nth scrape of a target hangs (0 = never)\n"
