@@ -2,7 +2,8 @@
 own promises: EAIG-shaped, valid histograms; /metrics sums equal /truth when
 paused; a due reset happens only after a meterd/ scrape the client provably
 read to its end (its next request on the same connection) and loses nothing
-from truth; a restart is held until a scrape showing it was read; other User-Agents never reset; faults on schedule
+from truth; a restart is held until a scrape showing it was read; other
+User-Agents never reset; faults on schedule
 and never reset; v0.5 naming, UTF-8 names, gzip; new series; determinism;
 500 targets; clean SIGTERM with a hung scrape in flight."""
 import gzip

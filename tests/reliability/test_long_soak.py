@@ -27,8 +27,9 @@ after a reset it holds the target as soon as the restart shows (series
 below their old values) until meterd received a scrape showing it, so a pod
 unlisted right after its sidecar restarted cannot come back with series
 regrown past their old values, a restart no scraper can tell from absence
-(DESIGN.md "Exactness of usage"; RELIABILITY 18 lost 0.6-1.7 % that way).  The brand-new pods are first seen after
-metering began, so their first scrape bills in full (R5), which is what
+(DESIGN.md "Exactness of usage"; RELIABILITY 18 lost 0.6-1.7 % that way).
+The brand-new pods are first seen after metering began, so their first
+scrape bills in full (R5), which is what
 the simulator counted since its start.  After the churn a final phase
 lists every pod again; then the simulator is frozen, every target is
 scraped twice more and the usage per (namespace, department, model,
@@ -295,7 +296,8 @@ def test_18_soak():
             keep_all(m, sim, ns, os.environ["SOAK_KEEP_DIR"])
         assert m.stop() == 0
         figure(18, "soak %d s: %d sidecar resets (%d scrapes of frozen counters written out "
-                   "but not received by meterd, not counted towards a reset), %d SIGHUP reloads, %d discovery changes "
+                   "but not received by meterd, not counted towards a reset), %d SIGHUP reloads, "
+                   "%d discovery changes "
                    "(%d removed, %d Succeeded, %d terminating, %d back, %d new pods; targets "
                    "listed %d..%d; %d API list requests), %d API reads: RSS %d -> %d KiB "
                    "(max %d), slope over the second half %.1f KiB/min (whole run %.1f; bound "
