@@ -295,8 +295,9 @@ def test_18_soak():
         if os.environ.get("SOAK_KEEP_DIR"):
             keep_all(m, sim, ns, os.environ["SOAK_KEEP_DIR"])
         assert m.stop() == 0
-        figure(18, "soak %d s: %d sidecar resets (%d scrapes of frozen counters written out "
-                   "but not received by meterd, not counted towards a reset), %d SIGHUP reloads, "
+        figure(18, "soak %d s: %d sidecar resets (%d scrapes of frozen counters not known to "
+                   "be read, their connection closed before another request: not counted "
+                   "towards a reset), %d SIGHUP reloads, "
                    "%d discovery changes "
                    "(%d removed, %d Succeeded, %d terminating, %d back, %d new pods; targets "
                    "listed %d..%d; %d API list requests), %d API reads: RSS %d -> %d KiB "
