@@ -280,7 +280,11 @@ def test_18_soak():
         # the floor of the last quarter must not rise above the second's
         q2 = [v for t, v in fd if secs / 4 <= t < secs / 2]
         q4 = [v for t, v in fd if t >= 3 * secs / 4]
-        assert min(q4) <= min(q2) + 1, (q2, q4)
+        # (the 10th percentile, not the minimum: one sample of run 3 dipped
+        # to 21 below the steady 23 and made the last quarter's 23 look grown)
+        def low(v):
+            return sorted(v)[len(v) // 10]
+        assert low(q4) <= low(q2) + 1, (low(q2), low(q4), q2, q4)
         # keep-alive: at most one connection per target (+ one in flight
         # while an idle one to a removed pod waits to be dropped)
         assert max(simconns) <= N_STATIC + N_PODS + 2, max(simconns)
