@@ -493,7 +493,8 @@ sync_config(struct md_scrape *s)
      * limit.  libcurl's default is 4 x the handles added, and a handle is
      * added only while its scrape runs, so with a few scrapes in flight
      * nearly every scrape of a keep-alive target opened a new TCP
-     * connection (socket, handshake, teardown: kernel time) */
+     * connection (socket, handshake, teardown: kernel time; and the
+     * simulator could not tell a scrape was read: RELIABILITY 18) */
     curl_multi_setopt(s->multi, CURLMOPT_MAXCONNECTS,
         (long)(n < MAX_CONNECTIONS ? (n > 0 ? n : 1) : MAX_CONNECTIONS));
 

@@ -15,6 +15,7 @@ Python 3 stdlib only.  Typical use in an integration test:
         sim.cleanup()
 """
 import gzip
+import http.client as httpclient
 import json
 import os
 import random
@@ -162,13 +163,30 @@ class Sim:
         assert r.status == 200, (r.status, r.text)
         return json.loads(r.body)
 
-    def scrape(self, i=0, ua="simctl/1", accept=None, gzip_ok=False, timeout=10):
+    def scrape(self, i=0, ua="simctl/1", accept=None, gzip_ok=False, timeout=10,
+               confirm=False):
+        """GET /metrics of target i.  confirm: on a keep-alive connection,
+        followed by a second request (GET /confirm, a 404 that is not a
+        scrape) that tells the simulator this response was read to its end;
+        only such scrapes count towards a --reset-every reset (and end the
+        hold of a restarted target)."""
         h = {"User-Agent": ua}
         if accept:
             h["Accept"] = accept
         if gzip_ok:
             h["Accept-Encoding"] = "gzip"
-        r = http("GET", self.url(i), headers=h, timeout=timeout)
+        if confirm:
+            c = httpclient.HTTPConnection("127.0.0.1", self.port(i), timeout=timeout)
+            try:
+                c.request("GET", "/metrics", headers=h)
+                resp = c.getresponse()
+                r = Response(resp.status, dict(resp.getheaders()), resp.read())
+                c.request("GET", "/confirm", headers={"User-Agent": "simctl/confirm"})
+                c.getresponse().read()
+            finally:
+                c.close()
+        else:
+            r = http("GET", self.url(i), headers=h, timeout=timeout)
         if r.headers.get("Content-Encoding") == "gzip":
             r.body = gzip.decompress(r.body)
         return r

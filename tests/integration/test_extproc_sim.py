@@ -1,7 +1,9 @@
 """test_extproc_sim.py: the ExtProc simulator (tools/extproc-sim) against its
 own promises: EAIG-shaped, valid histograms; /metrics sums equal /truth when
-paused; a due reset happens only after a fully delivered meterd/ scrape and
-loses nothing from truth; other User-Agents never reset; faults on schedule
+paused; a due reset happens only after a meterd/ scrape the client provably
+read to its end (its next request on the same connection) and loses nothing
+from truth; a restart is held until a scrape showing it was read; other
+User-Agents never reset; faults on schedule
 and never reset; v0.5 naming, UTF-8 names, gzip; new series; determinism;
 500 targets; clean SIGTERM with a hung scrape in flight."""
 import gzip
@@ -126,7 +128,7 @@ def test_metrics_equal_truth_when_paused():
         sim.cleanup()
 
 
-def test_reset_only_after_delivered_meterd_scrape():
+def test_reset_only_after_received_meterd_scrape():
     sim = new_sim(args=["--reset-every", "1"]).start()
     try:
         wait_until(lambda: sim.truth()["ticks"] >= 10, 10, "ticks")
@@ -134,7 +136,7 @@ def test_reset_only_after_delivered_meterd_scrape():
         # other User-Agents never reset, however often they scrape
         prev = None
         for ua in ("curl/8.0", "Prometheus/2.42.0", "meterdx", "Meterd/1.0", "xmeterd/1"):
-            r = sim.scrape(0, ua=ua)
+            r = sim.scrape(0, ua=ua, confirm=True)
             assert r.status == 200
             cur, _ = token_view(r.text)
             if prev is not None:
@@ -142,12 +144,18 @@ def test_reset_only_after_delivered_meterd_scrape():
                     assert cur[k][0] >= s and cur[k][1] >= c, (k, prev[k], cur[k])
             prev = cur
         assert sim.truth()["resets"] == 0
-        # paused: the meterd scrape delivers exactly truth, then the target restarts
+        # paused: the meterd scrape delivers exactly truth; written out on a
+        # connection that then closes, nobody knows it was read: no reset
         sim.pause()
         before = sim.truth()
         r = sim.scrape(0, ua="meterd/0.1.0")
         delivered, _ = token_view(r.text)
         assert delivered == truth_view(before, sim.target(0)), "delivered != truth"
+        wait_until(lambda: sim.truth()["targets"][0]["unconfirmed"] == 1, 5, "unconfirmed")
+        assert sim.truth()["resets"] == 0 and sim.truth()["targets"][0]["frozen"]
+        # read, and the next request on the connection says so: the restart
+        r = sim.scrape(0, ua="meterd/0.1.0", confirm=True)
+        assert token_view(r.text)[0] == delivered
         wait_until(lambda: sim.truth()["resets"] == 1, 5, "the reset")
         after = sim.truth()
         assert truth_view(after, sim.target(0)) == truth_view(before, sim.target(0)), \
@@ -169,23 +177,29 @@ def test_reset_only_after_delivered_meterd_scrape():
             n = now.get(k, (0, 0))
             assert (d[0] + n[0], d[1] + n[1]) == (tok, req), (k, d, n, tok, req)
         assert t2["resets"] == 1
-        assert t2["targets"][0]["meterd_scrapes"] == 1
+        assert t2["targets"][0]["meterd_scrapes"] == 2
+        # the clock recorded until the restart showed (its series mostly
+        # below their values at the restart), then held the target
+        assert t2["targets"][0]["held"], t2["targets"][0]
+        assert now, "nothing recorded after the restart"
+        assert sum(r for _, r in now.values()) < sum(r for _, r in delivered.values()), \
+            (now, delivered)
     finally:
         sim.cleanup()
 
 
 def test_reset_while_ticking_loses_nothing():
-    """The clock keeps running: a meterd scrape freezes the target until its
-    delivery, so the counters at the reset equal the delivered body."""
+    """The clock keeps running: a meterd scrape freezes the target until it
+    was received, so the counters at the reset equal the received body."""
     sim = new_sim(args=["--reset-every", "1", "--requests-per-tick", "20"], tick_ms=5).start()
     try:
         delivered_total = {}
         resets = 0
         deadline = time.monotonic() + 6
         while resets < 3 and time.monotonic() < deadline:
-            r = sim.scrape(0, ua="meterd/1")
+            r = sim.scrape(0, ua="meterd/1", confirm=True)
             body, _ = token_view(r.text)
-            # an armed scrape keeps the target frozen until its completion callback
+            # an armed scrape keeps the target frozen until it was received
             t = wait_until(lambda: (lambda t: None if t["targets"][0]["frozen"] else t)(
                 sim.truth()), 5, "delivery settled")
             if t["resets"] > resets:        # this scrape was the last before a restart
@@ -214,13 +228,13 @@ def test_custom_reset_ua_prefix_and_reset_scrapes():
     try:
         time.sleep(1.1)
         sim.pause()
-        sim.scrape(0, ua="meterd/1")
+        sim.scrape(0, ua="meterd/1", confirm=True)
         assert sim.truth()["resets"] == 0, "meterd/ reset despite --reset-ua-prefix probe/"
-        sim.scrape(0, ua="probe/1")
+        sim.scrape(0, ua="probe/1", confirm=True)
         time.sleep(0.2)
         t = sim.truth()
         assert t["resets"] == 0 and t["targets"][0]["frozen"], t["targets"]
-        sim.scrape(0, ua="probe/1")
+        sim.scrape(0, ua="probe/1", confirm=True)
         wait_until(lambda: sim.truth()["resets"] == 1, 5, "reset after the second probe scrape")
     finally:
         sim.cleanup()
@@ -236,7 +250,7 @@ def test_faults_on_schedule_and_never_reset():
             resets_before = sim.truth()["resets"]
             t0 = time.monotonic()
             try:
-                r = sim.scrape(0, ua="meterd/1", timeout=0.6)
+                r = sim.scrape(0, ua="meterd/1", timeout=0.6, confirm=True)
                 got.append(r.status)
             except OSError:     # urllib raises on a read timeout
                 got.append("timeout")
@@ -245,7 +259,7 @@ def test_faults_on_schedule_and_never_reset():
                 time.sleep(0.05)
                 assert sim.truth()["resets"] == resets_before, "fault scrape %d reset" % n
             else:
-                # a successful meterd scrape: a due reset happens at its delivery
+                # a successful meterd scrape: a due reset happens once received
                 wait_until(lambda: sim.truth()["targets"][0]["frozen"] is False, 5, "unfrozen")
             if n == 1:
                 assert sim.truth()["resets"] == 1, "the due reset did not happen on scrape 1"
@@ -439,7 +453,7 @@ def test_bad_flags():
 if __name__ == "__main__":
     harness.main([
         test_metrics_equal_truth_when_paused,
-        test_reset_only_after_delivered_meterd_scrape,
+        test_reset_only_after_received_meterd_scrape,
         test_reset_while_ticking_loses_nothing,
         test_custom_reset_ua_prefix_and_reset_scrapes,
         test_faults_on_schedule_and_never_reset,

@@ -18,11 +18,31 @@
  *   token histograms (tokens < 2^53 print exactly).
  * - truth (truth_tok/truth_req) only ever grows; a reset clears the exposed
  *   histograms, never truth.
- * - a reset (a simulated sidecar restart) happens only in the request-completed
- *   callback of a scrape by a client whose User-Agent starts with
- *   --reset-ua-prefix that MHD reports as fully sent.  From the moment such a
- *   scrape is rendered the target is frozen (the clock skips it), so the
- *   counters at reset equal what was delivered: nothing counted is ever unseen.
+ * - a reset (a simulated sidecar restart) happens only after --reset-scrapes
+ *   scrapes of the frozen counters, by a client whose User-Agent starts with
+ *   --reset-ua-prefix, that the client provably received in full.  From the
+ *   moment such a scrape is rendered the target is frozen (the clock skips
+ *   it), so the counters at reset equal what was received: nothing counted is
+ *   ever unseen, and the truth is exactly what a scraper that applied every
+ *   scrape it received can bill.
+ * - "received in full" is the next request on the same keep-alive connection
+ *   (an HTTP/1.1 client sends it only after reading the previous response to
+ *   its end), not MHD's "completed": MHD reports that when the last byte is in
+ *   the socket buffer, also for a client that has timed out, dropped the
+ *   target or closed already (RELIABILITY 18: resets on such scrapes took
+ *   counts no scraper saw, an hour's soak came out 0.6-1.7 % short).  A
+ *   connection that closes with such a delivery pending counts it as
+ *   `unconfirmed` and does not advance the reset.
+ * - a restart must be seen before it is forgotten: after a reset the clock
+ *   runs until the restart is visible (series recorded again, most of them
+ *   below their values before the reset: restart_visible), then holds the
+ *   target there until a --reset-ua-prefix scrape of that state was received
+ *   in full (same rule).  A restarted EAIG sidecar shows no series until it records again,
+ *   and a restart nobody scraped until its series regrew past their old
+ *   values cannot be told by value from absence or a glitch (DESIGN.md
+ *   "Exactness of usage": absence is not a reset, and the guard); in a soak
+ *   whose pods stay unlisted longer than --reset-every right after a reset,
+ *   the truth would otherwise hold tokens no scraper can bill.
  * - faults (timeouts, 500s) never arm a reset.
  * - only 127.0.0.1 is ever bound. */
 #include <arpa/inet.h>
@@ -83,6 +103,7 @@ static struct {
     int         count_tokens;
     int         overflow;
     int         quiet;
+    int         log_scrapes;
 } opt = {
     .targets = 1, .base_port = 10640, .control_port = 10650, .naming = NAMING_V04,
     .dept_label = "department", .seed = 1, .tick_ms = 200, .requests_per_tick = 2,
@@ -158,6 +179,8 @@ struct hist {
 
 struct combo {
     const struct model_def *m;
+    uint64_t    old_sum[TT_COUNT];  /* token series before the last reset */
+    uint64_t    old_cnt[TT_COUNT];
     int         has_dept;
     char        dept[SIM_DEPT_MAX];
     struct hist tok[TT_COUNT];
@@ -180,8 +203,11 @@ struct target {
     uint64_t            next_new_ms;
     unsigned            new_k;
     int                 frozen;
-    uint64_t            frozen_delivered;
+    int                 held;               /* reset, restart not yet seen by a scraper */
+    uint64_t            frozen_delivered;   /* confirmed scrapes of the frozen counters */
     uint64_t            scrapes, meterd_scrapes, delivered, timeouts, errors, resets;
+    uint64_t            confirmed, unconfirmed;   /* armed deliveries, see conn_state */
+    uint64_t            unseeable;          /* restarts regrown past before a scrape saw them */
 };
 
 static struct target   *targets;
@@ -197,10 +223,29 @@ struct req {
     struct target          *t;
     struct MHD_Connection  *conn;
     int                     state;
-    int                     armed;
+    int                     armed;          /* a scrape of the frozen counters */
+    int                     post_reset;     /* it showed a held target's restart */
+    uint64_t                epoch;          /* t->resets when the body was rendered */
+    int                     meterd;         /* --reset-ua-prefix client */
+    uint64_t                sn;             /* the target's scrape number */
+    uint64_t                render_ms;      /* when the body was rendered */
+    uint64_t                exposed;        /* tokens the body exposed */
     uint64_t                resume_at_ms;
     struct req             *next;
 };
+/* One per target connection (MHD socket context): an armed scrape written
+ * out in full waits here until the client sends its next request on this
+ * connection (then it was read in full: confirm_pending) or the connection
+ * closes (then nobody knows: `unconfirmed`).  Touched only by the target's
+ * MHD thread; the target's counters under t->mu. */
+struct conn_state {
+    struct target  *t;
+    int             pending;          /* 0, or PEND_FROZEN | PEND_RESTARTED */
+    uint64_t        pending_epoch;    /* t->resets when that body was rendered */
+    uint64_t        pending_sn;
+};
+#define PEND_FROZEN     1u
+#define PEND_RESTARTED  2u
 static pthread_mutex_t susp_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct req     *susp_head;
 static size_t          susp_count;
@@ -444,12 +489,78 @@ add_new_series(struct target *t)
     record_request(&t->combos[t->ncombos - 1], &t->rng);
 }
 
+/* Whether a scrape now shows the restart to meterd's guard (DESIGN.md: a
+ * restart when at least half of the billed series in both scrapes went
+ * down): the billed series recorded since the reset that existed before it
+ * (token _sum with a non-zero old value, input _count) vote, and visible
+ * means at least three times as many below their old values as not, a
+ * margin for the guard's exact series set.  A series new since the reset
+ * counts in full anyway.  RV_NEVER: every old series shows and the vote is
+ * still short, so no later state can show it (a sidecar reset again within
+ * a few requests of its start).  Caller holds t->mu. */
+enum { RV_NOT_YET, RV_VISIBLE, RV_NEVER };
+static int
+restart_visible(const struct target *t)
+{
+    uint64_t down = 0, up = 0;
+    int all_back = 1;
+
+    for (size_t i = 0; i < t->ncombos; i++) {
+        const struct combo *c = &t->combos[i];
+
+        for (int k = 0; k < TT_COUNT; k++) {
+            if (c->old_cnt[k] == 0)
+                continue;
+            if (c->tok[k].count == 0) {
+                all_back = 0;
+                continue;
+            }
+            if (c->old_sum[k] > 0) {
+                if (c->tok[k].sum_u < c->old_sum[k])
+                    down++;
+                else
+                    up++;
+            }
+            if (k == TT_INPUT) {
+                if (c->tok[k].count < c->old_cnt[k])
+                    down++;
+                else
+                    up++;
+            }
+        }
+    }
+    if (down > 0 && down >= 3 * up)
+        return RV_VISIBLE;
+    return all_back && down + up > 0 ? RV_NEVER : RV_NOT_YET;
+}
+
+/* The held target's state after the clock recorded into it: visible (stop
+ * the clock) or never (let go, and say so). */
+static int
+hold_check(struct target *t)
+{
+    int v = restart_visible(t);
+
+    if (v == RV_NEVER) {
+        t->held = 0;
+        t->unseeable++;
+        if (opt.log_scrapes)
+            fprintf(stderr, "sim-unseeable wall_ms=%llu target=%u resets=%llu\n",
+                (unsigned long long)(md_now_realtime_ns() / 1000000u), t->idx,
+                (unsigned long long)t->resets);
+    }
+    return v;
+}
+
 static void
 tick_target(struct target *t, uint64_t now)
 {
     uint64_t n;
 
     if (t->frozen || t->ncombos == 0)
+        return;
+    /* a restart nobody has seen yet: stop as soon as it shows */
+    if (t->held && hold_check(t) == RV_VISIBLE)
         return;
     if (opt.new_series_every_ms && now >= t->next_new_ms) {
         t->next_new_ms += opt.new_series_every_ms;
@@ -469,12 +580,20 @@ target_reset(struct target *t, uint64_t now)
     for (size_t i = 0; i < t->ncombos; i++) {
         struct combo *c = &t->combos[i];
 
+        for (int k = 0; k < TT_COUNT; k++) {
+            c->old_sum[k] = c->tok[k].sum_u;
+            c->old_cnt[k] = c->tok[k].count;
+        }
         memset(c->tok, 0, sizeof(c->tok));
         memset(&c->dur, 0, sizeof(c->dur));
         memset(&c->dur_err, 0, sizeof(c->dur_err));
     }
     t->resets++;
     t->frozen = 0;
+    t->held = 0;        /* until a scrape showing the restart was received */
+    for (size_t i = 0; i < t->ncombos && !t->held; i++)
+        for (int k = 0; k < TT_COUNT; k++)
+            t->held |= t->combos[i].old_cnt[k] > 0;
     t->frozen_delivered = 0;
     t->next_reset_ms = now + opt.reset_every_ms;
 }
@@ -847,6 +966,110 @@ reply_text(struct MHD_Connection *conn, unsigned code, const char *ctype, const 
     return ret;
 }
 
+/* Tokens a body rendered now exposes (the sum of every token _sum), for
+ * --log-scrapes.  Caller holds t->mu. */
+static uint64_t
+exposed_tokens(const struct target *t)
+{
+    uint64_t sum = 0;
+
+    for (size_t i = 0; i < t->ncombos; i++)
+        for (int k = 0; k < TT_COUNT; k++)
+            sum += t->combos[i].tok[k].sum_u;
+    return sum;
+}
+
+/* One line per terminated meterd scrape (--log-scrapes): when the simulator
+ * counted a scrape as delivered, and what it had exposed, so a soak's
+ * resets can be matched against what meterd applied. */
+static void
+log_scrape(const struct req *q, enum MHD_RequestTerminationCode toe)
+{
+    uint64_t now = now_ms();
+
+    fprintf(stderr, "sim-scrape wall_ms=%llu target=%u n=%llu armed=%d post_reset=%d toe=%d "
+        "done_ms=%llu exposed=%llu\n",
+        (unsigned long long)(md_now_realtime_ns() / 1000000u), q->t->idx,
+        (unsigned long long)q->sn, q->armed, q->post_reset, (int)toe,
+        (unsigned long long)(q->render_ms ? now - q->render_ms : 0),
+        (unsigned long long)q->exposed);
+}
+
+/* The client sent another request on this connection, so it read the
+ * pending armed response to its end: that scrape of the frozen counters
+ * counts, and the reset happens once --reset-scrapes of them did (before
+ * this request is rendered, so it sees the restarted sidecar).  A delivery
+ * from before a reset that happened meanwhile (another connection) no
+ * longer counts. */
+static void
+confirm_pending(struct conn_state *cs)
+{
+    struct target *t = cs->t;
+    int reset = 0;
+
+    if (!cs->pending)
+        return;
+    pthread_mutex_lock(&t->mu);
+    t->confirmed++;
+    if ((cs->pending & PEND_RESTARTED) && t->held && t->resets == cs->pending_epoch) {
+        t->held = 0;        /* the scraper saw the restart: the clock resumes */
+        /* its life counts from here: a sidecar reset again within a few
+         * requests of its start could not show that restart (RV_NEVER) */
+        t->next_reset_ms = now_ms() + opt.reset_every_ms;
+    }
+    if ((cs->pending & PEND_FROZEN) && t->frozen && t->resets == cs->pending_epoch &&
+        ++t->frozen_delivered >= opt.reset_scrapes) {
+        target_reset(t, now_ms());
+        reset = 1;
+    }
+    cs->pending = 0;
+    if (opt.log_scrapes)
+        fprintf(stderr, "sim-confirm wall_ms=%llu target=%u n=%llu frozen_delivered=%llu "
+            "reset=%d\n", (unsigned long long)(md_now_realtime_ns() / 1000000u), t->idx,
+            (unsigned long long)cs->pending_sn, (unsigned long long)t->frozen_delivered, reset);
+    pthread_mutex_unlock(&t->mu);
+}
+
+static void
+target_conn(void *cls, struct MHD_Connection *conn, void **socket_context,
+    enum MHD_ConnectionNotificationCode toe)
+{
+    struct conn_state *cs = *socket_context;
+
+    (void)conn;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        /* without it this connection's deliveries are never confirmed:
+         * fewer resets, never a wrong truth */
+        cs = md_calloc(1, sizeof(*cs));
+        if (cs != NULL)
+            cs->t = cls;
+        *socket_context = cs;
+        return;
+    }
+    if (cs == NULL)
+        return;
+    if (cs->pending) {
+        pthread_mutex_lock(&cs->t->mu);
+        cs->t->unconfirmed++;
+        if (opt.log_scrapes)
+            fprintf(stderr, "sim-unconfirmed wall_ms=%llu target=%u n=%llu\n",
+                (unsigned long long)(md_now_realtime_ns() / 1000000u), cs->t->idx,
+                (unsigned long long)cs->pending_sn);
+        pthread_mutex_unlock(&cs->t->mu);
+    }
+    md_free(cs);
+    *socket_context = NULL;
+}
+
+static struct conn_state *
+conn_state_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+    return ci != NULL ? ci->socket_context : NULL;
+}
+
 static enum MHD_Result
 serve_metrics(struct MHD_Connection *conn, struct req *q)
 {
@@ -868,6 +1091,8 @@ serve_metrics(struct MHD_Connection *conn, struct req *q)
 
         pthread_mutex_lock(&t->mu);
         n = ++t->scrapes;
+        q->sn = n;
+        q->meterd = meterd;
         if (meterd)
             t->meterd_scrapes++;
         if (opt.timeout_every && n % opt.timeout_every == 0) {
@@ -899,12 +1124,24 @@ serve_metrics(struct MHD_Connection *conn, struct req *q)
     }
     md_buf_init(&body, SIM_BODY_MAX);
     pthread_mutex_lock(&t->mu);
-    if (q->state == RS_NEW && meterd && opt.reset_every_ms &&
+    if (q->state == RS_NEW && meterd && t->held) {
+        /* one that shows the restart ends the hold once received; one
+         * that does not (nothing recorded yet) neither ends it nor arms */
+        if (hold_check(t) == RV_VISIBLE) {
+            q->post_reset = 1;
+            q->epoch = t->resets;
+        }
+    } else if (q->state == RS_NEW && meterd && opt.reset_every_ms &&
         (t->frozen || now_ms() >= t->next_reset_ms)) {
         t->frozen = 1;      /* the clock leaves it alone until the reset */
         q->armed = 1;
+        q->epoch = t->resets;
     }
     rc = render(t, &body, want_utf8 && opt.naming == NAMING_V04);
+    if (opt.log_scrapes) {
+        q->render_ms = now_ms();
+        q->exposed = exposed_tokens(t);
+    }
     pthread_mutex_unlock(&t->mu);
     if (rc != MD_OK) {
         md_buf_fini(&body);
@@ -945,11 +1182,21 @@ target_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
     (void)version;
     (void)upload_data;
     if (q == NULL) {
+        struct conn_state *cs = conn_state_of(conn);
+
+        /* a new request on this connection: the previous response was read */
+        if (cs != NULL)
+            confirm_pending(cs);
         q = md_calloc(1, sizeof(*q));
         if (q == NULL)
             return MHD_NO;
         q->t = t;
         *con_cls = q;
+        /* answer on the next call, once MHD has the whole request: a
+         * response queued on the first call makes MHD close the connection
+         * after it (Connection: close), and a sidecar (Go net/http) keeps
+         * its connections alive; the reset rule needs that (conn_state) */
+        return MHD_YES;
     }
     if (*upload_data_size != 0) {   /* ignore any body */
         *upload_data_size = 0;
@@ -969,22 +1216,24 @@ target_done(void *cls, struct MHD_Connection *conn, void **con_cls,
     struct req *q = *con_cls;
 
     (void)cls;
-    (void)conn;
     if (q == NULL)
         return;
-    if (q->armed) {
-        struct target *t = q->t;
+    if ((q->armed || q->post_reset) && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) {
+        /* written out, not yet known to be read: see conn_state */
+        struct conn_state *cs = conn_state_of(conn);
 
-        pthread_mutex_lock(&t->mu);
-        if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) {
-            t->delivered++;
-            if (++t->frozen_delivered >= opt.reset_scrapes)
-                target_reset(t, now_ms());
+        if (cs != NULL) {
+            cs->pending = (q->armed ? PEND_FROZEN : 0) | (q->post_reset ? PEND_RESTARTED : 0);
+            cs->pending_epoch = q->epoch;
+            cs->pending_sn = q->sn;
         }
-        pthread_mutex_unlock(&t->mu);
-    } else if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) {
+    }
+    if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK || q->meterd) {
         pthread_mutex_lock(&q->t->mu);
-        q->t->delivered++;
+        if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+            q->t->delivered++;
+        if (opt.log_scrapes && q->meterd)
+            log_scrape(q, toe);
         pthread_mutex_unlock(&q->t->mu);
     }
     md_free(q);
@@ -1110,12 +1359,15 @@ truth_json(void)
                 }
             }
         }
-        json_array_append_new(tl, json_pack("{s:s,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:I}",
+        json_array_append_new(tl, json_pack(
+            "{s:s,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:b,s:I}",
             "target", host, "port", (int)t->port,
             "scrapes", (json_int_t)t->scrapes, "meterd_scrapes", (json_int_t)t->meterd_scrapes,
             "delivered", (json_int_t)t->delivered, "timeouts", (json_int_t)t->timeouts,
             "errors", (json_int_t)t->errors, "resets", (json_int_t)t->resets,
-            "frozen", t->frozen, "combos", (json_int_t)t->ncombos));
+            "confirmed", (json_int_t)t->confirmed, "unconfirmed", (json_int_t)t->unconfirmed,
+            "unseeable", (json_int_t)t->unseeable, "frozen", t->frozen, "held", t->held,
+            "combos", (json_int_t)t->ncombos));
         resets += t->resets;
         scrapes += t->scrapes;
         pthread_mutex_unlock(&t->mu);
@@ -1190,7 +1442,7 @@ control_handler(void *cls, struct MHD_Connection *conn, const char *url, const c
 
 static struct MHD_Daemon *
 start_daemon(unsigned port, MHD_AccessHandlerCallback h, void *cls,
-    MHD_RequestCompletedCallback done)
+    MHD_RequestCompletedCallback done, MHD_NotifyConnectionCallback conn_cb)
 {
     struct sockaddr_in sa;
 
@@ -1205,6 +1457,7 @@ start_daemon(unsigned port, MHD_AccessHandlerCallback h, void *cls,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
         MHD_OPTION_NOTIFY_COMPLETED, done, NULL,
+        MHD_OPTION_NOTIFY_CONNECTION, conn_cb, cls,
         MHD_OPTION_END);
 }
 
@@ -1229,9 +1482,11 @@ usage(FILE *fp)
           "  --max-ticks N            stop the clock after N ticks: a fixed, reproducible\n"
           "                           end state for a given seed (0 = run on)\n"
           "  --reset-every SECONDS    simulated sidecar restart per target, staggered (0 = never)\n"
-          "  --reset-ua-prefix S      only a fully delivered scrape by this User-Agent prefix\n"
-          "                           triggers a due reset (meterd/)\n"
-          "  --reset-scrapes M        delivered scrapes of the frozen counters before the reset (1)\n"
+          "  --reset-ua-prefix S      only scrapes by this User-Agent prefix trigger a due\n"
+          "                           reset (meterd/), once received in full: the client sent\n"
+          "                           its next request on the same keep-alive connection\n"
+          "  --reset-scrapes M        scrapes of the frozen counters received before the\n"
+          "                           reset (1)\n"
           "  --new-series-every SECS  add a new (model, department) combination (0 = never)\n"
           "  --max-combos N           ceiling of combinations per target (256)\n"
           "  --timeout-every N        every Nth scrape of a target hangs (0 = never)\n"
@@ -1241,6 +1496,7 @@ usage(FILE *fp)
           "  --count-tokens           add a count_tokens series (a biller must exclude it)\n"
           "  --overflow               add an otel_metric_overflow=\"true\" series\n"
           "  --quiet                  print only the summary of URLs\n"
+          "  --log-scrapes            one stderr line per terminated --reset-ua-prefix scrape\n"
           "  -h, --help               this help\n"
           "\n"
           "SIGTERM/SIGINT stop cleanly.\n", fp);
@@ -1262,7 +1518,7 @@ parse_args(int argc, char **argv)
 {
     enum { O_TARGETS = 256, O_BASE, O_CONTROL, O_NAMING, O_NAMES, O_DEPT, O_SEED, O_TICK,
            O_RPT, O_RESET, O_RESET_UA, O_RESET_SCRAPES, O_NEW, O_MAXC, O_TOE, O_TOMS, O_ERR,
-           O_CT, O_OVF, O_QUIET, O_MAXT };
+           O_CT, O_OVF, O_QUIET, O_MAXT, O_LOGS };
     static const struct option lo[] = {
         { "targets", required_argument, NULL, O_TARGETS },
         { "base-port", required_argument, NULL, O_BASE },
@@ -1285,6 +1541,7 @@ parse_args(int argc, char **argv)
         { "overflow", no_argument, NULL, O_OVF },
         { "quiet", no_argument, NULL, O_QUIET },
         { "max-ticks", required_argument, NULL, O_MAXT },
+        { "log-scrapes", no_argument, NULL, O_LOGS },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -1373,6 +1630,9 @@ parse_args(int argc, char **argv)
             break;
         case O_QUIET:
             opt.quiet = 1;
+            break;
+        case O_LOGS:
+            opt.log_scrapes = 1;
             break;
         case O_MAXT:
             bad = parse_num("max-ticks", a, UINT64_MAX, &opt.max_ticks);
@@ -1484,13 +1744,13 @@ main(int argc, char **argv)
     for (; started < opt.targets; started++) {
         struct target *t = &targets[started];
 
-        t->d = start_daemon(t->port, target_handler, t, target_done);
+        t->d = start_daemon(t->port, target_handler, t, target_done, target_conn);
         if (t->d == NULL) {
             fprintf(stderr, "extproc-sim: cannot listen on 127.0.0.1:%u (in use?)\n", t->port);
             goto out;
         }
     }
-    control = start_daemon(opt.control_port, control_handler, NULL, NULL);
+    control = start_daemon(opt.control_port, control_handler, NULL, NULL, NULL);
     if (control == NULL) {
         fprintf(stderr, "extproc-sim: cannot listen on 127.0.0.1:%u (in use?)\n",
             opt.control_port);
