@@ -158,9 +158,13 @@ reload(struct md_app *app, const char *path)
     char detail[512];
     int rc;
 
-    atomic_fetch_add(&app->reloads_total, 1);
+    /* reloads_total moves last, after the outcome is stored, so whoever sees
+     * it move (a test, an alert) sees that reload's outcome with it */
     if (errs == NULL) {
         md_log_err("reload: out of memory; keeping the running configuration");
+        atomic_store(&app->reload_ok, 0);
+        atomic_fetch_add(&app->reload_failures_total, 1);
+        atomic_fetch_add(&app->reloads_total, 1);
         return;
     }
     rc = md_config_load(path, &next, errs);
@@ -171,6 +175,7 @@ reload(struct md_app *app, const char *path)
             path, errs->count);
         atomic_store(&app->reload_ok, 0);
         atomic_fetch_add(&app->reload_failures_total, 1);
+        atomic_fetch_add(&app->reloads_total, 1);
         (void)snprintf(detail, sizeof(detail), "rejected: %zu error(s): %s", errs->count,
             errs->count ? errs->msgs[0] : "");
         (void)md_store_submit_event(app->store, "config_reload_failed", detail);
@@ -204,6 +209,7 @@ reload(struct md_app *app, const char *path)
             next->pricing.file);
     atomic_store(&app->reload_ok, 1);
     atomic_store(&app->reload_success_ns, md_now_realtime_ns());
+    atomic_fetch_add(&app->reloads_total, 1);
     (void)snprintf(detail, sizeof(detail), "%zu targets", next->targets.count);
     (void)md_store_submit_event(app->store, "config_reload", detail);
     md_log_info("reload: configuration \"%s\" loaded (%zu targets)", path, next->targets.count);

@@ -36,30 +36,37 @@ md_selfmetrics_render(struct md_app *app, struct md_buf *b)
     if (rc == MD_OK)
         rc = md_prom_sample_f64(b, "process_start_time_seconds", NULL, 0,
             (double)(app->start_ns / 1000000ULL) / 1000.0);
+    /* reloads_total first: the reloader stores the outcome before it counts
+     * the attempt, so with sequentially consistent atomics the outcome read
+     * after it is at least as new as the count */
+    uint64_t reloads = atomic_load(&app->reloads_total);
+    uint64_t reload_ok = (uint64_t)atomic_load(&app->reload_ok);
+    uint64_t reload_success_ns = (uint64_t)atomic_load(&app->reload_success_ns);
+    uint64_t reload_failures = atomic_load(&app->reload_failures_total);
+
     if (rc == MD_OK)
         rc = md_prom_family(b, "meterd_config_last_reload_successful", "gauge",
             "Whether the last configuration load or reload attempt was successful.");
     if (rc == MD_OK)
         rc = md_prom_sample_u64(b, "meterd_config_last_reload_successful", NULL, 0,
-            (uint64_t)atomic_load(&app->reload_ok));
+            reload_ok);
     if (rc == MD_OK)
         rc = md_prom_family(b, "meterd_config_last_reload_success_timestamp_seconds", "gauge",
             "Timestamp of the last successful configuration load or reload.");
     if (rc == MD_OK)
         rc = md_prom_sample_f64(b, "meterd_config_last_reload_success_timestamp_seconds", NULL, 0,
-            (double)(atomic_load(&app->reload_success_ns) / 1000000ULL) / 1000.0);
+            (double)(reload_success_ns / 1000000ULL) / 1000.0);
     if (rc == MD_OK)
         rc = md_prom_family(b, "meterd_config_reloads_total", "counter",
             "Configuration reload attempts (SIGHUP).");
     if (rc == MD_OK)
-        rc = md_prom_sample_u64(b, "meterd_config_reloads_total", NULL, 0,
-            atomic_load(&app->reloads_total));
+        rc = md_prom_sample_u64(b, "meterd_config_reloads_total", NULL, 0, reloads);
     if (rc == MD_OK)
         rc = md_prom_family(b, "meterd_config_reload_failures_total", "counter",
             "Configuration reloads rejected because the new file did not validate.");
     if (rc == MD_OK)
         rc = md_prom_sample_u64(b, "meterd_config_reload_failures_total", NULL, 0,
-            atomic_load(&app->reload_failures_total));
+            reload_failures);
     if (rc == MD_OK)
         rc = md_prom_family(b, "meterd_store_commits_total", "counter",
             "SQLite write transactions committed.");
