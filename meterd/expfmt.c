@@ -1843,11 +1843,13 @@ static int
 skip_light(struct md_expfmt_parser *ps, const struct name_cache *c, const char *q,
     const char *eol, const char *at, int inside)
 {
-    if (!inside)
-        q = skip_blanks(ps->om, q, eol);
-    if (inside || (q < eol && *q == '{')) {
+    /* blanks may precede a label set; without one, they are the separator
+     * the value check below needs, so q stays before them */
+    const char *b = inside ? q : skip_blanks(ps->om, q, eol);
+
+    if (inside || (b < eol && *b == '{')) {
         int open = 0;
-        const char *r = close_brace(ps, q + !inside, eol, &open);
+        const char *r = close_brace(ps, b + !inside, eol, &open);
 
         if (r == NULL)
             return perr(ps, eol, MD_EPARSE, open ? "unterminated quoted string"

@@ -216,6 +216,14 @@ static const struct {
     enum md_expfmt_escaping esc;
     uint64_t                delivered;   /* hand-counted, under cls_meterd_like */
 } valid_cases[] = {
+    /* the light check once took the blank before the value for the blank
+     * before a label set, and refused the label-less line (fuzz_expfmt) */
+    { "skipped name: a label-less line after a labelled one",
+      "target_info{a=\"1\"} 1\n"
+      "target_info 1\n"
+      "target_info {b=\"2\"} 1\n"
+      "tok_total 3\n",
+      MD_EXPFMT_TEXT, MD_ESC_UNDERSCORES, 1 },
     { "escapes, '#' and '}' inside values, buckets of a billed family",
       "# TYPE tok histogram\n"
       "tok_bucket{a=\"x\\ny\",le=\"1\"} 1\n"
