@@ -17,17 +17,7 @@ BARE_REPS=${BARE_REPS:-1000}; SRC=$(cd "$(dirname "$0")" && pwd)
 MONTH_DAYS=$(( DAYS < 31 ? DAYS : 31 ))
 mkdir -p "$W"; cd "$W"
 [ -f meterd.db ] || cp "$DB" meterd.db
-cat > pricing.yaml <<P
-pricing_models:
-  - name: bench
-    currency: USD
-    clusters: [bench]
-    effective_from: 2026-01-01
-    items:
-      - models: ["model-*"]
-        per_million: {input: "0.15", cached_input: "0.075", cache_creation_input: "0.1875",
-                      output: "0.6", reasoning: "1.2"}
-P
+cp "$SRC/pricing.yaml" pricing.yaml
 cc -O2 -pthread -o bare "$SRC/bare.c" -lsqlite3
 printf 'cluster: bench\nlisten: 127.0.0.1:%s\nstorage: {path: %s/meterd.db}\nlog: {level: warn}\npricing: {file: pricing.yaml}\n' \
     "$PORT" "$W" > before.yaml

@@ -35,17 +35,7 @@ PHASE=${PHASE:-all}
 if [ "$PHASE" = all ]; then rm -rf "$W"; mkdir -p "$W"; fi
 cd "$W"
 T_ALL=$(date +%s)
-cat > pricing.yaml <<P
-pricing_models:
-  - name: bench
-    currency: USD
-    clusters: [bench]
-    effective_from: 2026-01-01
-    items:
-      - models: ["model-*"]
-        per_million: {input: "0.15", cached_input: "0.075", cache_creation_input: "0.1875",
-                      output: "0.6", reasoning: "1.2"}
-P
+cp "$SRC/pricing.yaml" pricing.yaml
 cat > meterd.yaml <<C
 cluster: bench
 listen: 127.0.0.1:$PORT

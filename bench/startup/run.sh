@@ -11,19 +11,10 @@
 # the starts do not.  Work dir W (default /tmp/bench-startup): ~20 GB.
 set -eu
 OLD=$(realpath "$1"); NEW=$(realpath "$2"); SRC=$(realpath "$3")
+HERE=$(cd "$(dirname "$0")" && pwd)
 W=${4:-/tmp/bench-startup}
 mkdir -p "$W"; cd "$W"
-cat > pricing.yaml <<P
-pricing_models:
-  - name: bench
-    currency: USD
-    clusters: [bench]
-    effective_from: 2026-01-01
-    items:
-      - models: ["model-*"]
-        per_million: {input: "0.15", cached_input: "0.075", cache_creation_input: "0.1875",
-                      output: "0.6", reasoning: "1.2"}
-P
+cp "$HERE/../rating/pricing.yaml" pricing.yaml
 start() {   # BIN DB LABEL: prints daemon_ready_seconds
     PORT=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
     printf 'cluster: bench\nlisten: 127.0.0.1:%s\nstorage: {path: %s}\nlog: {level: info}\npricing: {file: %s/pricing.yaml}\n' \
