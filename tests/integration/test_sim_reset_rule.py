@@ -299,8 +299,100 @@ def test_meterd_keeps_one_connection_per_target():
         sim.cleanup()
 
 
+def billed_vote(before, after):
+    """meterd's restart vote (ledger.h R2), computed here from two bodies:
+    the billed series (token _sum and the input token _count of every
+    operation but count_tokens) present in both with a value above 0
+    before; returns (went down, in both)."""
+    def billed(text):
+        out = {}
+        samples, _ = simctl.parse_text(text)
+        for name, labels, v in samples:
+            if labels.get("gen_ai_operation_name") == "count_tokens":
+                continue
+            if name == "gen_ai_client_token_usage_token_sum" or (
+                    name == "gen_ai_client_token_usage_token_count" and
+                    labels.get("gen_ai_token_type") == "input"):
+                out[(name, tuple(sorted(labels.items())))] = v
+        return out
+    old, new = billed(before), billed(after)
+    down = both = 0
+    for k, v in new.items():
+        if k in old and (old[k] > 0 or v < old[k]):
+            both += 1
+            down += v < old[k]
+    return down, both
+
+
+def test_a_visible_restart_shows_to_the_billed_vote():
+    """The simulator holds a restarted target until a scrape shows the
+    restart, and lets the clock run again once such a scrape was read: every
+    scrape it counts as showing the restart must show it to meterd's vote,
+    which only billed series take part in.  A count_tokens series that went
+    down made a state "visible" that meterd could not see; a series born
+    after the reset was then billed in full twice (test_usage_exact billed
+    one request above its truth)."""
+    n, seconds = 6, 10.0
+    sim = simctl.Sim(simctl.binary(harness.ARGS.build), targets=n, tick_ms=10, seed=9,
+                     args=["--reset-every", "1", "--reset-scrapes", "1", "--count-tokens",
+                           "--new-series-every", "1", "--requests-per-tick", "1",
+                           "--log-scrapes"]).start()
+    bodies = [dict() for _ in range(n)]
+    errors = []
+
+    def client(i):
+        port = sim.port(i)
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        k = 0
+        try:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                s.sendall(request(port))
+                _, body = read_response(s)
+                k += 1                       # the only client: the sim's n
+                bodies[i][k] = body
+                time.sleep(0.02)
+        except Exception as e:              # noqa: BLE001 (reported below)
+            errors.append("target %d: %r" % (i, e))
+        finally:
+            s.close()
+    try:
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        tl = sim.truth()["targets"]
+        assert sim.stop() == 0
+    finally:
+        sim.cleanup()
+    armed, shown = {}, []
+    for line in sim.output().splitlines():
+        if not line.startswith("sim-scrape "):
+            continue
+        f = dict(kv.split("=", 1) for kv in line.split()[1:])
+        i, k = int(f["target"]), int(f["n"])
+        if f["armed"] == "1":
+            armed.setdefault(i, []).append(k)
+        if f["post_reset"] == "1":
+            shown.append((i, k))
+    assert sum(t["resets"] for t in tl) >= 3 * n, tl
+    assert len(shown) >= 3 * n, (len(shown), tl)
+    bad = []
+    for i, k in shown:
+        # the frozen scrape that the reset followed: the last armed before
+        frozen = max(a for a in armed[i] if a < k)
+        down, both = billed_vote(bodies[i][frozen], bodies[i][k])
+        if down == 0 or 2 * down < both:
+            bad.append((i, frozen, k, down, both))
+    assert not bad, "scrapes counted as showing a restart that meterd's vote does not " \
+        "see (target, frozen n, n, down, in both): %s" % bad[:10]
+
+
 if __name__ == "__main__":
     harness.main([test_unread_scrapes_never_reset,
                   test_exact_when_meterd_never_receives_a_written_scrape,
                   test_exact_when_a_target_goes_away_right_after_its_restart,
-                  test_meterd_keeps_one_connection_per_target])
+                  test_meterd_keeps_one_connection_per_target,
+                  test_a_visible_restart_shows_to_the_billed_vote])

@@ -495,9 +495,23 @@ add_new_series(struct target *t)
  * (token _sum with a non-zero old value, input _count) vote, and visible
  * means at least three times as many below their old values as not, a
  * margin for the guard's exact series set.  A series new since the reset
- * counts in full anyway.  RV_NEVER: every old series shows and the vote is
- * still short, so no later state can show it (a sidecar reset again within
- * a few requests of its start).  Caller holds t->mu. */
+ * counts in full anyway.  Only billed series vote: a biller drops the
+ * count_tokens operation before its ledger sees it, so a state in which
+ * only such a series went down shows no restart to it (and a series born
+ * after the reset, billed in full there, was billed twice once the restart
+ * showed later: the run billed one request above its truth).  RV_NEVER:
+ * every old series shows and the vote is still short, so no later state can
+ * show it (a sidecar reset again within a few requests of its start).
+ * Caller holds t->mu. */
+/* Whether a biller bills the combination's series: every operation but
+ * count_tokens (DESIGN.md "Metric names and token semantics"; the truth's
+ * "excluded" rows).  The overflow series is billed, to unattributed. */
+static int
+combo_billed(const struct combo *c)
+{
+    return c->m->kind != K_COUNT_TOKENS;
+}
+
 enum { RV_NOT_YET, RV_VISIBLE, RV_NEVER };
 static int
 restart_visible(const struct target *t)
@@ -508,6 +522,8 @@ restart_visible(const struct target *t)
     for (size_t i = 0; i < t->ncombos; i++) {
         const struct combo *c = &t->combos[i];
 
+        if (!combo_billed(c))
+            continue;
         for (int k = 0; k < TT_COUNT; k++) {
             if (c->old_cnt[k] == 0)
                 continue;
@@ -1332,7 +1348,7 @@ truth_json(void)
         pthread_mutex_lock(&t->mu);
         for (size_t k = 0; k < t->ncombos; k++) {
             const struct combo *c = &t->combos[k];
-            int ovf = c->m->kind == K_OVERFLOW, excl = c->m->kind == K_COUNT_TOKENS;
+            int ovf = c->m->kind == K_OVERFLOW, excl = !combo_billed(c);
 
             for (int tt = 0; tt < TT_COUNT; tt++) {
                 int v04 = opt.naming == NAMING_V04;
