@@ -102,10 +102,16 @@ class Meterd:
     def url(self):
         return "http://127.0.0.1:%d" % self.port
 
-    def start(self, wait=True):
+    def start(self, wait=True, env=None):
+        """env: extra environment variables for meterd only."""
         self.stderr = open(self.stderr_path, "ab")
+        penv = None
+        if env:
+            penv = dict(os.environ)
+            penv.update(env)
         self.proc = subprocess.Popen([ARGS.meterd, "run", "-c", self.config],
-                                     cwd=self.dir, stdout=self.stderr, stderr=self.stderr)
+                                     cwd=self.dir, stdout=self.stderr, stderr=self.stderr,
+                                     env=penv)
         if wait:
             self.wait_ready()
         return self

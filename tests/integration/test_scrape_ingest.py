@@ -19,6 +19,9 @@
   fixture's lines.
 - Against keep-alive targets each target's connection is reused from
   scrape to scrape (CURLMOPT_MAXCONNECTS).
+- A proxy in the environment (http_proxy, HTTPS_PROXY, all_proxy) is not
+  used for scrapes: a scrape goes to the pod, as Prometheus does by default
+  (proxy_from_environment: false).
 Python 3 stdlib only."""
 import gzip
 import http.server
@@ -295,8 +298,38 @@ def test_keep_alive_connections_reused():
             t.close()
 
 
+def test_environment_proxy_not_used():
+    """http_proxy and friends pointing at a closed port: meterd still
+    scrapes its target directly (libcurl would otherwise send every scrape to
+    the proxy and fail it)."""
+    import socket
+    path = os.path.join(harness.ARGS.source, "tests", "fixtures", "extproc", FIXTURES[0][0])
+    with open(path, "rb") as f:
+        body = f.read()
+    tgt = Target(body, FIXTURES[0][1], keep_alive=True)
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    dead = "http://127.0.0.1:%d" % s.getsockname()[1]   # bound, never listening
+    env = {k: dead for k in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY",
+                             "all_proxy", "ALL_PROXY")}
+    env.update({"no_proxy": "", "NO_PROXY": ""})
+    m = harness.Meterd(extra_yaml="scrape:\n  interval: 300ms\n  timeout: 300ms\ntargets:\n"
+                       "  - url: %s\n" % tgt.url)
+    try:
+        m.start(env=env)
+        harness.wait_until(lambda: len(tgt.requests) >= 3, 20, "three scrapes at the target")
+        harness.wait_until(lambda: m.metric("meterd_target_up", {"target": tgt.url}) == 1, 10,
+                           "target up")
+        assert not m.metric_sum("meterd_scrape_failures_total"), m.log()
+    finally:
+        m.stop()
+        m.cleanup()
+        tgt.close()
+        s.close()
+
+
 if __name__ == "__main__":
     harness.main([test_gzip_default_asks_for_gzip, test_identity_does_not_ask_for_gzip,
                   test_gzip_explicit_every_fixture, test_identity_target_gzips_anyway,
                   test_gzip_trailer_checked, test_fhcrc_header_accepted_when_right,
-                  test_keep_alive_connections_reused])
+                  test_keep_alive_connections_reused, test_environment_proxy_not_used])
