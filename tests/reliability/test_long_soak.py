@@ -339,6 +339,7 @@ def keep_all(m, sim, ns, keep_dir):
     """meterd's log, the simulator's log, its truth and the usage difference
     into keep_dir (file names carry this process's id)."""
     pid = os.getpid()
+    os.makedirs(keep_dir, exist_ok=True)
     with open(os.path.join(keep_dir, "meterd-soak-%d.log" % pid), "w") as f:
         f.write(m.log())
     with open(os.path.join(keep_dir, "extproc-sim-soak-%d.log" % pid), "w") as f:
