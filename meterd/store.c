@@ -1916,8 +1916,10 @@ rating_tick(struct md_store *st, uint64_t budget_ms)
  * discovery, the HTTP threads, reloads) gets its own glibc arena, and the
  * free pages scattered in them stay resident: the hour soak's RSS crept up
  * 18-42 KiB a minute in steps while the heap in use (heaptrack) grew about
- * 3 KiB a minute (RELIABILITY 18).  A trim walks the arenas' free chunks:
- * well under a millisecond at meterd's size. */
+ * 3 KiB a minute (RELIABILITY 18).  A trim walks the arenas' free chunks,
+ * each arena locked in turn and no lock of meterd's held: 1.8 ms measured
+ * for 16 MB in use in 8 fragmented arenas, less at meterd's few MB, once a
+ * minute. */
 static void
 trim_tick(struct md_store *st)
 {
