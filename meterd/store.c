@@ -38,6 +38,9 @@
 #include "rating.h"
 
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
@@ -208,6 +211,7 @@ struct md_store {
     /* ledger outcome counters (atomics: read by /metrics) */
     atomic_ullong   retention_ms;       /* 0: keep usage forever */
     uint64_t        retention_last_ns;  /* writer thread: last retention run */
+    uint64_t        trim_last_ns;       /* writer thread: last malloc_trim (trim_tick) */
     /* rating (writer thread): the last (cluster, day) marked in this drain */
     struct md_rating *rating;
     char            touch_cluster[256];
@@ -1906,6 +1910,29 @@ rating_tick(struct md_store *st, uint64_t budget_ms)
         md_usnap_pub_publish(st->usnap_pub, md_usnap_agg_snapshot(st->usnap));
 }
 
+/* About once a minute, hand the free memory of every malloc arena back to
+ * the kernel (malloc_trim(0) releases whole free pages anywhere in a heap,
+ * not only at its top).  Each thread that allocates (scrape, writer,
+ * discovery, the HTTP threads, reloads) gets its own glibc arena, and the
+ * free pages scattered in them stay resident: the hour soak's RSS crept up
+ * 18-42 KiB a minute in steps while the heap in use (heaptrack) grew about
+ * 3 KiB a minute (RELIABILITY 18).  A trim walks the arenas' free chunks,
+ * each arena locked in turn and no lock of meterd's held: 1.8 ms measured
+ * for 16 MB in use in 8 fragmented arenas, less at meterd's few MB, once a
+ * minute. */
+static void
+trim_tick(struct md_store *st)
+{
+    uint64_t now = md_now_monotonic_ns();
+
+    if (now - st->trim_last_ns < MD_STORE_TRIM_EVERY_S * 1000000000ULL)
+        return;
+    st->trim_last_ns = now;
+#ifdef __GLIBC__
+    (void)malloc_trim(0);
+#endif
+}
+
 static void *
 writer_main(void *arg)
 {
@@ -2029,6 +2056,7 @@ writer_main(void *arg)
         st->last_drain_rc = rc;
         pthread_cond_broadcast(&st->cv_done);
         pthread_mutex_unlock(&st->mu);
+        trim_tick(st);
     }
     return NULL;
 }

@@ -18,6 +18,7 @@
 #include "util.h"
 
 #define MD_STORE_QUEUE_MAX   4096   /* jobs waiting for the writer */
+#define MD_STORE_TRIM_EVERY_S  60   /* writer: malloc_trim(0) at most this often */
 #define MD_STORE_COMMIT_GAP_MS 250  /* least time between two drains' starts
                                      * (group commit; flush and calls skip it) */
 #define MD_STORE_READERS_MAX 128    /* read-only connections (one per thread) */
