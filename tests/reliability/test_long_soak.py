@@ -9,7 +9,7 @@ SOAK_SECONDS (default 3600) against the ExtProc simulator with
   comes back, and brand-new pods (never seen before) appear at 1/6 and 1/3
   of the run;
 - new series: every target gains a new (model, department) combination at
-  1/10, 2/10, 3/10 and 4/10 of the run (R4), and none later;
+  1/13, 2/13, ... 6/13 of the run (R4), and none later;
 - a SIGHUP reload every minute (the static targets alternate between two
   equivalent spellings, so the scrape thread re-syncs its list each time);
 - API reads (usage, targets, /metrics) every 2 s;
@@ -194,10 +194,12 @@ def test_18_soak():
                      # meterd abandons (its pod removed mid-transfer, or a
                      # timeout on the loaded machine) is not the only one
                      args=["--reset-every", "30", "--reset-scrapes", "3",
-                           # four new combinations per target, all in the
-                           # first half (9 + count_tokens at the start)
-                           "--new-series-every", str(max(1, secs // 10)),
-                           "--max-combos", "14", "--count-tokens",
+                           # six new combinations per target, all in the
+                           # first half: 10 at the start (9 + count_tokens),
+                           # 16 at most (the simulator's lowest ceiling), one
+                           # every secs/13 (the seventh, at 7/13, is refused)
+                           "--new-series-every", str(max(1, secs // 13)),
+                           "--max-combos", "16", "--count-tokens",
                            # one line per meterd scrape: kept with meterd's log
                            "--log-scrapes"]).start()
     print("simulator started at %.3f (its log lines carry wall_ms)" % time.time(),
