@@ -13,6 +13,7 @@
  * process's user and system CPU per transfer (getrusage).  A benchmark
  * tool: no error handling beyond what the measurement needs. */
 #include <curl/curl.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,9 +29,31 @@ static double cpu_u(void) { struct rusage r; getrusage(RUSAGE_SELF, &r);
   return r.ru_utime.tv_sec + r.ru_utime.tv_usec / 1e6; }
 static double cpu_s(void) { struct rusage r; getrusage(RUSAGE_SELF, &r);
   return r.ru_stime.tv_sec + r.ru_stime.tv_usec / 1e6; }
+/* a whole number 0..max, or exit: a benchmark argument */
+static unsigned long num(const char *s, unsigned long max) {
+  char *end;
+  unsigned long v;
+  errno = 0;
+  v = strtoul(s, &end, 10);
+  if (errno != 0 || end == s || *end != '\0' || *s == '-' || v > max) {
+    fprintf(stderr, "curlfloor: \"%s\" is not a whole number 0..%lu\n", s, max);
+    exit(2);
+  }
+  return v;
+}
 int main(int argc, char **argv) {
-  int base = atoi(argv[1]), n = atoi(argv[2]), warm = atoi(argv[3]), win = atoi(argv[4]);
-  int gz = argc > 5 ? atoi(argv[5]) : 1; unsigned long long iv = (argc > 6 ? atoi(argv[6]) : 2000) * 1000000ULL;
+  if (argc < 5) {
+    fprintf(stderr, "usage: curlfloor BASE_PORT TARGETS WARMUP_S WINDOW_S [GZIP 0|1] [INTERVAL_MS]\n");
+    return 2;
+  }
+  int base = (int)num(argv[1], 65535), n = (int)num(argv[2], 4096);
+  int warm = (int)num(argv[3], 3600), win = (int)num(argv[4], 3600);
+  int gz = argc > 5 ? (int)num(argv[5], 1) : 1;
+  unsigned long long iv = (argc > 6 ? num(argv[6], 3600000) : 2000) * 1000000ULL;
+  if (n == 0 || win == 0 || iv == 0) {
+    fprintf(stderr, "curlfloor: TARGETS, WINDOW_S and INTERVAL_MS must be above 0\n");
+    return 2;
+  }
   curl_global_init(CURL_GLOBAL_ALL);
   CURLM *m = curl_multi_init();
   curl_multi_setopt(m, CURLMOPT_MAXCONNECTS, (long)n + 1);
