@@ -638,7 +638,7 @@ start_scrape(struct md_scrape *s, struct target *t, uint64_t now)
     }
     /* libcurl keeps a handle's options between its transfers: they are set
      * again only when the target's settings changed (a reload), not per
-     * scrape (a reset and 17 setopt calls, the URL copied and parsed again
+     * scrape (a reset and 15 setopt calls, the URL copied and parsed again
      * each time, were ~3 % of meterd's CPU at 200 targets: issue 4) */
     if (!t->opts_set || t->opts_timeout_ms != t->timeout_ms || t->opts_cap != t->body.cap) {
         char ua[64];
