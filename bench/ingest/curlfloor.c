@@ -9,8 +9,10 @@
  *   ./curlfloor 41001 200 8 20 1 2000
  *
  * Arguments: base port, targets, warm-up s, window s, gzip (1) or identity
- * (0), interval ms (2000).  Prints the transfers in the window and the
- * process's user and system CPU per transfer (getrusage).  A benchmark
+ * (0), interval ms (2000), and which of libcurl's caches each handle has of
+ * its own through a share handle: 0 none, 1 connections, 2 DNS, 3 both.
+ * Prints the transfers in the window, the process's user and system CPU per
+ * transfer (getrusage) and the new connections made.  A benchmark
  * tool: no error handling beyond what the measurement needs. */
 #include <curl/curl.h>
 #include <errno.h>
@@ -43,13 +45,14 @@ static unsigned long num(const char *s, unsigned long max) {
 }
 int main(int argc, char **argv) {
   if (argc < 5) {
-    fprintf(stderr, "usage: curlfloor BASE_PORT TARGETS WARMUP_S WINDOW_S [GZIP 0|1] [INTERVAL_MS]\n");
+    fprintf(stderr, "usage: curlfloor BASE_PORT TARGETS WARMUP_S WINDOW_S [GZIP 0|1] [INTERVAL_MS] [OWN_CACHE 0|1]\n");
     return 2;
   }
   int base = (int)num(argv[1], 65535), n = (int)num(argv[2], 4096);
   int warm = (int)num(argv[3], 3600), win = (int)num(argv[4], 3600);
   int gz = argc > 5 ? (int)num(argv[5], 1) : 1;
   unsigned long long iv = (argc > 6 ? num(argv[6], 3600000) : 2000) * 1000000ULL;
+  int share = argc > 7 ? (int)num(argv[7], 3) : 0;
   if (n == 0 || win == 0 || iv == 0) {
     fprintf(stderr, "curlfloor: TARGETS, WINDOW_S and INTERVAL_MS must be above 0\n");
     return 2;
@@ -68,10 +71,16 @@ int main(int argc, char **argv) {
     curl_easy_setopt(T[i].e, CURLOPT_HTTPHEADER, h); curl_easy_setopt(T[i].e, CURLOPT_USERAGENT, "floor/1");
     curl_easy_setopt(T[i].e, CURLOPT_NOSIGNAL, 1L); curl_easy_setopt(T[i].e, CURLOPT_TIMEOUT_MS, 2000L);
     curl_easy_setopt(T[i].e, CURLOPT_PROXY, "");
+    if (share) {
+      CURLSH *sh = curl_share_init();
+      if (share & 1) curl_share_setopt(sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+      if (share & 2) curl_share_setopt(sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+      curl_easy_setopt(T[i].e, CURLOPT_SHARE, sh);
+    }
     T[i].due = t0 + (unsigned long long)i * iv / n;
   }
   unsigned long long start_w = t0 + warm * 1000000000ULL, end_w = start_w + win * 1000000000ULL;
-  double u0 = 0, s0 = 0; long done = 0, done0 = 0; size_t bytes = 0; int inwin = 0;
+  double u0 = 0, s0 = 0; long conns = 0, done = 0, done0 = 0; size_t bytes = 0; int inwin = 0;
   for (;;) {
     unsigned long long now = now_ns(), next = now + 1000000000ULL;
     if (!inwin && now >= start_w) { inwin = 1; u0 = cpu_u(); s0 = cpu_s(); done0 = done; bytes = 0; }
@@ -85,6 +94,7 @@ int main(int argc, char **argv) {
     while ((msg = curl_multi_info_read(m, &left))) {
       if (msg->msg != CURLMSG_DONE) continue;
       struct tgt *t; curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&t);
+      long nc = 0; curl_easy_getinfo(t->e, CURLINFO_NUM_CONNECTS, &nc); if (inwin) conns += nc;
       curl_multi_remove_handle(m, t->e); t->busy = 0; done++; bytes += t->len;
       if (t->due < next) next = t->due;
     }
@@ -92,7 +102,7 @@ int main(int argc, char **argv) {
     if (next > now) curl_multi_poll(m, NULL, 0, (int)((next - now) / 1000000 + 1), NULL);
   }
   double u = cpu_u() - u0, sy = cpu_s() - s0; long d = done - done0;
-  printf("transfers %ld cpu %.3f s (user %.3f, sys %.3f) -> %.1f us per transfer (user %.1f, sys %.1f), %.0f bytes per body\n",
-         d, u + sy, u, sy, (u + sy) / d * 1e6, u / d * 1e6, sy / d * 1e6, (double)bytes / d);
+  printf("transfers %ld cpu %.3f s (user %.3f, sys %.3f) -> %.1f us per transfer (user %.1f, sys %.1f), %.0f bytes per body, %ld new connections\n",
+         d, u + sy, u, sy, (u + sy) / d * 1e6, u / d * 1e6, sy / d * 1e6, (double)bytes / d, conns);
   return 0;
 }
