@@ -328,8 +328,44 @@ def test_environment_proxy_not_used():
         s.close()
 
 
+def test_named_host_across_reloads():
+    """A target named by host name (localhost) is resolved through the
+    target's own DNS cache (scrape.c, struct target.dns), scraped, and still
+    scraped on the same connection after a reload that resets the handle's
+    options (a new timeout), which attaches the cache again."""
+    import signal
+    import socket
+    addrs = {a[4][0] for a in socket.getaddrinfo("localhost", 80, proto=socket.IPPROTO_TCP)}
+    assert "127.0.0.1" in addrs, "localhost does not resolve to 127.0.0.1 here: %s" % addrs
+    path = os.path.join(harness.ARGS.source, "tests", "fixtures", "extproc", FIXTURES[0][0])
+    with open(path, "rb") as f:
+        body = f.read()
+    tgt = Target(body, FIXTURES[0][1], keep_alive=True)
+    named = tgt.url.replace("127.0.0.1", "localhost")
+    yaml = "scrape:\n  interval: 300ms\n  timeout: %s\ntargets:\n  - url: " + named + "\n"
+    m = harness.Meterd(extra_yaml=yaml % "300ms")
+    try:
+        m.start()
+        harness.wait_until(lambda: len(tgt.requests) >= 3, 20, "three scrapes at the target")
+        m.write_config(yaml % "250ms")
+        m.signal(signal.SIGHUP)
+        harness.wait_until(lambda: "reload: configuration" in m.log(), 10, "the reload logged")
+        n = len(tgt.requests)
+        harness.wait_until(lambda: len(tgt.requests) >= n + 3, 20, "three scrapes after the reload")
+        assert m.metric("meterd_target_up", {"target": named}) == 1, m.log()
+        assert not m.metric_sum("meterd_scrape_failures_total"), m.log()
+        with tgt.mu:
+            conns, reqs = len(set(tgt.peers)), len(tgt.peers)
+        assert conns <= 2, "%d connections for %d scrapes" % (conns, reqs)
+    finally:
+        m.stop()
+        m.cleanup()
+        tgt.close()
+
+
 if __name__ == "__main__":
     harness.main([test_gzip_default_asks_for_gzip, test_identity_does_not_ask_for_gzip,
                   test_gzip_explicit_every_fixture, test_identity_target_gzips_anyway,
                   test_gzip_trailer_checked, test_fhcrc_header_accepted_when_right,
-                  test_keep_alive_connections_reused, test_environment_proxy_not_used])
+                  test_keep_alive_connections_reused, test_environment_proxy_not_used,
+                  test_named_host_across_reloads])
