@@ -50,11 +50,10 @@ def closed_by_peer(s):
         return True
 
 
-def server_established(port, peer="127.0.0.1"):
-    """Server-side ESTABLISHED sockets of meterd's port with a peer address,
-    from /proc/net/tcp (little-endian hex on x86)."""
-    want_peer = socket.inet_aton(peer)[::-1].hex().upper()
-    n = 0
+def established_set(port, want_peer):
+    """One read of /proc/net/tcp: the (local, remote) pairs of ESTABLISHED
+    sockets on `port` from `want_peer` (little-endian hex on x86)."""
+    pairs = set()
     with open("/proc/net/tcp") as f:
         next(f)
         for line in f:
@@ -62,8 +61,26 @@ def server_established(port, peer="127.0.0.1"):
             local, remote, st = fields[1], fields[2], fields[3]
             if st == "01" and int(local.split(":")[1], 16) == port and \
                     remote.split(":")[0] == want_peer:
-                n += 1
-    return n
+                pairs.add((local, remote))
+    return pairs
+
+
+def server_established(port, peer="127.0.0.1"):
+    """Server-side ESTABLISHED sockets of meterd's port with a peer address.
+    The kernel writes /proc/net/tcp a chunk at a time from a walk of its hash
+    table, so while other sockets open and close (the other tests of the
+    suite) one read can list a socket twice or skip one: a read once counted
+    65 of the 64 held here, and a churn of 50 connections beside 1,000 held
+    ones gave duplicates in 48 of 79 reads.  So sockets are counted once by
+    their address pair, and only when two reads in a row agree."""
+    want_peer = socket.inet_aton(peer)[::-1].hex().upper()
+    prev = established_set(port, want_peer)
+    for _ in range(100):
+        cur = established_set(port, want_peer)
+        if cur == prev:
+            return len(cur)
+        prev = cur
+    raise AssertionError("/proc/net/tcp never read the same twice in a row")
 
 
 def get_healthz(port, source=None, timeout=10):
