@@ -45,7 +45,7 @@ static unsigned long num(const char *s, unsigned long max) {
 }
 int main(int argc, char **argv) {
   if (argc < 5) {
-    fprintf(stderr, "usage: curlfloor BASE_PORT TARGETS WARMUP_S WINDOW_S [GZIP 0|1] [INTERVAL_MS] [OWN_CACHE 0|1]\n");
+    fprintf(stderr, "usage: curlfloor BASE_PORT TARGETS WARMUP_S WINDOW_S [GZIP 0|1] [INTERVAL_MS] [OWN_CACHES 0-3]\n");
     return 2;
   }
   int base = (int)num(argv[1], 65535), n = (int)num(argv[2], 4096);
