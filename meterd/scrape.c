@@ -15,7 +15,8 @@
  * within the size limit, and the whole body parsed.  Anything else is a
  * failure, counted by reason and logged once per change of state
  * (md_complain).  Schedules are offset per target by a hash of its URL, so
- * targets do not fire together, and stay stable across restarts. */
+ * targets do not fire together; scrapes due within a small slack start on
+ * the same wake-up (schedule.h). */
 #define MD_MODULE "scrape"
 #include "scrape.h"
 
@@ -38,6 +39,7 @@
 #include "discovery.h"
 #include "expfmt.h"
 #include "log.h"
+#include "schedule.h"
 #include "store.h"
 #include "version.h"
 
@@ -906,25 +908,20 @@ scrape_main(void *arg)
         uint64_t now = md_now_monotonic_ns(), next = now + 1000000000ULL;
         struct CURLMsg *m;
         int running = 0, left = 0;
+        unsigned early = 0;     /* scrapes started before their due time */
 
         if (atomic_exchange(&s->reload, 0) | atomic_exchange(&s->disc_new, 0))
             (void)sync_config(s);
         for (size_t i = 0; i < s->ntargets; i++) {
             struct target *t = s->targets[i];
 
-            if (!t->in_flight && t->next_due_ns <= now) {
+            /* scrapes due within the slack start with this wake-up
+             * (schedule.h) */
+            if (!t->in_flight && md_sched_start(t->next_due_ns, now, t->interval_ns, &early)) {
                 /* failing targets back off: 1, 2, 4, 8 intervals */
                 unsigned shift = t->fails > 3 ? 3 : t->fails;
-                uint64_t step = t->interval_ns << shift;
 
-                /* the next beat counts from this one's due time, not from
-                 * now: a late start (a busy thread, a loaded machine) must
-                 * not push every later scrape back (it drifted 20 % under
-                 * load, RELIABILITY 17); a target more than a step behind
-                 * skips the missed beats and keeps its phase */
-                t->next_due_ns += step;
-                if (t->next_due_ns <= now)
-                    t->next_due_ns = now + step - (now - t->next_due_ns) % step;
+                t->next_due_ns = md_sched_next(t->next_due_ns, now, t->interval_ns << shift);
                 if (start_scrape(s, t, now) != MD_OK)
                     record(s, t, 0, FAIL_INTERNAL, "cannot start transfer", 0, 0, NULL, now);
             }
