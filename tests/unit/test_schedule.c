@@ -134,7 +134,7 @@ test_simulated_thread(void **state)
         assert_true(starts[i] == want || starts[i] == want + 1);  /* + one early start */
     }
     /* 100 scrapes/s with a 100 ms slack: one wake-up per scrape was the old
-     * behaviour; groups of ~10 leave well under one in four */
+     * behaviour; groups of ~9 (at most 8 early) leave well under one in four */
     assert_true(wakeups * 4 < scrapes);
     /* the groups stay spread over the interval: no wake-up starts a large
      * share of the targets */
