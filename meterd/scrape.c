@@ -22,22 +22,20 @@
 
 #include <curl/curl.h>
 #include <jansson.h>
-#include <libdeflate.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-#include <zlib.h>
 
 #include "../exporters/prom_text.h"
 #include "attrib.h"
 #include "batch.h"
 #include "config.h"
-#include "crc32.h"
 #include "discovery.h"
 #include "expfmt.h"
+#include "gunzip.h"
 #include "log.h"
 #include "schedule.h"
 #include "store.h"
@@ -122,7 +120,7 @@ struct md_scrape {
     struct md_attrib_scratch *scratch; /* scrape thread's attribution memory */
     struct md_expfmt_parser *parser;  /* scrape thread's, reused for every body */
     struct md_buf        plain;       /* a gzip body inflated, reused for every body */
-    struct libdeflate_decompressor *inflater; /* scrape thread's (gunzip_fast) */
+    struct md_gunzip    *inflater;    /* scrape thread's */
     /* body memory of finished scrapes, handed to the next transfer: an idle
      * target holds no body, so memory follows the transfers in flight, not
      * the number of targets (200 targets x a 256 KiB body were 51 MB) */
@@ -200,145 +198,6 @@ header_cb(char *p, size_t size, size_t n, void *arg)
             t->encoding_bad = 1;
     }
     return len;
-}
-
-/* Inflates a whole gzip member into out (cap: the body limit).  MD_ELIMIT
- * past the cap (a gzip bomb stops there), MD_EPARSE for a corrupt or
- * truncated stream, a wrong CRC-32 or length in the trailer, or bytes after
- * its end.  The trailer is checked here with md_crc32 (PCLMULQDQ) instead of
- * zlib's crc32_z, a fifth of the ingest CPU; zlib still parses it (and
- * checks everything when the header has its own CRC, FHCRC, which then
- * needs zlib's running check). */
-static int
-gunzip(const struct md_buf *in, struct md_buf *out, char *msg, size_t msg_len)
-{
-    z_stream z;
-    int zr, rc = MD_OK, own_check = 0;
-    uint32_t crc = 0;
-
-    memset(&z, 0, sizeof(z));
-    md_buf_reset(out);
-    if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) {
-        (void)snprintf(msg, msg_len, "gzip: cannot initialise zlib");
-        return MD_ENOMEM;
-    }
-#if ZLIB_VERNUM >= 0x1290
-    /* byte 3 is FLG; bit 1 FHCRC */
-    if (in->len >= 4 && !(in->data[3] & 0x02) && inflateValidate(&z, 0) == Z_OK)
-        own_check = 1;
-#endif
-    z.next_in = (Bytef *)(uintptr_t)in->data;
-    z.avail_in = (uInt)in->len;
-    /* inflated straight into out (no bounce buffer), into all the room the
-     * buffer has (>= 64 KiB), so zlib copies its 32 KiB window once per
-     * step, not once per 16 KiB; at the cap a one-byte probe tells "ends
-     * here" from "too large" */
-    do {
-        char probe, *at = &probe;
-        size_t room = 1, got;
-
-        if (out->len < out->cap) {
-            size_t want = 65536;
-
-            if (want > out->cap - out->len)
-                want = out->cap - out->len;
-            if (want > (1u << 30))
-                want = 1u << 30;
-            if (md_buf_reserve(out, want, &at, &room) != MD_OK) {
-                (void)snprintf(msg, msg_len, "gzip: out of memory");
-                rc = MD_ENOMEM;
-                break;
-            }
-            if (room > (1u << 30))
-                room = 1u << 30;
-        }
-        z.next_out = (Bytef *)at;
-        z.avail_out = (uInt)room;
-        zr = inflate(&z, Z_NO_FLUSH);
-        got = room - z.avail_out;
-        if (zr != Z_OK && zr != Z_STREAM_END) {
-            (void)snprintf(msg, msg_len, "gzip: %s", z.msg ? z.msg
-                : zr == Z_BUF_ERROR ? "stream truncated (no end of the gzip member)"
-                : "corrupt stream");
-            rc = zr == Z_MEM_ERROR ? MD_ENOMEM : MD_EPARSE;
-            break;
-        }
-        if (at == &probe && got > 0) {
-            (void)snprintf(msg, msg_len, "body exceeds %zu bytes once decompressed "
-                "(scrape.body_size_limit)", out->cap);
-            rc = MD_ELIMIT;
-            break;
-        }
-        if (at != &probe) {
-            /* while the bytes are still in the cache */
-            if (own_check)
-                crc = md_crc32(crc, at, got);
-            md_buf_commit(out, got);
-        }
-    } while (zr != Z_STREAM_END);
-    if (rc == MD_OK && own_check) {
-        /* the 8 trailer bytes zlib consumed last: CRC-32 and ISIZE, LE */
-        const unsigned char *t = z.next_in - 8;
-        uint32_t want_crc, want_len;
-
-        if ((const char *)t < in->data) {
-            (void)snprintf(msg, msg_len, "gzip: no trailer");
-            rc = MD_EPARSE;
-        } else {
-            want_crc = (uint32_t)t[0] | (uint32_t)t[1] << 8 | (uint32_t)t[2] << 16 |
-                (uint32_t)t[3] << 24;
-            want_len = (uint32_t)t[4] | (uint32_t)t[5] << 8 | (uint32_t)t[6] << 16 |
-                (uint32_t)t[7] << 24;
-            if (want_crc != crc) {
-                (void)snprintf(msg, msg_len, "gzip: incorrect data check (CRC-32 %08x, "
-                    "trailer says %08x)", crc, want_crc);
-                rc = MD_EPARSE;
-            } else if (want_len != (uint32_t)out->len) {
-                (void)snprintf(msg, msg_len, "gzip: incorrect length check (%zu bytes, "
-                    "trailer says %u mod 2^32)", out->len, want_len);
-                rc = MD_EPARSE;
-            }
-        }
-    }
-    if (rc == MD_OK && z.avail_in != 0) {
-        (void)snprintf(msg, msg_len, "gzip: %u bytes after the end of the stream", z.avail_in);
-        rc = MD_EPARSE;
-    }
-    inflateEnd(&z);
-    return rc;
-}
-
-/* The fast path of gunzip: the whole member at once with libdeflate, which
- * checks the header, the stream, the CRC-32 and ISIZE itself and is 2-3x
- * cheaper than zlib's inflate.  The output size is taken from the trailer's
- * ISIZE, so it inflates into one buffer of exactly that size.  It returns 1
- * only when everything held: one valid member that is the whole body, its
- * CRC-32 and ISIZE right, no more than ISIZE bytes and ISIZE within the body
- * limit (out->cap), which is what gunzip accepts too.  Anything else (a
- * header CRC, FHCRC, which libdeflate skips without checking; a trailer
- * that lies; a bomb; bytes after the member; corruption) returns 0 and
- * gunzip decides, so limits, error classes and messages stay exactly
- * gunzip's. */
-static int
-gunzip_fast(struct libdeflate_decompressor *d, const struct md_buf *in, struct md_buf *out)
-{
-    const unsigned char *u = (const unsigned char *)in->data;
-    size_t isize, used = 0, got = 0, room;
-    char *at;
-
-    /* 18: the smallest gzip member (10 header, 2 empty block, 8 trailer) */
-    if (d == NULL || in->len < 18 || (u[3] & 0x02))
-        return 0;
-    isize = (size_t)u[in->len - 4] | (size_t)u[in->len - 3] << 8 |
-        (size_t)u[in->len - 2] << 16 | (size_t)u[in->len - 1] << 24;
-    md_buf_reset(out);
-    if (isize == 0 || isize > out->cap || md_buf_reserve(out, isize, &at, &room) != MD_OK)
-        return 0;
-    if (libdeflate_gzip_decompress_ex(d, in->data, in->len, at, isize, &used, &got)
-            != LIBDEFLATE_SUCCESS || used != in->len || got != isize)
-        return 0;
-    md_buf_commit(out, got);
-    return 1;
 }
 
 static void
@@ -673,7 +532,7 @@ start_scrape(struct md_scrape *s, struct target *t, uint64_t now)
         curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, t);
         curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, t->headers);
         curl_easy_setopt(t->easy, CURLOPT_USERAGENT, ua);   /* libcurl copies it */
-        /* gzip is asked for and inflated by meterd (header_cb, gunzip) */
+        /* gzip is asked for and inflated by meterd (header_cb, md_gunzip) */
         curl_easy_setopt(t->easy, CURLOPT_ACCEPT_ENCODING, NULL);
         curl_easy_setopt(t->easy, CURLOPT_HEADERFUNCTION, header_cb);
         curl_easy_setopt(t->easy, CURLOPT_HEADERDATA, t);
@@ -830,8 +689,7 @@ finish_scrape_body(struct md_scrape *s, struct target *t, CURLcode cc, uint64_t 
     }
     if (t->gzip) {
         s->plain.cap = t->body.cap;
-        rc = gunzip_fast(s->inflater, &t->body, &s->plain) ? MD_OK
-            : gunzip(&t->body, &s->plain, msg, sizeof(msg));
+        rc = md_gunzip(s->inflater, t->body.data, t->body.len, &s->plain, msg, sizeof(msg));
         if (rc != MD_OK) {
             record(s, t, 0, rc == MD_ELIMIT ? FAIL_BODY_TOO_LARGE : FAIL_TRANSFER, msg, 0, 0,
                 NULL, now);
@@ -987,7 +845,7 @@ md_scrape_start(struct md_app *app, int store_fresh, struct md_scrape **out, str
     s->scratch = md_attrib_scratch_new();
     s->parser = md_expfmt_parser_new();
     md_buf_init(&s->plain, 1u << 20);
-    s->inflater = libdeflate_alloc_decompressor();
+    s->inflater = md_gunzip_new();
     if (s->scratch == NULL || s->parser == NULL || s->inflater == NULL) {
         md_scrape_stop(s);
         return md_err_set(err, MD_ENOMEM, "out of memory");
@@ -1039,8 +897,7 @@ md_scrape_stop(struct md_scrape *s)
     md_attrib_scratch_free(s->scratch);
     md_expfmt_parser_free(s->parser);
     md_buf_fini(&s->plain);
-    if (s->inflater != NULL)
-        libdeflate_free_decompressor(s->inflater);
+    md_gunzip_free(s->inflater);
     for (size_t i = 0; i < s->nspare; i++)
         md_buf_fini(&s->spare[i]);
     md_config_unref(s->cfg);

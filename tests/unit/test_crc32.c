@@ -1,8 +1,11 @@
-/* test_crc32.c: md_crc32 (PCLMULQDQ folding when the CPU has it) and its
- * portable path against zlib's crc32() on pseudo-random buffers of every
- * length 0..4096 at every start alignment 0..7, on large buffers (1 MiB and
- * 1 MiB + 13), on chained calls (a CRC continued over pieces, as a streaming
- * check does) and on the classic check value ("123456789" -> 0xcbf43926). */
+/* test_crc32.c: every path of md_crc32 this CPU has (VPCLMULQDQ, PCLMULQDQ,
+ * portable) against zlib's crc32() on pseudo-random buffers of every length
+ * 0..4096 at every start alignment 0..7 (the 128-byte and 64-byte folds,
+ * their 32- and 16-byte steps and the byte tail all start and stop at each
+ * length), on large buffers (1 MiB and 1 MiB + 13), on chained calls (a CRC
+ * continued over pieces, as a streaming check does) and on the classic check
+ * value ("123456789" -> 0xcbf43926).  Paths the CPU lacks fall back to the
+ * next one below and are reported as not available. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -53,12 +56,15 @@ test_every_length(void **state)
     for (size_t align = 0; align < 8; align++) {
         for (size_t len = 0; len <= MAXLEN; len++) {
             uint32_t want = (uint32_t)crc32(0, buf + align, (uInt)len);
-            uint32_t got = md_crc32(0, buf + align, len);
-            uint32_t port = md_crc32_portable(0, buf + align, len);
 
-            if (got != want || port != want)
-                fail_msg("len %zu align %zu: md_crc32 %08x portable %08x zlib %08x", len,
-                    align, got, port, want);
+            for (int lv = MD_CRC32_PORTABLE; lv <= MD_CRC32_CLMUL256; lv++) {
+                uint32_t got = md_crc32_at((enum md_crc32_level)lv, 0, buf + align, len);
+
+                if (got != want)
+                    fail_msg("len %zu align %zu path %d: %08x, zlib %08x", len, align, lv,
+                        got, want);
+            }
+            assert_int_equal(md_crc32(0, buf + align, len), want);
         }
     }
     free(buf);
@@ -80,6 +86,8 @@ test_large_and_chained(void **state)
         size_t off = 0, step = 1;
 
         assert_int_equal(md_crc32(0, buf, sizes[s]), want);
+        for (int lv = MD_CRC32_PORTABLE; lv <= MD_CRC32_CLMUL256; lv++)
+            assert_int_equal(md_crc32_at((enum md_crc32_level)lv, 0, buf, sizes[s]), want);
         assert_int_equal(md_crc32_portable(0, buf, sizes[s]), want);
         /* pieces of growing, odd sizes */
         while (off < sizes[s]) {
@@ -91,10 +99,11 @@ test_large_and_chained(void **state)
         }
         assert_int_equal(c, want);
     }
-    /* a non-zero starting CRC on every short length */
+    /* a non-zero starting CRC on every short length, on every path */
     for (size_t len = 0; len < 300; len++)
-        assert_int_equal(md_crc32(0xdeadbeefu, buf, len),
-            (uint32_t)crc32(0xdeadbeefu, buf, (uInt)len));
+        for (int lv = MD_CRC32_PORTABLE; lv <= MD_CRC32_CLMUL256; lv++)
+            assert_int_equal(md_crc32_at((enum md_crc32_level)lv, 0xdeadbeefu, buf, len),
+                (uint32_t)crc32(0xdeadbeefu, buf, (uInt)len));
     free(buf);
 }
 
@@ -107,6 +116,8 @@ main(void)
         cmocka_unit_test(test_large_and_chained),
     };
 
-    print_message("PCLMULQDQ path: %s\n", md_crc32_has_clmul() ? "used" : "not available");
+    print_message("PCLMULQDQ path: %s; VPCLMULQDQ path: %s\n",
+        md_crc32_level() >= MD_CRC32_CLMUL128 ? "tested" : "not available",
+        md_crc32_level() >= MD_CRC32_CLMUL256 ? "tested" : "not available");
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
