@@ -20,6 +20,7 @@
  * one series (classic vs UTF-8 names) are the same series. */
 #include "attrib.h"
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,8 +48,10 @@ enum {
 
 struct md_attrib {
     struct canon_name  canon[CN_COUNT];
+    uint64_t           gen;                  /* unique per md_attrib_new: scratch memos */
     int                has_namespace_label;
     char              *cluster;
+    size_t             cluster_len, default_department_len;
     char              *department_label;
     char              *default_department;
     char              *namespace_label;      /* NULL when off */
@@ -116,6 +119,16 @@ md_attrib_new(const struct md_config *cfg, struct md_err *err)
         rc |= dup_into(&a->namespace_label, cfg->attribution.namespace_label);
     if (rc != MD_OK)
         goto nomem;
+    {
+        /* a scratch's label memo holds matches against one md_attrib's
+         * names: a new generation (never an address, which a later
+         * md_attrib may reuse) tells it to forget them */
+        static atomic_uint_fast64_t gens;
+
+        a->gen = (uint64_t)atomic_fetch_add(&gens, 1) + 1;
+    }
+    a->cluster_len = strlen(a->cluster);
+    a->default_department_len = strlen(a->default_department);
     {
         const char *names[CN_COUNT] = {
             [CN_OVERFLOW] = "otel_metric_overflow", [CN_TOKEN_TYPE] = a->token_type_label,
@@ -186,18 +199,45 @@ str_is(const struct md_str *v, const char *lit)
     return v != NULL && v->len == n && memcmp(v->p, lit, n) == 0;
 }
 
+/* a == b for n bytes, inline: the names compared here are short (EAIG's
+ * are 10-40 bytes), where a call to memcmp costs more than the compare */
+static inline int
+eq_short(const char *a, const char *b, size_t n)
+{
+    uint64_t x, y;
+
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 <= n; i += 8) {
+            memcpy(&x, a + i, 8);
+            memcpy(&y, b + i, 8);
+            if (x != y)
+                return 0;
+        }
+        /* the last 8 bytes (overlapping what was compared) */
+        memcpy(&x, a + n - 8, 8);
+        memcpy(&y, b + n - 8, 8);
+        return x == y;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (a[i] != b[i])
+            return 0;
+    return 1;
+}
+
 #define RAW_MEMO_MAX 64
 
+/* What the fast path knows of the label name at one index of a sample:
+ * label order repeats from one sample to the next, so index i usually holds
+ * the same raw name again, and everything here is a pure function of it
+ * (and of the md_attrib's configured names, scratch.cid_gen). */
 struct canon_label {
-    char   name[CANON_MAX];
-    size_t name_len;
-    const struct md_str *value;
-    int    is_le;
-    /* the raw name name[] was computed from (label order repeats from one
-     * sample to the next, so index i usually holds the same name again);
-     * raw_len 0: nothing remembered */
-    char   raw[RAW_MEMO_MAX];
-    size_t raw_len;
+    char     name[CANON_MAX];     /* md_normalize_label_key of raw */
+    size_t   name_len;
+    unsigned cid;                 /* bit c: name equals the md_attrib's canon[c] */
+    int      is_le;
+    char     raw[RAW_MEMO_MAX];   /* the raw name; raw_len 0: nothing remembered */
+    size_t   raw_len;
+    const struct md_str *value;   /* series_key (the reference path) only */
 };
 
 /* md_normalize_name is pure, and a body repeats a few names many times (an
@@ -215,9 +255,17 @@ struct name_memo {
 };
 
 struct md_attrib_scratch {
-    struct md_buf      key;
-    struct name_memo   memo[NAME_MEMO_N];
-    struct canon_label labels[LABELS_MAX];
+    struct md_buf        key;
+    struct name_memo     memo[NAME_MEMO_N];
+    size_t               memo_recent[2];       /* the two memo entries hit last */
+    uint64_t             cid_gen;              /* md_attrib.gen of labels[].cid */
+    /* order: indices of the non-`le` labels of a sample, sorted by
+     * canonical name (stable); valid for samples of order_of labels whose
+     * raw names all equal labels[].raw (SIZE_MAX: none) */
+    size_t               order_n, order_of;
+    uint16_t             order[LABELS_MAX];
+    const struct md_str *values[LABELS_MAX];   /* the current sample's, by index */
+    struct canon_label   labels[LABELS_MAX];
 };
 
 struct md_attrib_scratch *
@@ -229,6 +277,10 @@ md_attrib_scratch_new(void)
         md_buf_init(&sc->key, MD_ATTRIB_KEY_MAX);
         for (size_t i = 0; i < NAME_MEMO_N; i++)
             sc->memo[i].len = 0;
+        sc->memo_recent[0] = sc->memo_recent[1] = 0;
+        sc->cid_gen = 0;
+        sc->order_n = 0;
+        sc->order_of = SIZE_MAX;
         for (size_t i = 0; i < LABELS_MAX; i++)
             sc->labels[i].raw_len = 0;
     }
@@ -269,6 +321,11 @@ series_key(const struct md_sample *s, enum md_instrument inst, int role,
 
     if (s->nlabels > LABELS_MAX)
         return md_err_set(err, MD_ELIMIT, "series has more than %d labels", LABELS_MAX);
+    /* labels[] is the fast path's memo too: what this overwrites (shifted
+     * past any `le`, and moved by the sort) must not be taken as known */
+    for (size_t i = 0; i < s->nlabels; i++)
+        labels[i].raw_len = 0;
+    sc->order_of = SIZE_MAX;
     for (size_t i = 0; i < s->nlabels; i++) {
         size_t len = md_normalize_label_key(s->labels[i].name, labels[n].name, CANON_MAX);
 
@@ -447,11 +504,25 @@ normalize_name_memo(struct md_attrib_scratch *sc, struct md_str name, enum md_in
     struct name_memo *m;
     char detail[64];
     uint32_t h = 2166136261u;     /* FNV-1a */
+    size_t slot;
     int rc;
 
+    /* an EAIG body alternates _sum and _count of one family: the two
+     * entries hit last answer without hashing the name */
+    for (int k = 0; k < 2; k++) {
+        m = &sc->memo[sc->memo_recent[k]];
+        if (m->len != 0 && m->len == name.len && eq_short(m->name, name.p, name.len)) {
+            *inst = m->inst;
+            *role = m->role;
+            return m->rc;
+        }
+    }
     for (size_t i = 0; i < name.len; i++)
         h = (h ^ (unsigned char)name.p[i]) * 16777619u;
-    m = &sc->memo[(h ^ h >> 16) & (NAME_MEMO_N - 1)];
+    slot = (h ^ h >> 16) & (NAME_MEMO_N - 1);
+    m = &sc->memo[slot];
+    sc->memo_recent[1] = sc->memo_recent[0];
+    sc->memo_recent[0] = slot;
 
     if (m->len != 0 && m->len == name.len && memcmp(m->name, name.p, name.len) == 0) {
         *inst = m->inst;
@@ -473,78 +544,106 @@ normalize_name_memo(struct md_attrib_scratch *sc, struct md_str name, enum md_in
     return rc;
 }
 
-/* canonical label names of s in their original order; MD_OK, or MD_ELIMIT
- * when one does not fit (the caller then takes the reference path) */
+/* The canonical names of s's labels (sc->labels, by index), their matches
+ * with the configured names (cid) and their sorted order (sc->order);
+ * MD_OK, or MD_ELIMIT when a name does not fit (the caller then takes the
+ * reference path).  A raw name equal to the one remembered at its index
+ * costs one compare; when every name is remembered and the count is the
+ * one order[] was built for, order[] is kept (the canonical names it
+ * sorted are the same). */
 static int
-canon_labels(const struct md_sample *s, struct md_attrib_scratch *sc)
+canon_labels(const struct md_attrib *a, const struct md_sample *s, struct md_attrib_scratch *sc)
 {
+    int all_known = 1;
+
     if (s->nlabels > LABELS_MAX)
         return MD_ELIMIT;
+    if (sc->cid_gen != a->gen) {
+        for (size_t i = 0; i < LABELS_MAX; i++)
+            sc->labels[i].raw_len = 0;
+        sc->order_of = SIZE_MAX;
+        sc->cid_gen = a->gen;
+    }
     for (size_t i = 0; i < s->nlabels; i++) {
         struct canon_label *l = &sc->labels[i];
         struct md_str raw = s->labels[i].name;
         size_t len;
 
-        l->value = &s->labels[i].value;
+        sc->values[i] = &s->labels[i].value;
         /* md_normalize_label_key is pure: the same raw name, the same key */
-        if (raw.len > 0 && raw.len == l->raw_len && memcmp(raw.p, l->raw, raw.len) == 0)
+        if (raw.len > 0 && raw.len == l->raw_len && eq_short(raw.p, l->raw, raw.len))
             continue;
+        all_known = 0;
         l->raw_len = 0;
         len = md_normalize_label_key(raw, l->name, CANON_MAX);
-        if (len == 0 || len >= CANON_MAX)
+        if (len == 0 || len >= CANON_MAX) {
+            sc->order_of = SIZE_MAX;
             return MD_ELIMIT;
+        }
         l->name_len = len;
         l->is_le = len == 2 && memcmp(l->name, "le", 2) == 0;
+        l->cid = 0;
+        for (int c = 0; c < CN_COUNT; c++)
+            if (a->canon[c].len == len && memcmp(a->canon[c].key, l->name, len) == 0)
+                l->cid |= 1u << c;
         if (raw.len <= RAW_MEMO_MAX) {
             memcpy(l->raw, raw.p, raw.len);
             l->raw_len = raw.len;
         }
     }
+    if (all_known && sc->order_of == s->nlabels)
+        return MD_OK;
+    /* stable insertion sort of the indices: a handful of labels, and the
+     * order of equal names stays the sample order, as glibc's (merge sort)
+     * qsort keeps it for the reference path */
+    sc->order_n = 0;
+    for (size_t i = 0; i < s->nlabels; i++) {
+        size_t j;
+
+        if (sc->labels[i].is_le)
+            continue;
+        j = sc->order_n++;
+        while (j > 0 && cmp_canon(&sc->labels[sc->order[j - 1]], &sc->labels[i]) > 0) {
+            sc->order[j] = sc->order[j - 1];
+            j--;
+        }
+        sc->order[j] = (uint16_t)i;
+    }
+    sc->order_of = s->nlabels;
     return MD_OK;
 }
 
-/* first label (in sample order) whose key equals c, like find_label */
-static const struct md_str *
-find_canon(const struct md_attrib_scratch *sc, size_t n, const struct canon_name *c)
+/* found[c]: the value of the first label (in sample order) whose key equals
+ * the configured canon[c], like find_label; NULL when none */
+static void
+find_canons(const struct md_attrib_scratch *sc, size_t n, const struct md_str *found[CN_COUNT])
 {
-    for (size_t i = 0; i < n; i++)
-        if (sc->labels[i].name_len == c->len && memcmp(sc->labels[i].name, c->key, c->len) == 0)
-            return sc->labels[i].value;
-    return NULL;
+    unsigned want = (1u << CN_COUNT) - 1;
+
+    for (int c = 0; c < CN_COUNT; c++)
+        found[c] = NULL;
+    for (size_t i = 0; i < n && want != 0; i++) {
+        unsigned m = sc->labels[i].cid & want;
+
+        want &= ~m;
+        while (m != 0) {
+            found[__builtin_ctz(m)] = sc->values[i];
+            m &= m - 1;
+        }
+    }
 }
 
-/* series_key from canonical labels (reorders sc->labels) */
+/* series_key from canonical labels, in sc->order */
 static int
-series_key_canon(size_t nlabels, enum md_instrument inst, int role,
-    struct md_attrib_scratch *sc, struct md_err *err)
+series_key_canon(enum md_instrument inst, int role, struct md_attrib_scratch *sc,
+    struct md_err *err)
 {
-    struct canon_label *labels = sc->labels;
+    const struct canon_label *labels = sc->labels;
+    const uint16_t *ord = sc->order;
     struct md_buf *out = &sc->key;
-    size_t n = 0;
+    size_t n = sc->order_n;
     int rc;
 
-    for (size_t i = 0; i < nlabels; i++) {
-        if (labels[i].is_le)
-            continue;
-        if (n != i)
-            labels[n] = labels[i];
-        n++;
-    }
-    /* stable insertion sort: a handful of labels, and the order of equal
-     * names stays the sample order, as glibc's (merge sort) qsort keeps it */
-    for (size_t i = 1; i < n; i++) {
-        struct canon_label tmp;
-        size_t j = i;
-
-        if (cmp_canon(&labels[i - 1], &labels[i]) <= 0)
-            continue;
-        tmp = labels[i];
-        while (j > 0 && cmp_canon(&labels[j - 1], &tmp) > 0) {
-            labels[j] = labels[j - 1];
-            j--;
-        }
-        labels[j] = tmp;
-    }
     /* the bytes series_key writes ("%s\x1f%d", then \x1e name = value per
      * label), counted first and written in place with one reservation:
      * test_attrib compares the two keys byte for byte */
@@ -565,7 +664,7 @@ series_key_canon(size_t nlabels, enum md_instrument inst, int role,
         /* each term is bounded (a label name by CANON_MAX, a value by the
          * parser's line limit, n by LABELS_MAX): the sum cannot wrap */
         for (size_t i = 0; i < n; i++)
-            total += 2 + labels[i].name_len + labels[i].value->len;
+            total += 2 + labels[ord[i]].name_len + sc->values[ord[i]]->len;
         md_buf_reset(out);
         rc = md_buf_reserve(out, total, &at, &room);
         if (rc != MD_OK)
@@ -576,13 +675,16 @@ series_key_canon(size_t nlabels, enum md_instrument inst, int role,
         memcpy(at, digits + sizeof(digits) - nd, nd);
         at += nd;
         for (size_t i = 0; i < n; i++) {
+            const struct canon_label *l = &labels[ord[i]];
+            const struct md_str *v = sc->values[ord[i]];
+
             *at++ = '\x1e';
-            memcpy(at, labels[i].name, labels[i].name_len);
-            at += labels[i].name_len;
+            memcpy(at, l->name, l->name_len);
+            at += l->name_len;
             *at++ = '=';
-            if (labels[i].value->len > 0)
-                memcpy(at, labels[i].value->p, labels[i].value->len);
-            at += labels[i].value->len;
+            if (v->len > 0)
+                memcpy(at, v->p, v->len);
+            at += v->len;
         }
         md_buf_commit(out, total);
     }
@@ -627,11 +729,10 @@ md_attrib_sample(const struct md_attrib *a, const struct md_attrib_target *t,
 {
     const char *dims[MD_DIM_COUNT];
     size_t lens[MD_DIM_COUNT];
-    const struct md_str *tt, *op, *ov;
+    const struct md_str *found[CN_COUNT], *tt, *op;
     enum md_instrument inst = MD_INST_UNKNOWN;
     enum md_role role = MD_ROLE_NONE;
     enum md_kind kind;
-    size_t n = s->nlabels;
     int overflow, rc, drop;
 
     rc = normalize_name_memo(sc, s->name, &inst, &role);
@@ -640,12 +741,12 @@ md_attrib_sample(const struct md_attrib *a, const struct md_attrib_target *t,
         b->dropped[drop]++;
         return MD_OK;
     }
-    if (canon_labels(s, sc) != MD_OK)
+    if (canon_labels(a, s, sc) != MD_OK)
         return sample_slow(a, t, s, b, sc, err);
-    ov = find_canon(sc, n, &a->canon[CN_OVERFLOW]);
-    overflow = str_is(ov, "true");
-    tt = find_canon(sc, n, &a->canon[CN_TOKEN_TYPE]);
-    op = find_canon(sc, n, &a->canon[CN_OPERATION]);
+    find_canons(sc, s->nlabels, found);
+    overflow = str_is(found[CN_OVERFLOW], "true");
+    tt = found[CN_TOKEN_TYPE];
+    op = found[CN_OPERATION];
     if (role == MD_ROLE_SUM) {
         kind = MD_KIND_TOKENS;
     } else if (role == MD_ROLE_COUNT) {
@@ -674,17 +775,19 @@ md_attrib_sample(const struct md_attrib *a, const struct md_attrib_target *t,
             }
         }
     }
-    set_dim(dims, lens, MD_DIM_CLUSTER, a->cluster, strlen(a->cluster));
+    set_dim(dims, lens, MD_DIM_CLUSTER, a->cluster, a->cluster_len);
     if (overflow) {
         for (int d = MD_DIM_NAMESPACE; d < MD_DIM_COUNT; d++)
-            set_dim(dims, lens, (enum md_dim)d, UNATTRIBUTED, strlen(UNATTRIBUTED));
+            set_dim(dims, lens, (enum md_dim)d, UNATTRIBUTED, sizeof(UNATTRIBUTED) - 1);
     } else {
-        const struct md_str *nsl = a->has_namespace_label ?
-            find_canon(sc, n, &a->canon[CN_NAMESPACE]) : NULL;
-        const struct md_str *prov;
+        const struct md_str *nsl = a->has_namespace_label ? found[CN_NAMESPACE] : NULL;
+        const struct md_str *dept = found[CN_DEPARTMENT], *prov;
 
-        set_dim_label(dims, lens, MD_DIM_DEPARTMENT,
-            find_canon(sc, n, &a->canon[CN_DEPARTMENT]), a->default_department);
+        if (dept != NULL && dept->len > 0)
+            set_dim(dims, lens, MD_DIM_DEPARTMENT, dept->p, dept->len);
+        else
+            set_dim(dims, lens, MD_DIM_DEPARTMENT, a->default_department,
+                a->default_department_len);
         if (nsl != NULL && nsl->len > 0) {
             set_dim(dims, lens, MD_DIM_NAMESPACE, nsl->p, nsl->len);
         } else {
@@ -699,18 +802,16 @@ md_attrib_sample(const struct md_attrib *a, const struct md_attrib_target *t,
                 ns = t->namespace != NULL && t->namespace[0] ? t->namespace : a->default_namespace;
             set_dim(dims, lens, MD_DIM_NAMESPACE, ns, strlen(ns));
         }
-        set_dim_label(dims, lens, MD_DIM_MODEL, find_canon(sc, n, &a->canon[CN_MODEL]), UNKNOWN);
-        prov = find_canon(sc, n, &a->canon[CN_PROVIDER]);
+        set_dim_label(dims, lens, MD_DIM_MODEL, found[CN_MODEL], UNKNOWN);
+        prov = found[CN_PROVIDER];
         if (prov == NULL)
-            prov = find_canon(sc, n, &a->canon[CN_SYSTEM_NAME]);     /* EAIG v0.3 */
+            prov = found[CN_SYSTEM_NAME];     /* EAIG v0.3 */
         set_dim_label(dims, lens, MD_DIM_PROVIDER, prov, UNKNOWN);
         set_dim_label(dims, lens, MD_DIM_OPERATION, op, UNKNOWN);
         set_dim_label(dims, lens, MD_DIM_TOKEN_TYPE, tt, UNKNOWN);
     }
-    /* _created shares the identity of the _sum/_count it belongs to; the
-     * dims above point into the sample, not into sc->labels, so the key may
-     * reorder the labels now */
-    rc = series_key_canon(n, inst, kind == ROLE_CREATED_KIND ? -1 : (int)role, sc, err);
+    /* _created shares the identity of the _sum/_count it belongs to */
+    rc = series_key_canon(inst, kind == ROLE_CREATED_KIND ? -1 : (int)role, sc, err);
     if (rc != MD_OK)
         return rc;
     if (overflow)

@@ -46,20 +46,26 @@ md_batch_free(struct md_batch *b)
     md_free(b);
 }
 
-static int
-put_str(struct md_batch *b, const char *s, size_t len, uint32_t *off)
+int
+md_batch_reserve(struct md_batch *b, size_t entries, size_t arena_bytes)
 {
-    size_t at = b->arena.len;
-    int rc = md_buf_append(&b->arena, s, len);
+    char *at;
+    size_t room;
 
-    if (rc == MD_OK)
-        rc = md_buf_putc(&b->arena, '\0');
-    if (rc != MD_OK) {
-        b->arena.len = at;
-        return rc;
+    if (entries > MD_BATCH_ENTRIES_MAX)
+        entries = MD_BATCH_ENTRIES_MAX;
+    if (entries > b->alloc) {
+        struct md_batch_entry *p = md_realloc(b->e, entries * sizeof(*p));
+
+        if (p == NULL)
+            return MD_ENOMEM;
+        b->e = p;
+        b->alloc = entries;
     }
-    *off = (uint32_t)at;
-    return MD_OK;
+    if (arena_bytes > b->arena.cap - b->arena.len)
+        arena_bytes = b->arena.cap - b->arena.len;
+    /* the arena's room is its allocation; nothing is committed */
+    return md_buf_reserve(&b->arena, arena_bytes, &at, &room) == MD_ENOMEM ? MD_ENOMEM : MD_OK;
 }
 
 int
@@ -69,7 +75,8 @@ md_batch_add(struct md_batch *b, const char *key, size_t key_len,
     double created, int overflow)
 {
     struct md_batch_entry e;
-    size_t mark = b->arena.len;
+    size_t total = key_len + 1, room, off;
+    char *at;
     int rc;
 
     memset(&e, 0, sizeof(e));
@@ -84,20 +91,36 @@ md_batch_add(struct md_batch *b, const char *key, size_t key_len,
         b->e = p;
         b->alloc = n;
     }
-    rc = put_str(b, key, key_len, &e.key_off);
-    e.key_len = (uint32_t)key_len;
-    for (int d = 0; d < MD_DIM_COUNT && rc == MD_OK; d++) {
-        if (dim_lens[d] > UINT16_MAX) {
-            rc = MD_ELIMIT;
-            break;
-        }
-        rc = put_str(b, dims[d], dim_lens[d], &e.dim_off[d]);
-        e.dim_len[d] = (uint16_t)dim_lens[d];
+    /* the key and the dims, each NUL-terminated, in one reservation; each
+     * term is below the arena cap, so the sum cannot wrap */
+    if (key_len > MD_BATCH_ARENA_MAX)
+        return MD_ELIMIT;
+    for (int d = 0; d < MD_DIM_COUNT; d++) {
+        if (dim_lens[d] > UINT16_MAX)
+            return MD_ELIMIT;
+        total += dim_lens[d] + 1;
     }
-    if (rc != MD_OK) {
-        b->arena.len = mark;
+    rc = md_buf_reserve(&b->arena, total, &at, &room);
+    if (rc != MD_OK)
         return rc;
+    /* offsets fit: the arena is capped at MD_BATCH_ARENA_MAX < 2^32 */
+    off = b->arena.len;
+    e.key_off = (uint32_t)off;
+    e.key_len = (uint32_t)key_len;
+    memcpy(at, key, key_len);
+    at[key_len] = '\0';
+    at += key_len + 1;
+    off += key_len + 1;
+    for (int d = 0; d < MD_DIM_COUNT; d++) {
+        e.dim_off[d] = (uint32_t)off;
+        e.dim_len[d] = (uint16_t)dim_lens[d];
+        if (dim_lens[d] > 0)
+            memcpy(at, dims[d], dim_lens[d]);
+        at[dim_lens[d]] = '\0';
+        at += dim_lens[d] + 1;
+        off += dim_lens[d] + 1;
     }
+    md_buf_commit(&b->arena, total);
     e.kind = (uint8_t)kind;
     e.value = value;
     e.has_ts = has_ts != 0;

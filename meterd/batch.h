@@ -65,6 +65,10 @@ struct md_batch {
 
 struct md_batch *md_batch_new(const char *target, int target_initial, uint64_t scrape_ns);
 void             md_batch_free(struct md_batch *b);                     /* NULL ok */
+/* Room for this many entries and arena bytes at once, so a batch the size
+ * of the target's last one grows without reallocating (a hint: MD_OK or
+ * MD_ENOMEM; sizes above the limits are clamped to them). */
+int md_batch_reserve(struct md_batch *b, size_t entries, size_t arena_bytes);
 /* Appends an entry; key and dims are copied into the arena.  MD_ELIMIT past
  * the stated limits, MD_ENOMEM. */
 int md_batch_add(struct md_batch *b, const char *key, size_t key_len,

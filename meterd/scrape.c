@@ -96,6 +96,9 @@ struct target {
     size_t               opts_cap;
     struct md_buf        body;        /* as received (gzip'ed when gzip is set) */
     int                  body_over;
+    /* the last batch's size: the next one is reserved at once (a target's
+     * series change little from scrape to scrape) */
+    size_t               last_entries, last_arena;
     int                  gzip;        /* Content-Encoding: gzip */
     int                  encoding_bad; /* a Content-Encoding we did not ask for */
     struct md_complaint  complaint;
@@ -702,6 +705,11 @@ finish_scrape_body(struct md_scrape *s, struct target *t, CURLcode cc, uint64_t 
     pc.scratch = s->scratch;
     pc.at.namespace = t->namespace;
     pc.batch = md_batch_new(t->key, t->initial, t->started_wall_ns);
+    if (pc.batch != NULL &&
+            md_batch_reserve(pc.batch, t->last_entries, t->last_arena + t->last_arena / 16) != MD_OK) {
+        md_batch_free(pc.batch);
+        pc.batch = NULL;
+    }
     if (pc.batch == NULL) {
         record(s, t, 0, FAIL_INTERNAL, "out of memory", 0, 0, NULL, now);
         return;
@@ -747,6 +755,9 @@ finish_scrape_body(struct md_scrape *s, struct target *t, CURLcode cc, uint64_t 
     {
         uint64_t billed = pc.batch->count;
         struct md_batch snapshot = *pc.batch;     /* counters only, for record() */
+
+        t->last_entries = pc.batch->count;
+        t->last_arena = pc.batch->arena.len;
 
         rc = md_store_submit_batch(s->store, pc.batch);   /* takes ownership */
         if (rc != MD_OK) {

@@ -4,7 +4,11 @@
  * scrapes and on hand-made bodies with the edge cases, under several
  * configurations: the batches must be identical entry by entry, and the
  * drop counters equal.  A few hand-counted expectations pin the reference
- * itself.  attrib.c is included so the static reference path is reachable. */
+ * itself.  One scratch carried across many bodies and two configurations
+ * (the fast path remembers label names, their matches and their order from
+ * sample to sample) must give what a fresh scratch gives, also after a
+ * sample took the reference path, which writes into the same memory.
+ * attrib.c is included so the static reference path is reachable. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -270,6 +274,146 @@ test_hand_counted(void **state)
     md_config_unref(cfg);
 }
 
+/* a body whose first sum has a 600-byte label name (the fast path cannot
+ * hold its key: the reference path takes it and fails), after an `le` that
+ * shifts where the reference path writes; then sums whose labels sit at the
+ * same indices as those it overwrote */
+static char *
+long_label_body(size_t *len)
+{
+    struct md_buf b;
+    char *p;
+
+    md_buf_init(&b, 1u << 16);
+    assert_int_equal(md_buf_puts(&b, "# TYPE gen_ai_client_token_usage_token histogram\n"
+        "gen_ai_client_token_usage_token_sum{department=\"d1\",le=\"x\","
+        "gen_ai_token_type=\"input\",gen_ai_request_model=\"m\","), MD_OK);
+    for (int i = 0; i < 600; i++)
+        assert_int_equal(md_buf_putc(&b, 'a'), MD_OK);
+    assert_int_equal(md_buf_puts(&b, "=\"v\"} 5\n"
+        "gen_ai_client_token_usage_token_sum{department=\"d2\",le=\"y\","
+        "gen_ai_token_type=\"output\",gen_ai_request_model=\"m\"} 7\n"
+        "gen_ai_client_token_usage_token_sum{department=\"d3\",le=\"z\","
+        "gen_ai_token_type=\"input\",gen_ai_request_model=\"m\"} 9\n"), MD_OK);
+    p = md_buf_steal(&b, len);
+    return p;
+}
+
+/* one sample callback over a caller's scratch (kept across bodies) */
+static struct md_batch *
+attribute_with(const struct md_attrib *a, struct md_attrib_scratch *sc, const char *body,
+    size_t len, int *rc_first)
+{
+    struct run_ctx c;
+    struct md_expfmt_error perr;
+    struct md_expfmt_limits lim;
+
+    memset(&c, 0, sizeof(c));
+    c.a = a;
+    c.t.namespace = "team-x";
+    c.sc = sc;
+    c.b = md_batch_new("http://t/metrics", 0, 0);
+    assert_non_null(c.b);
+    md_expfmt_limits_default(&lim);
+    lim.name_max = 4096;
+    if (md_expfmt_parse(body, len, MD_EXPFMT_AUTO, &lim, on_sample, &c, &perr) != MD_OK)
+        fail_msg("body does not parse: line %u: %s", perr.line, perr.msg);
+    if (c.rc_first == MD_OK)
+        c.rc_first = md_attrib_finish(c.b, &c.err);
+    *rc_first = c.rc_first;
+    return c.b;
+}
+
+static void
+test_scratch_reuse(void **state)
+{
+    static const char *const files[] = {
+        "extproc_v04_text.prom", "extproc_newest_text.prom", "extproc_utf8.txt",
+    };
+    struct md_attrib *as[2];
+    struct md_config *cfgs[2];
+    struct md_attrib_scratch *kept = md_attrib_scratch_new();
+    struct { char *p; size_t n; } bodies[6];
+    size_t nb = 0, runs = 0;
+
+    (void)state;
+    assert_non_null(kept);
+    for (int c = 0; c < 2; c++) {
+        struct md_cfg_errors errs;
+        struct md_err err = {0};
+
+        memset(&errs, 0, sizeof(errs));
+        cfgs[c] = NULL;
+        assert_int_equal(md_config_load_buf("t.yaml", configs[c], strlen(configs[c]), &cfgs[c],
+            &errs), MD_OK);
+        as[c] = md_attrib_new(cfgs[c], &err);
+        assert_non_null(as[c]);
+    }
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        bodies[nb].p = md_test_read_fixture(files[i], &bodies[nb].n);
+        nb++;
+    }
+    bodies[nb].p = md_strdup(body_text);
+    bodies[nb++].n = sizeof(body_text) - 1;
+    bodies[nb].p = long_label_body(&bodies[nb].n);
+    nb++;
+    bodies[nb].p = md_strdup(body_om);
+    bodies[nb++].n = sizeof(body_om) - 1;
+    /* every body after every other one, under both configurations in turn */
+    for (size_t round = 0; round < 2 * nb * nb; round++) {
+        size_t i = round % nb, j = (round / nb) % nb;
+        const struct md_attrib *a = as[(round / (nb * nb) + i) % 2];
+
+        for (int k = 0; k < 2; k++) {
+            size_t w = k ? j : i;
+            struct md_attrib_scratch *fresh = md_attrib_scratch_new();
+            struct md_batch *got, *want;
+            int rc_got, rc_want;
+            char name[96];
+
+            got = attribute_with(a, kept, bodies[w].p, bodies[w].n, &rc_got);
+            want = attribute_with(a, fresh, bodies[w].p, bodies[w].n, &rc_want);
+            (void)snprintf(name, sizeof(name), "round %zu body %zu", round, w);
+            if (rc_got != rc_want)
+                fail_msg("%s: rc got %d want %d", name, rc_got, rc_want);
+            compare(name, got, want);
+            md_batch_free(got);
+            md_batch_free(want);
+            md_attrib_scratch_free(fresh);
+            runs++;
+        }
+    }
+    /* the long-label body: its first sum fails the sample; the next ones
+     * (d2 output 7, d3 input 9) are billed with their own token types */
+    {
+        struct md_batch *b;
+        int rc;
+
+        b = attribute_with(as[0], kept, bodies[4].p, bodies[4].n, &rc);
+        assert_int_equal(rc, MD_ELIMIT);
+        assert_int_equal(b->count, 2);
+        for (size_t e = 0; e < 2; e++) {
+            const char *want = e == 0 ? "output" : "input";
+            const struct md_batch_entry *x = &b->e[e];
+
+            if (x->dim_len[MD_DIM_TOKEN_TYPE] != strlen(want) ||
+                memcmp(md_batch_str(b, x->dim_off[MD_DIM_TOKEN_TYPE]), want, strlen(want)) != 0)
+                fail_msg("entry %zu token type \"%.*s\" want \"%s\"", e,
+                    (int)x->dim_len[MD_DIM_TOKEN_TYPE],
+                    md_batch_str(b, x->dim_off[MD_DIM_TOKEN_TYPE]), want);
+        }
+        md_batch_free(b);
+    }
+    assert_int_equal(runs, 4 * nb * nb);
+    for (size_t i = 0; i < nb; i++)
+        free(bodies[i].p);
+    md_attrib_scratch_free(kept);
+    for (int c = 0; c < 2; c++) {
+        md_attrib_free(as[c]);
+        md_config_unref(cfgs[c]);
+    }
+}
+
 int
 main(void)
 {
@@ -277,6 +421,7 @@ main(void)
         cmocka_unit_test(test_fixtures),
         cmocka_unit_test(test_edge_bodies),
         cmocka_unit_test(test_hand_counted),
+        cmocka_unit_test(test_scratch_reuse),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
