@@ -166,11 +166,11 @@ md_gunzip_zlib(const char *in_data, size_t in_len, struct md_buf *out, char *msg
  * is taken from the trailer's ISIZE, so it inflates into one buffer of
  * exactly that size.  It returns 1 only when everything held: one valid
  * member that is the whole body, its CRC-32 and ISIZE right, no more than
- * ISIZE bytes and ISIZE within the body limit (out->cap), which is what
- * the zlib path accepts too.  Anything else (a header CRC, FHCRC, which the zlib path
- * checks; reserved flag bits; a trailer that lies; a bomb; bytes after
- * the member; corruption) returns 0 and the zlib path decides, so limits,
- * error classes and messages stay exactly the zlib path's. */
+ * ISIZE bytes and ISIZE within the body limit (out->cap), which is what the
+ * zlib path accepts too.  Anything else (a header CRC, FHCRC, which the
+ * zlib path checks; reserved flag bits; a trailer that lies; a bomb; bytes
+ * after the member; corruption) returns 0 and the zlib path decides, so
+ * limits, error classes and messages stay exactly the zlib path's. */
 static int
 fast(struct libdeflate_decompressor *d, const char *in_data, size_t in_len, struct md_buf *out)
 {

@@ -450,6 +450,17 @@ static const struct {
       HIST_HEAD "tok_bucket{le=\"+Inf\",a=\"x\\\n" HIST_TAIL, MD_EPARSE, MD_EPARSE },
     { "'}' only inside a value",
       HIST_HEAD "tok_bucket{le=\"+Inf\",a=\"}\" 2\n" HIST_TAIL, MD_EPARSE, MD_EPARSE },
+    /* the light check reads a line's last block in place when 64 bytes of
+     * the body follow: the next line's quotes, braces and backslashes are
+     * in that block and must not count */
+    { "unterminated quote, the next line's quotes and braces in the same block",
+      HIST_HEAD "tok_bucket{le=\"+Inf} 2\n"
+      "tok_sum{a=\"}\",b=\"}\",c=\"}\",d=\"}\",e=\"x\\\\y\",f=\"0123456789012345678901\"} 3\n"
+      "tok_count 2\n", MD_EPARSE, MD_EPARSE },
+    { "no closing brace, the next line's brace in the same block",
+      HIST_HEAD "tok_bucket{le=\"+Inf\" 2\n"
+      "tok_sum{a=\"\\\\\",b=\"01234567890123456789012345678901234567890123456789\"} 3\n"
+      "tok_count 2\n", MD_EPARSE, MD_EPARSE },
     { "skipped line without a value",
       HIST_HEAD "tok_bucket{le=\"+Inf\"}\n" HIST_TAIL, MD_EPARSE, MD_EPARSE },
     { "skipped line with only blanks after the labels",
@@ -503,6 +514,47 @@ test_malformed(void **state)
         if (r.rc[2] != bad_cases[i].rc)
             fail_msg("%s: light check rc got %d want %d", bad_cases[i].name, r.rc[2],
                 bad_cases[i].rc);
+    }
+    md_expfmt_parser_free(ps);
+}
+
+/* the light check's error names the skipped line and what it lacks, also
+ * when the line's last block is read in place with the next line's quotes
+ * and braces in it (they must not close its string or its label set) */
+static void
+test_light_error_position(void **state)
+{
+    static const struct {
+        const char *body;
+        const char *msg;
+    } cases[] = {
+        { HIST_HEAD "tok_bucket{le=\"+Inf} 2\n"
+          "tok_sum{a=\"}\",b=\"}\",c=\"}\",d=\"}\",f=\"01234567890123456789012345678\"} 3\n"
+          "tok_count 2\n", "unterminated quoted string" },
+        { HIST_HEAD "tok_bucket{le=\"+Inf\" 2\n"
+          "tok_sum{a=\"x\",b=\"}\",c=\"}\",f=\"0123456789012345678901234567890123456789\"} 3\n"
+          "tok_count 2\n", "expected '}' to close the label set" },
+    };
+    struct md_expfmt_parser *ps = md_expfmt_parser_new();
+
+    (void)state;
+    assert_non_null(ps);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct md_expfmt_opts opts;
+        struct md_expfmt_error err;
+        uint64_t skipped[MD_EXPFMT_SKIP_CLASSES];
+        int rc;
+
+        memset(&opts, 0, sizeof(opts));
+        memset(&err, 0, sizeof(err));
+        opts.skip_fn = cls_bucket;
+        opts.skipped = skipped;
+        rc = md_expfmt_parser_run(ps, cases[i].body, strlen(cases[i].body), MD_EXPFMT_TEXT,
+            NULL, &opts, NULL, NULL, &err);
+        if (rc != MD_EPARSE || err.line != 3 || strstr(err.msg, cases[i].msg) == NULL ||
+                err.col > strlen("tok_bucket{le=\"+Inf\" 2") + 1)
+            fail_msg("case %zu: rc %d line %u col %u \"%s\"; want line 3, \"%s\"", i, rc,
+                err.line, err.col, err.msg, cases[i].msg);
     }
     md_expfmt_parser_free(ps);
 }
@@ -701,6 +753,7 @@ main(void)
         cmocka_unit_test(test_dots),
         cmocka_unit_test(test_block_offsets),
         cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_light_error_position),
         cmocka_unit_test(test_samples_max),
         cmocka_unit_test(test_bad_class),
         cmocka_unit_test(test_attrib_glue),
