@@ -10,8 +10,13 @@
  * each wake-up through an idle CPU costs a context switch, tens of
  * microseconds on a virtual machine, and one wake-up per scrape was ~1.8
  * switches and ~15 % of meterd's CPU at 200 targets (bench/RESULTS.md,
- * issue 4).  At most MD_SCHED_EARLY_MAX scrapes start early per wake-up, so a
- * large target set never starts a whole slack window's worth at once.
+ * issue 4).  A wake-up for an answer starts the scrapes due within the
+ * slack too, so a wider slack saves more than the timer wake-ups: 1/10 of
+ * the interval (at most 200 ms) took another ~12 % off meterd's CPU per
+ * sample against 1/20 (at most 100 ms).  At most MD_SCHED_EARLY_MAX scrapes
+ * start early per wake-up, so a large target set never starts a whole slack
+ * window's worth at once (16 measured the same CPU as 8, with more bodies
+ * in flight).
  *
  * Invariants: a scrape starts at most md_sched_slack(interval) early and is
  * never started before that; the next due time counts from the due time,
@@ -24,8 +29,8 @@
 #include <stdint.h>
 
 /* slack: 1/MD_SCHED_SLACK_DIV of the interval, at most MD_SCHED_SLACK_MAX_NS */
-#define MD_SCHED_SLACK_DIV    20u
-#define MD_SCHED_SLACK_MAX_NS 100000000ULL      /* 100 ms */
+#define MD_SCHED_SLACK_DIV    10u
+#define MD_SCHED_SLACK_MAX_NS 200000000ULL      /* 200 ms */
 /* scrapes started before their due time in one wake-up, at most */
 #define MD_SCHED_EARLY_MAX    8u
 

@@ -19,11 +19,11 @@ static void
 test_slack(void **state)
 {
     (void)state;
-    assert_int_equal(md_sched_slack(2000 * MS), 100 * MS);     /* 1/20 */
-    assert_int_equal(md_sched_slack(1000 * MS), 50 * MS);
-    assert_int_equal(md_sched_slack(100 * MS), 5 * MS);        /* the shortest interval */
-    assert_int_equal(md_sched_slack(15000 * MS), 100 * MS);    /* capped */
-    assert_int_equal(md_sched_slack(86400000 * MS), 100 * MS);
+    assert_int_equal(md_sched_slack(2000 * MS), 200 * MS);     /* 1/10 */
+    assert_int_equal(md_sched_slack(1000 * MS), 100 * MS);
+    assert_int_equal(md_sched_slack(100 * MS), 10 * MS);       /* the shortest interval */
+    assert_int_equal(md_sched_slack(15000 * MS), 200 * MS);    /* capped */
+    assert_int_equal(md_sched_slack(86400000 * MS), 200 * MS);
     assert_int_equal(md_sched_slack(0), 0);
 }
 
@@ -39,13 +39,13 @@ test_start(void **state)
     assert_true(md_sched_start(now - 3000 * MS, now, iv, &early));
     assert_int_equal(early, 0);
     /* within the slack, to its last nanosecond */
-    assert_true(md_sched_start(now + 100 * MS, now, iv, &early));
+    assert_true(md_sched_start(now + 200 * MS, now, iv, &early));
     assert_int_equal(early, 1);
-    assert_false(md_sched_start(now + 100 * MS + 1, now, iv, &early));
+    assert_false(md_sched_start(now + 200 * MS + 1, now, iv, &early));
     assert_int_equal(early, 1);
     /* the slack follows the interval */
-    assert_false(md_sched_start(now + 60 * MS, now, 1000 * MS, &early));
-    assert_true(md_sched_start(now + 50 * MS, now, 1000 * MS, &early));
+    assert_false(md_sched_start(now + 110 * MS, now, 1000 * MS, &early));
+    assert_true(md_sched_start(now + 100 * MS, now, 1000 * MS, &early));
     assert_int_equal(early, 2);
     /* the cap on early starts per wake-up; due ones still start */
     while (early < MD_SCHED_EARLY_MAX)
@@ -133,7 +133,7 @@ test_simulated_thread(void **state)
 
         assert_true(starts[i] == want || starts[i] == want + 1);  /* + one early start */
     }
-    /* 100 scrapes/s with a 100 ms slack: one wake-up per scrape was the old
+    /* 100 scrapes/s with a 200 ms slack: one wake-up per scrape was the old
      * behaviour; groups of ~9 (at most 8 early) leave well under one in four */
     assert_true(wakeups * 4 < scrapes);
     /* the groups stay spread over the interval: no wake-up starts a large
