@@ -225,6 +225,7 @@ eq_short(const char *a, const char *b, size_t n)
 }
 
 #define RAW_MEMO_MAX 64
+_Static_assert(CN_COUNT <= 32, "canon_label.cid holds one bit per configured name");
 
 /* What the fast path knows of the label name at one index of a sample:
  * label order repeats from one sample to the next, so index i usually holds
