@@ -55,10 +55,10 @@ md_gunzip_free(struct md_gunzip *g)
 /* Inflates a whole gzip member into out (cap: the body limit).  MD_ELIMIT
  * past the cap (a gzip bomb stops there), MD_EPARSE for a corrupt or
  * truncated stream, a wrong CRC-32 or length in the trailer, or bytes after
- * its end.  The trailer is checked here with md_crc32 (PCLMULQDQ) instead of
- * zlib's crc32_z, a fifth of the ingest CPU; zlib still parses it (and
- * checks everything when the header has its own CRC, FHCRC, which then
- * needs zlib's running check). */
+ * its end.  The trailer is checked here with md_crc32 (carry-less
+ * multiplies) instead of zlib's crc32_z, a fifth of the ingest CPU; zlib
+ * still parses it (and checks everything when the header has its own CRC,
+ * FHCRC, which then needs zlib's running check). */
 int
 md_gunzip_zlib(const char *in_data, size_t in_len, struct md_buf *out, char *msg, size_t msg_len)
 {
@@ -162,7 +162,7 @@ md_gunzip_zlib(const char *in_data, size_t in_len, struct md_buf *out, char *msg
  * header (RFC 1952 2.3) itself, libdeflate inflates the raw DEFLATE stream
  * (2-3x cheaper than zlib's inflate), and md_crc32 checks the CRC-32: with
  * VPCLMULQDQ it is about twice as fast as the check libdeflate's gzip call
- * makes (bench/RESULTS.md, "The gzip check at 256 bits").  The output size
+ * makes (bench/RESULTS.md, "Stop 14", change 1).  The output size
  * is taken from the trailer's ISIZE, so it inflates into one buffer of
  * exactly that size.  It returns 1 only when everything held: one valid
  * member that is the whole body, its CRC-32 and ISIZE right, no more than
