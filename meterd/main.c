@@ -9,10 +9,12 @@
 #define MD_MODULE "main"
 
 #include <curl/curl.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "api.h"
@@ -150,6 +152,23 @@ load_pricing(struct md_app *app, const struct md_config *cfg)
     return MD_OK;
 }
 
+/* The soft open-file limit raised to the hard one, as the Go runtime does
+ * for Prometheus: each kept-alive scrape connection holds a descriptor, and
+ * the scrape thread sizes its connection bound from this limit (scrape.c
+ * conn_limit).  A failure only leaves the bound lower, so it is a warning. */
+static void
+raise_nofile(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == rl.rlim_max)
+        return;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        md_log_warn("cannot raise the open-file limit to %llu: %s",
+            (unsigned long long)rl.rlim_max, strerror(errno));
+}
+
 static void
 reload(struct md_app *app, const char *path)
 {
@@ -254,6 +273,7 @@ cmd_run(int argc, char **argv)
     sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
+    raise_nofile();
 
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         md_fatal("libcurl: global initialisation failed");

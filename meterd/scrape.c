@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "../exporters/prom_text.h"
@@ -106,11 +107,19 @@ struct target {
 };
 
 #define SPARE_BODIES 4
-/* open connections at most (CURLMOPT_MAX_TOTAL_CONNECTIONS), and idle ones kept for
- * reuse at most (CURLMOPT_MAXCONNECTS): each holds a file descriptor */
-#define MAX_CONNECTIONS 256
+/* open connections at most (CURLMOPT_MAX_TOTAL_CONNECTIONS), and idle ones
+ * kept for reuse at most (CURLMOPT_MAXCONNECTS): each holds a file
+ * descriptor, so the bound is the open-file limit less a reserve for the
+ * store, the HTTP server and discovery (conn_limit()), within these.  With
+ * a fixed 256, a scrape of 500 keep-alive targets reconnected about every
+ * other time (bench/RESULTS.md, stop 14: 0.16x of Prometheus's CPU at 500
+ * targets) */
+#define CONN_MIN     16
+#define CONN_MAX     16384
+#define CONN_RESERVE 256
 
 struct md_scrape {
+    long                 conn_max;    /* conn_limit() at start */
     struct md_app       *app;
     struct md_store     *store;
     pthread_t            thread;
@@ -153,6 +162,20 @@ struct md_scrape {
 };
 
 /* ---- helpers ---- */
+
+/* connections the scrape thread may hold: the soft open-file limit (main
+ * raises it to the hard one) less CONN_RESERVE, within CONN_MIN..CONN_MAX */
+static long
+conn_limit(void)
+{
+    struct rlimit rl;
+    rlim_t n = 1024;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+        n = rl.rlim_cur == RLIM_INFINITY ? CONN_MAX + CONN_RESERVE : rl.rlim_cur;
+    n = n > CONN_RESERVE + CONN_MIN ? n - CONN_RESERVE : CONN_MIN;
+    return n < CONN_MAX ? (long)n : CONN_MAX;
+}
 
 static uint64_t
 fnv1a(const char *s)
@@ -374,7 +397,7 @@ sync_config(struct md_scrape *s)
      * connection (socket, handshake, teardown: kernel time; and the
      * simulator could not tell a scrape was read: RELIABILITY 18) */
     curl_multi_setopt(s->multi, CURLMOPT_MAXCONNECTS,
-        (long)(n < MAX_CONNECTIONS ? (n > 0 ? n : 1) : MAX_CONNECTIONS));
+        (long)n < s->conn_max ? (long)(n > 0 ? n : 1) : s->conn_max);
 
     md_attrib_free(s->attrib);
     s->attrib = attrib;
@@ -861,7 +884,8 @@ md_scrape_start(struct md_app *app, int store_fresh, struct md_scrape **out, str
         md_scrape_stop(s);
         return md_err_set(err, MD_ENOMEM, "out of memory");
     }
-    curl_multi_setopt(s->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)MAX_CONNECTIONS);
+    s->conn_max = conn_limit();
+    curl_multi_setopt(s->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, s->conn_max);
     curl_multi_setopt(s->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 4L);
     if (sync_config(s) != MD_OK) {
         md_scrape_stop(s);

@@ -18,7 +18,9 @@
   were successful scrapes, compared with counts made here from the
   fixture's lines.
 - Against keep-alive targets each target's connection is reused from
-  scrape to scrape (CURLMOPT_MAXCONNECTS).
+  scrape to scrape (CURLMOPT_MAXCONNECTS), also with more targets than the
+  256 connections meterd used to allow (300 simulator targets: every one
+  keeps its connection open between scrapes).
 - A proxy in the environment (http_proxy, HTTPS_PROXY, all_proxy) is not
   used for scrapes: a scrape goes to the pod, as Prometheus does by default
   (proxy_from_environment: false).
@@ -33,6 +35,7 @@ import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+import simctl  # noqa: E402
 
 FIXTURES = [
     ("extproc_newest_text.prom", "text/plain; version=0.0.4; charset=utf-8; escaping=underscores"),
@@ -298,6 +301,53 @@ def test_keep_alive_connections_reused():
             t.close()
 
 
+def established_to(pid, ports):
+    """meterd's ESTABLISHED TCP connections to 127.0.0.1 ports in `ports`:
+    its socket inodes (/proc/PID/fd) matched with /proc/net/tcp."""
+    inodes = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    n = 0
+    with open("/proc/%d/net/tcp" % pid) as f:
+        next(f)
+        for line in f:
+            col = line.split()
+            rem_port = int(col[2].split(":")[1], 16)
+            if col[3] == "01" and col[9] in inodes and rem_port in ports:
+                n += 1
+    return n
+
+
+def test_keep_alive_beyond_256_targets():
+    """300 keep-alive simulator targets every 2 s: after three rounds
+    meterd holds an open connection to every one of them (the bound is the
+    open-file limit less a reserve, not 256, which made about every other
+    scrape reconnect at 500 targets)."""
+    n = 300
+    sim = simctl.Sim(simctl.binary(harness.ARGS.build), targets=n).start()
+    m = harness.Meterd(extra_yaml="scrape:\n  interval: 2s\n  timeout: 2s\ntargets:\n" +
+                       "".join("  - url: %s\n" % u for u in sim.urls))
+    try:
+        m.start()
+        ports = set(sim.port(i) for i in range(n))
+
+        def rounds():
+            doc = json.loads(m.get("/api/v1/targets").text)
+            return min(t["scrapes"] for t in doc["targets"])
+        harness.wait_until(lambda: rounds() >= 3, 90, "three scrapes of every target")
+        held = established_to(m.proc.pid, ports)
+        assert held >= n - 5, "%d connections held to %d targets" % (held, n)
+    finally:
+        m.stop()
+        m.cleanup()
+        sim.cleanup()
+
+
 def test_environment_proxy_not_used():
     """http_proxy and friends pointing at a closed port: meterd still
     scrapes its target directly (libcurl would otherwise send every scrape to
@@ -367,5 +417,6 @@ if __name__ == "__main__":
     harness.main([test_gzip_default_asks_for_gzip, test_identity_does_not_ask_for_gzip,
                   test_gzip_explicit_every_fixture, test_identity_target_gzips_anyway,
                   test_gzip_trailer_checked, test_fhcrc_header_accepted_when_right,
-                  test_keep_alive_connections_reused, test_environment_proxy_not_used,
+                  test_keep_alive_connections_reused, test_keep_alive_beyond_256_targets,
+                  test_environment_proxy_not_used,
                   test_named_host_across_reloads])
