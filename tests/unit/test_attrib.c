@@ -45,30 +45,46 @@ on_sample(void *arg, const struct md_sample *s)
     return MD_OK;    /* keep going: compare every sample, errors included */
 }
 
+/* one body through a caller's scratch (kept across bodies when the caller
+ * keeps it); names up to 4 KiB, so the reference path's long label is
+ * reached; rc_first: the first sample's error, else md_attrib_finish's */
 static struct md_batch *
-attribute(const struct md_attrib *a, const char *body, size_t len, enum md_expfmt_format fmt,
-    int slow, int *rc_first)
+attribute_with(const struct md_attrib *a, struct md_attrib_scratch *sc, const char *body,
+    size_t len, enum md_expfmt_format fmt, int slow, int *rc_first)
 {
     struct run_ctx c;
     struct md_expfmt_error perr;
-    int rc;
+    struct md_expfmt_limits lim;
 
     memset(&c, 0, sizeof(c));
     c.a = a;
     c.t.namespace = "team-x";
-    c.sc = md_attrib_scratch_new();
+    c.sc = sc;
     c.b = md_batch_new("http://t/metrics", 0, 0);
     c.slow = slow;
-    assert_non_null(c.sc);
     assert_non_null(c.b);
-    rc = md_expfmt_parse(body, len, fmt, NULL, on_sample, &c, &perr);
-    if (rc != MD_OK)
-        fail_msg("fixture does not parse: line %u: %s", perr.line, perr.msg);
+    md_expfmt_limits_default(&lim);
+    lim.name_max = 4096;
+    if (md_expfmt_parse(body, len, fmt, &lim, on_sample, &c, &perr) != MD_OK)
+        fail_msg("body does not parse: line %u: %s", perr.line, perr.msg);
     if (c.rc_first == MD_OK)
         c.rc_first = md_attrib_finish(c.b, &c.err);
     *rc_first = c.rc_first;
-    md_attrib_scratch_free(c.sc);
     return c.b;
+}
+
+/* the same with a fresh scratch */
+static struct md_batch *
+attribute(const struct md_attrib *a, const char *body, size_t len, enum md_expfmt_format fmt,
+    int slow, int *rc_first)
+{
+    struct md_attrib_scratch *sc = md_attrib_scratch_new();
+    struct md_batch *b;
+
+    assert_non_null(sc);
+    b = attribute_with(a, sc, body, len, fmt, slow, rc_first);
+    md_attrib_scratch_free(sc);
+    return b;
 }
 
 static void
@@ -299,31 +315,6 @@ long_label_body(size_t *len)
     return p;
 }
 
-/* one sample callback over a caller's scratch (kept across bodies) */
-static struct md_batch *
-attribute_with(const struct md_attrib *a, struct md_attrib_scratch *sc, const char *body,
-    size_t len, int *rc_first)
-{
-    struct run_ctx c;
-    struct md_expfmt_error perr;
-    struct md_expfmt_limits lim;
-
-    memset(&c, 0, sizeof(c));
-    c.a = a;
-    c.t.namespace = "team-x";
-    c.sc = sc;
-    c.b = md_batch_new("http://t/metrics", 0, 0);
-    assert_non_null(c.b);
-    md_expfmt_limits_default(&lim);
-    lim.name_max = 4096;
-    if (md_expfmt_parse(body, len, MD_EXPFMT_AUTO, &lim, on_sample, &c, &perr) != MD_OK)
-        fail_msg("body does not parse: line %u: %s", perr.line, perr.msg);
-    if (c.rc_first == MD_OK)
-        c.rc_first = md_attrib_finish(c.b, &c.err);
-    *rc_first = c.rc_first;
-    return c.b;
-}
-
 static void
 test_scratch_reuse(void **state)
 {
@@ -371,8 +362,8 @@ test_scratch_reuse(void **state)
             int rc_got, rc_want;
             char name[96];
 
-            got = attribute_with(a, kept, bodies[w].p, bodies[w].n, &rc_got);
-            want = attribute_with(a, fresh, bodies[w].p, bodies[w].n, &rc_want);
+            got = attribute_with(a, kept, bodies[w].p, bodies[w].n, MD_EXPFMT_AUTO, 0, &rc_got);
+            want = attribute_with(a, fresh, bodies[w].p, bodies[w].n, MD_EXPFMT_AUTO, 0, &rc_want);
             (void)snprintf(name, sizeof(name), "round %zu body %zu", round, w);
             if (rc_got != rc_want)
                 fail_msg("%s: rc got %d want %d", name, rc_got, rc_want);
@@ -389,7 +380,7 @@ test_scratch_reuse(void **state)
         struct md_batch *b;
         int rc;
 
-        b = attribute_with(as[0], kept, bodies[4].p, bodies[4].n, &rc);
+        b = attribute_with(as[0], kept, bodies[4].p, bodies[4].n, MD_EXPFMT_AUTO, 0, &rc);
         assert_int_equal(rc, MD_ELIMIT);
         assert_int_equal(b->count, 2);
         for (size_t e = 0; e < 2; e++) {
