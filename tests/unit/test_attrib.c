@@ -124,6 +124,18 @@ compare(const char *what, const struct md_batch *got, const struct md_batch *wan
     }
 }
 
+/* two runs of one body: the same return code and the same batch; frees both */
+static void
+compare_runs(const char *what, struct md_batch *got, int rc_got, struct md_batch *want,
+    int rc_want)
+{
+    if (rc_got != rc_want)
+        fail_msg("%s: rc got %d want %d", what, rc_got, rc_want);
+    compare(what, got, want);
+    md_batch_free(got);
+    md_batch_free(want);
+}
+
 static const char *const configs[] = {
     "",
     "attribution:\n  department_label: department.id\n  namespace_label: k8s.namespace\n"
@@ -195,11 +207,7 @@ check_body(const char *what, const char *body, size_t len, enum md_expfmt_format
         fast = attribute(a, body, len, fmt, 0, &rc_fast);
         slow = attribute(a, body, len, fmt, 1, &rc_slow);
         (void)snprintf(name, sizeof(name), "%s, config %zu", what, c);
-        if (rc_fast != rc_slow)
-            fail_msg("%s: rc got %d want %d", name, rc_fast, rc_slow);
-        compare(name, fast, slow);
-        md_batch_free(fast);
-        md_batch_free(slow);
+        compare_runs(name, fast, rc_fast, slow, rc_slow);
         md_attrib_free(a);
         md_config_unref(cfg);
     }
@@ -365,11 +373,7 @@ test_scratch_reuse(void **state)
             got = attribute_with(a, kept, bodies[w].p, bodies[w].n, MD_EXPFMT_AUTO, 0, &rc_got);
             want = attribute_with(a, fresh, bodies[w].p, bodies[w].n, MD_EXPFMT_AUTO, 0, &rc_want);
             (void)snprintf(name, sizeof(name), "round %zu body %zu", round, w);
-            if (rc_got != rc_want)
-                fail_msg("%s: rc got %d want %d", name, rc_got, rc_want);
-            compare(name, got, want);
-            md_batch_free(got);
-            md_batch_free(want);
+            compare_runs(name, got, rc_got, want, rc_want);
             md_attrib_scratch_free(fresh);
             runs++;
         }
