@@ -89,7 +89,12 @@ struct job {
 };
 
 /* dims memo: dimension tuple -> dims.id, writer thread only.  Cleared on a
- * rollback, since ids inserted by a rolled-back transaction do not exist. */
+ * rollback, since ids inserted by a rolled-back transaction do not exist.
+ * It starts at DIMS_MEMO_MIN slots and doubles when 3/4 full, up to
+ * DIMS_MEMO_MAX: slots are hashed, so a table of the maximum size touched
+ * nearly all of its 1 MiB with a few hundred tuples (issue 4: memory per
+ * series at 50 targets). */
+#define DIMS_MEMO_MIN 512
 #define DIMS_MEMO_MAX 65536
 struct dims_memo_entry {
     char    *key;             /* the seven values joined by \x1f */
@@ -205,8 +210,8 @@ struct md_store {
     size_t          nscr, scrcap, scr_last;
     struct uagg    *uagg;               /* open addressing, power of two */
     size_t          nuagg, uaggcap;
-    struct dims_memo_entry *memo;       /* open addressing, DIMS_MEMO_MAX slots */
-    size_t          memo_count;
+    struct dims_memo_entry *memo;       /* open addressing, memo_cap slots */
+    size_t          memo_count, memo_cap;   /* memo_cap: a power of two */
 
     /* ledger outcome counters (atomics: read by /metrics) */
     atomic_ullong   retention_ms;       /* 0: keep usage forever */
@@ -871,7 +876,7 @@ memo_clear(struct md_store *st)
 {
     if (st->memo == NULL)
         return;
-    for (size_t i = 0; i < DIMS_MEMO_MAX; i++) {
+    for (size_t i = 0; i < st->memo_cap; i++) {
         md_free(st->memo[i].key);
         st->memo[i].key = NULL;
     }
@@ -1327,6 +1332,32 @@ write_key_row(struct md_store *st, uint32_t target, uint32_t slot, const char *k
     return MD_OK;
 }
 
+/* doubles the dims memo (memo_count reached 3/4 of memo_cap); on failure the
+ * memo stays as it is and dims_id stops adding to it */
+static int
+memo_grow(struct md_store *st)
+{
+    size_t cap = st->memo_cap * 2;
+    struct dims_memo_entry *m;
+
+    if (cap > DIMS_MEMO_MAX || (m = md_calloc(cap, sizeof(*m))) == NULL)
+        return 0;
+    for (size_t i = 0; i < st->memo_cap; i++) {
+        size_t slot;
+
+        if (st->memo[i].key == NULL)
+            continue;
+        slot = hash_bytes(st->memo[i].key, strlen(st->memo[i].key)) & (cap - 1);
+        while (m[slot].key != NULL)
+            slot = (slot + 1) & (cap - 1);
+        m[slot] = st->memo[i];
+    }
+    md_free(st->memo);
+    st->memo = m;
+    st->memo_cap = cap;
+    return 1;
+}
+
 /* dims.id of entry e's dimension tuple, inserting it when new. */
 static int
 dims_id(struct md_store *st, const struct md_batch *b, const struct md_batch_entry *e,
@@ -1334,6 +1365,7 @@ dims_id(struct md_store *st, const struct md_batch *b, const struct md_batch_ent
 {
     char key[MD_DIM_COUNT * 300];
     size_t klen = 0, slot;
+    uint64_t h;
     int rc;
 
     for (int d = 0; d < MD_DIM_COUNT; d++) {
@@ -1344,13 +1376,14 @@ dims_id(struct md_store *st, const struct md_batch *b, const struct md_batch_ent
         key[klen++] = '\x1f';
     }
     key[klen] = '\0';
-    slot = hash_bytes(key, klen) % DIMS_MEMO_MAX;
-    for (size_t i = 0; i < DIMS_MEMO_MAX && st->memo[slot].key != NULL; i++) {
+    h = hash_bytes(key, klen);
+    slot = h & (st->memo_cap - 1);
+    while (st->memo[slot].key != NULL) {     /* never full: at most 3/4 */
         if (strcmp(st->memo[slot].key, key) == 0) {
             *out = st->memo[slot].id;
             return MD_OK;
         }
-        slot = (slot + 1) % DIMS_MEMO_MAX;
+        slot = (slot + 1) & (st->memo_cap - 1);
     }
     for (int d = 0; d < MD_DIM_COUNT; d++)
         sqlite3_bind_text(st->sel_dims, d + 1, md_batch_str(b, e->dim_off[d]),
@@ -1371,7 +1404,12 @@ dims_id(struct md_store *st, const struct md_batch *b, const struct md_batch_ent
         *out = sqlite3_last_insert_rowid(st->db);
     }
     /* memoise while there is room (3/4 full at most keeps probes short) */
-    if (st->memo_count < DIMS_MEMO_MAX / 4 * 3) {
+    if (st->memo_count + 1 > st->memo_cap / 4 * 3 && memo_grow(st)) {
+        slot = h & (st->memo_cap - 1);
+        while (st->memo[slot].key != NULL)
+            slot = (slot + 1) & (st->memo_cap - 1);
+    }
+    if (st->memo_count + 1 <= st->memo_cap / 4 * 3) {
         char *k = md_strdup(key);
 
         if (k != NULL) {
@@ -1994,6 +2032,10 @@ writer_main(void *arg)
             st->q_head = (st->q_head + 1) % MD_STORE_QUEUE_MAX;
             st->q_len--;
         }
+        /* empty: the next jobs go to the front again, so the ring's pages
+         * that are ever touched are those of the longest queue, not all
+         * 4096 slots (224 KiB) going round */
+        st->q_head = 0;
         pthread_mutex_unlock(&st->mu);
         if (n == 0 && stopping)
             break;
@@ -2417,7 +2459,8 @@ md_store_ledger_init(struct md_store *st, size_t series_max, uint64_t spread_max
         return md_err_set(err, MD_ESTATE, "ledger already initialised");
     st->policy = first_scrape_count ? MD_FIRST_COUNT : MD_FIRST_BASELINE;
     st->ledger = md_ledger_new(series_max);
-    st->memo = md_calloc(DIMS_MEMO_MAX, sizeof(*st->memo));
+    st->memo = md_calloc(DIMS_MEMO_MIN, sizeof(*st->memo));
+    st->memo_cap = DIMS_MEMO_MIN;
     if (st->ledger == NULL || st->memo == NULL)
         return md_err_set(err, MD_ENOMEM, "ledger: out of memory");
     /* tenants choose label values: key the hash so they cannot flood it */
@@ -2844,6 +2887,7 @@ md_store_close(struct md_store *st)
     memo_clear(st);
     md_free(st->memo);
     st->memo = NULL;
+    st->memo_cap = 0;
     scr_clear(st);
     md_free(st->scr);
     for (size_t i = 0; i < st->nts; i++)

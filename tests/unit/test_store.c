@@ -477,6 +477,64 @@ test_ledger_state_rows(void **state)
         "(SELECT id FROM dims WHERE model = 'm1')"), 8192);
 }
 
+/* one scrape of target "t1" with n series, each its own model m<i> (so its
+ * own dims row), value mult * (i + 1) */
+static struct md_batch *
+make_wide_batch(uint64_t scrape_ns, int n, double mult)
+{
+    struct md_batch *b = md_batch_new("http://t1/metrics", 1, scrape_ns);
+
+    assert_non_null(b);
+    for (int i = 0; i < n; i++) {
+        char key[16], model[16];
+        const char *dims[MD_DIM_COUNT] = { "c", "ns", "d", model, "p", "chat", "input" };
+        size_t lens[MD_DIM_COUNT];
+
+        (void)snprintf(key, sizeof(key), "k%d", i);
+        (void)snprintf(model, sizeof(model), "m%d", i);
+        for (int d = 0; d < MD_DIM_COUNT; d++)
+            lens[d] = strlen(dims[d]);
+        assert_int_equal(md_batch_add(b, key, strlen(key), dims, lens, MD_KIND_TOKENS,
+            mult * (i + 1), 0, 0, 0, 0.0, 0), MD_OK);
+    }
+    return b;
+}
+
+/* The dims memo starts small and doubles (512 slots up to 4096 for 2,000
+ * tuples): every tuple keeps its own dims row and its own usage, whether
+ * its id came from an insert, from the memo before a doubling or after. */
+static void
+test_dims_memo_grows(void **state)
+{
+    enum { WIDE = 2000 };
+    uint64_t t0 = md_now_realtime_ns();
+    struct md_store *st = NULL;
+    struct md_err err = {0};
+
+    (void)state;
+    if (md_store_open(dbpath, 1000, &st, &err) != MD_OK ||
+        md_store_ledger_init(st, 4 * WIDE, 0, 0, &err) != MD_OK ||
+        md_store_writer_start(st, &err) != MD_OK)
+        fail_msg("open: %s", err.msg);
+    /* baseline, then two scrapes that bill i + 1 each; the second one's
+     * ids come from the memo as it stands after the doublings */
+    for (int k = 1; k <= 3; k++) {
+        assert_int_equal(md_store_submit_batch(st,
+            make_wide_batch(t0 + (uint64_t)k * 1000000000ULL, WIDE, k)), MD_OK);
+        assert_int_equal(md_store_flush(st), MD_OK);
+    }
+    md_store_close(st);
+    assert_int_equal(sql_int(dbpath, "SELECT count(*) FROM dims"), WIDE);
+    assert_int_equal(sql_int(dbpath, "SELECT count(DISTINCT model) FROM dims"), WIDE);
+    assert_int_equal(sql_int(dbpath, "SELECT count(*) FROM (SELECT d.model, sum(u.tokens) AS t "
+        "FROM usage_hourly u JOIN dims d ON d.id = u.dim_id GROUP BY d.model)"), WIDE);
+    assert_int_equal(sql_int(dbpath, "SELECT count(*) FROM (SELECT d.model, sum(u.tokens) AS t "
+        "FROM usage_hourly u JOIN dims d ON d.id = u.dim_id GROUP BY d.model) "
+        "WHERE t != 2 * (CAST(substr(model, 2) AS INTEGER) + 1)"), 0);
+    assert_int_equal(sql_int(dbpath, "SELECT sum(tokens) FROM usage_hourly"),
+        (int64_t)WIDE * (WIDE + 1));
+}
+
 /* A kill -9 just before COMMIT loses the drain whole (usage and
  * checkpoints), just after it keeps it whole; either way the next scrape
  * after the restart makes the total exact: 4148 + 4112 (see above). */
@@ -591,6 +649,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_submit_needs_writer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ledger_state_rows, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dims_memo_grows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill_around_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_state_refused, setup, teardown),
     };
