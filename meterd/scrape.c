@@ -76,14 +76,10 @@ struct target {
     uint64_t             started_wall_ns;
     unsigned             fails;
     CURL                *easy;
-    /* the target's own DNS cache (a share of CURL_LOCK_DATA_DNS only, used
-     * by this handle alone, so no lock callbacks): libcurl prunes the cache
-     * a handle uses at the end of each transfer, walking every entry, and
-     * the multi handle's cache holds one entry per host:port, i.e. per
-     * target.  At 200 targets that walk was ~9 % of libcurl's CPU per
-     * transfer (bench/RESULTS.md); a per-target cache holds one entry, and
-     * goes with the target.  ~1.3 KiB per target. */
-    CURLSH              *dns;
+    /* the caches of the target's group (struct conn_group); NULL before
+     * the first scrape, and for a target beyond the grouped ones */
+    struct conn_group   *grp;
+    int                  grp_none;    /* uses the multi handle's caches */
     /* the request headers of this target's transfers: libcurl reads the
      * list while a transfer runs, so it is the target's own and replaced
      * only between transfers (a shared list freed by a reload or a
@@ -107,6 +103,29 @@ struct target {
 };
 
 #define SPARE_BODIES 4
+/* Targets share libcurl's DNS and connection caches in groups of up to
+ * CONN_GROUP (a share of CURL_LOCK_DATA_DNS and CURL_LOCK_DATA_CONNECT,
+ * used by the scrape thread alone, so no lock callbacks).  libcurl walks
+ * the whole cache a handle uses on every transfer: it prunes the DNS cache
+ * at the end of each, and curl_multi_remove_handle visits every cached
+ * connection.  In the multi handle's caches both walks were as long as
+ * the target count (one host:port and one kept connection per target): at
+ * 200 targets the DNS walk was ~9 % of libcurl's CPU, and a connection
+ * cache per target saved ~8 % of meterd's CPU at 500 (bench/RESULTS.md).
+ * A group costs ~10 KiB (a connection cache has a hash table and an easy
+ * handle of its own), so groups, not one per target.  A group takes new
+ * members until CONN_GROUP joined, and goes with its last member.
+ *
+ * Each target holds at most one connection (one scrape in flight), and a
+ * group's cache is not counted by CURLMOPT_MAX_TOTAL_CONNECTIONS, so at most
+ * conn_max / 2 targets join groups and the multi handle's own caches, for
+ * the rest, are bounded to the other half. */
+#define CONN_GROUP 32
+struct conn_group {
+    CURLSH  *sh;
+    unsigned members;             /* targets that use it now */
+    unsigned joined;              /* targets that ever joined */
+};
 /* open connections at most (CURLMOPT_MAX_TOTAL_CONNECTIONS), and idle ones
  * kept for reuse at most (CURLMOPT_MAXCONNECTS): each holds a file
  * descriptor, so the bound is the open-file limit less a reserve for the
@@ -120,6 +139,8 @@ struct target {
 
 struct md_scrape {
     long                 conn_max;    /* conn_limit() at start */
+    struct conn_group   *grp_open;    /* the group new targets join */
+    long                 grouped;     /* targets in a group */
     struct md_app       *app;
     struct md_store     *store;
     pthread_t            thread;
@@ -226,15 +247,49 @@ header_cb(char *p, size_t size, size_t n, void *arg)
     return len;
 }
 
+/* t's group: the open one, or a new one when that is full (NULL: no memory) */
+static struct conn_group *
+group_join(struct md_scrape *s)
+{
+    struct conn_group *g = s->grp_open;
+
+    if (g == NULL || g->joined == CONN_GROUP) {
+        g = md_calloc(1, sizeof(*g));
+        if (g == NULL)
+            return NULL;
+        g->sh = curl_share_init();
+        if (g->sh == NULL ||
+            curl_share_setopt(g->sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK ||
+            curl_share_setopt(g->sh, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT) != CURLSHE_OK) {
+            if (g->sh != NULL)
+                curl_share_cleanup(g->sh);
+            md_free(g);
+            return NULL;
+        }
+        s->grp_open = g;
+    }
+    g->members++;
+    g->joined++;
+    s->grouped++;
+    return g;
+}
+
 static void
-target_free(struct target *t)
+target_free(struct md_scrape *s, struct target *t)
 {
     if (t == NULL)
         return;
     if (t->easy != NULL)
         curl_easy_cleanup(t->easy);
-    if (t->dns != NULL)             /* after the handle that used it */
-        curl_share_cleanup(t->dns);
+    if (t->grp != NULL) {           /* after the handle that used it */
+        s->grouped--;
+        if (--t->grp->members == 0) {
+            if (s->grp_open == t->grp)
+                s->grp_open = NULL;
+            curl_share_cleanup(t->grp->sh);     /* closes its connections */
+            md_free(t->grp);
+        }
+    }
     curl_slist_free_all(t->headers);
     md_buf_fini(&t->body);
     md_free(t->key);
@@ -353,7 +408,7 @@ sync_config(struct md_scrape *s)
             /* a stable, per-target offset inside the interval */
             t->next_due_ns = now + (fnv1a(want[i].key) % (interval_ms * 1000000ULL));
             if (t->key == NULL || t->url == NULL) {
-                target_free(t);
+                target_free(s, t);
                 goto nomem;
             }
         } else {
@@ -382,7 +437,7 @@ sync_config(struct md_scrape *s)
             if (s->targets[i]->in_flight)
                 curl_multi_remove_handle(s->multi, s->targets[i]->easy);
             md_log_info("target \"%s\" removed; its last state is kept", s->targets[i]->key);
-            target_free(s->targets[i]);
+            target_free(s, s->targets[i]);
         }
     }
     md_free(s->targets);
@@ -436,7 +491,7 @@ fail:
     /* free only the targets that are new (not in s->targets) */
     for (size_t i = 0; next != NULL && i < n; i++)
         if (next[i] != NULL && find_target(s, next[i]->key) != next[i])
-            target_free(next[i]);
+            target_free(s, next[i]);
     md_free(next);
     for (size_t i = 0; keys != NULL && i < ndisc; i++)
         md_free(keys[i]);
@@ -506,15 +561,15 @@ start_scrape(struct md_scrape *s, struct target *t, uint64_t now)
         if (t->easy == NULL)
             return MD_ENOMEM;
     }
-    if (t->dns == NULL) {
-        t->dns = curl_share_init();
-        if (t->dns == NULL)
-            return MD_ENOMEM;
-        if (curl_share_setopt(t->dns, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK) {
-            curl_share_cleanup(t->dns);
-            t->dns = NULL;
-            return MD_ENOMEM;
+    if (t->grp == NULL && !t->grp_none) {
+        if (s->grouped < s->conn_max / 2) {
+            t->grp = group_join(s);
+            if (t->grp == NULL)
+                return MD_ENOMEM;
+        } else {
+            t->grp_none = 1;
         }
+        t->opts_set = 0;
     }
     if (t->body.data == NULL && s->nspare > 0) {
         struct md_buf *b = &s->spare[--s->nspare];
@@ -577,7 +632,7 @@ start_scrape(struct md_scrape *s, struct target *t, uint64_t now)
          * 200 targets; with no proxy an empty list changes nothing) */
         curl_easy_setopt(t->easy, CURLOPT_PROXY, "");
         curl_easy_setopt(t->easy, CURLOPT_NOPROXY, "");
-        curl_easy_setopt(t->easy, CURLOPT_SHARE, t->dns);
+        curl_easy_setopt(t->easy, CURLOPT_SHARE, t->grp != NULL ? t->grp->sh : NULL);
         t->opts_set = 1;
         t->opts_timeout_ms = t->timeout_ms;
         t->opts_cap = t->body.cap;
@@ -885,7 +940,8 @@ md_scrape_start(struct md_app *app, int store_fresh, struct md_scrape **out, str
         return md_err_set(err, MD_ENOMEM, "out of memory");
     }
     s->conn_max = conn_limit();
-    curl_multi_setopt(s->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, s->conn_max);
+    /* the half that is not in groups (struct conn_group) */
+    curl_multi_setopt(s->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, s->conn_max - s->conn_max / 2);
     curl_multi_setopt(s->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 4L);
     if (sync_config(s) != MD_OK) {
         md_scrape_stop(s);
@@ -925,7 +981,7 @@ md_scrape_stop(struct md_scrape *s)
         pthread_join(s->thread, NULL);
     }
     for (size_t i = 0; i < s->ntargets; i++)
-        target_free(s->targets[i]);
+        target_free(s, s->targets[i]);
     md_free(s->targets);
     curl_multi_cleanup(s->multi);
     md_attrib_free(s->attrib);

@@ -102,8 +102,9 @@ class Meterd:
     def url(self):
         return "http://127.0.0.1:%d" % self.port
 
-    def start(self, wait=True, env=None):
-        """env: extra environment variables for meterd only."""
+    def start(self, wait=True, env=None, preexec=None):
+        """env: extra environment variables for meterd only; preexec: run in
+        the child before meterd (e.g. to lower a resource limit)."""
         self.stderr = open(self.stderr_path, "ab")
         penv = None
         if env:
@@ -111,7 +112,7 @@ class Meterd:
             penv.update(env)
         self.proc = subprocess.Popen([ARGS.meterd, "run", "-c", self.config],
                                      cwd=self.dir, stdout=self.stderr, stderr=self.stderr,
-                                     env=penv)
+                                     env=penv, preexec_fn=preexec)
         if wait:
             self.wait_ready()
         return self
