@@ -2,16 +2,19 @@
 # bench/ingest/window.sh: one quick measuring window, for A/B checks between
 # full run.sh benchmarks (bench/RESULTS.md "Fewer wake-ups").
 #
-#   bench/ingest/window.sh MEMTERD_BINARY [PORT] [SECONDS]
+#   bench/ingest/window.sh METERD_BINARY [PORT] [SECONDS]
 #
 # Environment: N (targets, 200), SIM (extproc-sim binary, next to meterd),
 # COMP (scrape.compression; meterd's default when unset).  Starts a fresh
-# simulator with N targets on 127.0.0.1:PORT+1.. and meterd scraping it every
+# simulator with N targets on 127.0.0.1:PORT+1.. (PORT 21000: the simulator's
+# ports and meterd's PORT+1000 stay below Linux's ephemeral range, 32768 and up:
+# outgoing connections take ports there, the simulator then failed to bind some
+# and a window counted a fraction of the targets) and meterd scraping it every
 # 2 s, waits 12 s, then prints over a SECONDS-long window (30): meterd's
 # utime+stime per scrape and per million samples (613 per body), and per
 # thread the CPU and voluntary/involuntary context switches per scrape.
 set -u
-bin=$1; port=${2:-35000}; win=${3:-30}; n=${N:-200}
+bin=$1; port=${2:-21000}; win=${3:-30}; n=${N:-200}
 sim=${SIM:-$(dirname "$bin")/extproc-sim}
 d=$(mktemp -d /tmp/meterd-window-XXXXXX)
 "$sim" --targets "$n" --base-port $((port + 1)) --control-port "$port" --seed 1 --quiet \
