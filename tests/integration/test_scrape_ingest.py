@@ -328,23 +328,31 @@ def established_to(pid, ports):
     return len(held)
 
 
+def sim_meterd(n):
+    """A simulator with n keep-alive targets and a meterd scraping all of
+    them every 2 s (not started)."""
+    sim = simctl.Sim(simctl.binary(harness.ARGS.build), targets=n).start()
+    m = harness.Meterd(extra_yaml="scrape:\n  interval: 2s\n  timeout: 2s\ntargets:\n" +
+                       "".join("  - url: %s\n" % u for u in sim.urls))
+    return sim, m, set(sim.port(i) for i in range(n))
+
+
+def min_scrapes(m):
+    """the fewest scrapes of any of meterd's targets"""
+    doc = json.loads(m.get("/api/v1/targets").text)
+    return min(t["scrapes"] for t in doc["targets"])
+
+
 def test_keep_alive_beyond_256_targets():
     """300 keep-alive simulator targets every 2 s: after three rounds
     meterd holds an open connection to every one of them (the bound is the
     open-file limit less a reserve, not 256, which made about every other
     scrape reconnect at 500 targets)."""
     n = 300
-    sim = simctl.Sim(simctl.binary(harness.ARGS.build), targets=n).start()
-    m = harness.Meterd(extra_yaml="scrape:\n  interval: 2s\n  timeout: 2s\ntargets:\n" +
-                       "".join("  - url: %s\n" % u for u in sim.urls))
+    sim, m, ports = sim_meterd(n)
     try:
         m.start()
-        ports = set(sim.port(i) for i in range(n))
-
-        def rounds():
-            doc = json.loads(m.get("/api/v1/targets").text)
-            return min(t["scrapes"] for t in doc["targets"])
-        harness.wait_until(lambda: rounds() >= 3, 90, "three scrapes of every target")
+        harness.wait_until(lambda: min_scrapes(m) >= 3, 90, "three scrapes of every target")
         held = established_to(m.proc.pid, ports)
         assert held >= n - 5, "%d connections held to %d targets" % (held, n)
     finally:
@@ -362,19 +370,15 @@ def test_connections_bounded_by_open_file_limit():
     a group's cache is not counted by libcurl's total limit, so without
     that split meterd held 22 + 44."""
     n, bound = 80, 300 - 256
-    sim = simctl.Sim(simctl.binary(harness.ARGS.build), targets=n).start()
-    m = harness.Meterd(extra_yaml="scrape:\n  interval: 2s\n  timeout: 2s\ntargets:\n" +
-                       "".join("  - url: %s\n" % u for u in sim.urls))
+    sim, m, ports = sim_meterd(n)
     try:
         m.start(preexec=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (300, 300)))
-        ports = set(sim.port(i) for i in range(n))
         most = 0
 
         def rounds():
             nonlocal most
             most = max(most, established_to(m.proc.pid, ports))
-            doc = json.loads(m.get("/api/v1/targets").text)
-            return min(t["scrapes"] for t in doc["targets"])
+            return min_scrapes(m)
         harness.wait_until(lambda: rounds() >= 4, 90, "four scrapes of every target")
         for _ in range(20):
             most = max(most, established_to(m.proc.pid, ports))
